@@ -1,0 +1,21 @@
+//! `openchat-core`: the vocabulary and the rules of OpenChat, with no I/O.
+//!
+//! Contract: nothing in this crate touches the network, the disk, a clock or an async
+//! runtime. It holds the newtype ids that cross threads, the closed enums that every other
+//! crate speaks (channel kinds, member statuses, directory enums), the named limits, the
+//! validation rules for client input (server settings) and the first-run seed community.
+//! Every function is pure: the same input gives the same output, so the rules can be
+//! tested without sockets and reused by the storage thread, the front-end and the shards.
+//!
+//! Time enters as plain numbers (`UnixSeconds`) passed in by a caller that read the clock.
+
+pub mod ids;
+pub mod limits;
+pub mod model;
+pub mod seed;
+pub mod settings;
+
+pub use ids::{ChannelId, GroupId, IdError, MemberId, ServerId, UserUid};
+pub use model::{
+    ChannelKind, HandshakeStrategy, MemberStatus, TrustState, UidPolicy, UnixSeconds,
+};

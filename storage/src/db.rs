@@ -1,0 +1,98 @@
+//! The narrow waist between the business logic and the two backends.
+//!
+//! Both backends run the same SQL text: positional parameters are written `$1`, `$2`, ...
+//! in order of first use (Postgres' syntax; SQLite reads them as named parameters and
+//! numbers them in order of first appearance, which is the same thing). Values cross as
+//! [`Param`] (borrowed, in) and [`Value`] (owned, out), so neither backend's types leak.
+
+use crate::error::StorageError;
+
+/// A statement parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Int(i64),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+}
+
+/// A column value read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// One result row.
+#[derive(Debug, Clone)]
+pub(crate) struct Row(pub(crate) Vec<Value>);
+
+impl Row {
+    fn column(&self, index: usize) -> Result<&Value, StorageError> {
+        self.0
+            .get(index)
+            .ok_or_else(|| StorageError::Corrupt(format!("row has no column {index}")))
+    }
+
+    pub(crate) fn int(&self, index: usize) -> Result<i64, StorageError> {
+        match self.column(index)? {
+            Value::Int(value) => Ok(*value),
+            other => Err(StorageError::Corrupt(format!("column {index}: expected integer, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn text(&self, index: usize) -> Result<String, StorageError> {
+        match self.column(index)? {
+            Value::Text(value) => Ok(value.clone()),
+            other => Err(StorageError::Corrupt(format!("column {index}: expected text, got {other:?}"))),
+        }
+    }
+
+    pub(crate) fn opt_text(&self, index: usize) -> Result<Option<String>, StorageError> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            Value::Text(value) => Ok(Some(value.clone())),
+            other => Err(StorageError::Corrupt(format!("column {index}: expected text, got {other:?}"))),
+        }
+    }
+}
+
+/// A database connection as the business logic sees it.
+///
+/// Transactions are plain `BEGIN`/`COMMIT`/`ROLLBACK` statements: the storage thread runs
+/// one request at a time on one connection, so nothing else can interleave.
+pub(crate) trait Db {
+    /// The statement that opens a write transaction.
+    fn begin_sql(&self) -> &'static str;
+    /// Runs one or more statements without parameters or results (migrations, BEGIN...).
+    async fn batch(&mut self, sql: &str) -> Result<(), StorageError>;
+    /// Runs one statement; returns the number of rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StorageError>;
+    /// Runs one query; returns every row.
+    async fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StorageError>;
+
+    async fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, StorageError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+}
+
+/// Runs `work` inside a transaction: commits on `Ok`, rolls back on `Err`.
+pub(crate) async fn in_transaction<D: Db, T>(
+    db: &mut D,
+    work: impl AsyncFnOnce(&mut D) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let begin = db.begin_sql();
+    db.batch(begin).await?;
+    match work(db).await {
+        Ok(value) => {
+            db.batch("COMMIT").await?;
+            Ok(value)
+        }
+        Err(err) => {
+            // A failed rollback (connection gone) changes nothing for the caller: the
+            // transaction did not commit either way.
+            let _ = db.batch("ROLLBACK").await;
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! `openchat-storage`: the storage thread, the only place in OpenChat that does database I/O.
+//!
+//! Contract:
+//! - [`start`] spawns one dedicated OS thread ("openchat-storage"), opens the configured
+//!   backend, runs the versioned migrations inside a transaction (refusing a database whose
+//!   schema is newer than this binary) and only then returns a [`StorageHandle`].
+//! - The rest of the process talks to that thread through a bounded request channel
+//!   (`flume`, [`STORAGE_QUEUE_DEPTH_MAX`](openchat_core::limits::STORAGE_QUEUE_DEPTH_MAX)
+//!   deep). Every request carries its own reply channel (`tokio::sync::oneshot`). Both
+//!   channel types are runtime-agnostic, so the handle works from tokio tasks and from
+//!   glommio executors alike; a full queue makes the caller wait, it never drops a request.
+//! - Two backends answer the same requests with the same SQL: embedded SQLite (rusqlite,
+//!   bundled, WAL) and Postgres (tokio-postgres on a current-thread tokio runtime inside the
+//!   storage thread). The business logic ([`queries`]) is written once against the small
+//!   [`db::Db`] trait; each backend only moves parameters and rows.
+//! - Postgres may go away at any time: requests then fail fast with
+//!   [`StorageError::Unavailable`] while the backend reconnects with exponential backoff;
+//!   no request waits longer than the backend's statement timeout.
+//! - [`StorageThread::shutdown`] drains nothing new, closes the database cleanly and joins.
+//!
+//! Run loop: `recv request -> run it (one transaction where it writes) -> send reply`.
+//! Requests are processed one at a time, in arrival order.
+
+mod db;
+mod error;
+mod handle;
+mod migrations;
+mod postgres;
+mod queries;
+mod records;
+mod sqlite;
+mod thread;
+
+pub use error::StorageError;
+pub use handle::StorageHandle;
+pub use migrations::SCHEMA_VERSION;
+pub use records::{ChannelRecord, GroupRecord, InstanceRecord, MemberRecord, ServerRecord};
+pub use thread::{StorageThread, StoreConfig, StoreKind, start};

@@ -1,0 +1,296 @@
+//! The business logic of every storage request, written once against [`Db`].
+//!
+//! Each public function here is one request of the storage thread. Writes run in one
+//! transaction; reads see one consistent snapshot where they issue several statements.
+
+use openchat_core::seed::Seed;
+use openchat_core::settings::ServerSettings;
+use openchat_core::{
+    ChannelId, ChannelKind, GroupId, HandshakeStrategy, MemberId, MemberStatus, ServerId, TrustState,
+    UidPolicy, UnixSeconds, UserUid,
+};
+
+use crate::db::{Db, Param, Row, in_transaction};
+use crate::error::StorageError;
+use crate::records::{ChannelRecord, GroupRecord, InstanceRecord, MemberRecord, ServerRecord};
+
+const META_SEEDED: &str = "seeded_at";
+const META_INSTANCE_NAME: &str = "instance_name";
+const META_PRIMARY_SERVER: &str = "primary_server_id";
+
+const SERVER_COLUMNS: &str = "id, display_name, description, banner_preset, icon_text, trust_state, \
+     handshake_strategy, uid_policy, created_at, updated_by_uid, updated_at";
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt(format!("{what}: {err}"))
+}
+
+fn server_from_row(row: &Row) -> Result<ServerRecord, StorageError> {
+    Ok(ServerRecord {
+        id: ServerId::parse_owned(row.text(0)?).map_err(|e| corrupt("server id", e))?,
+        display_name: row.text(1)?,
+        description: row.text(2)?,
+        banner_preset: row.text(3)?,
+        icon_text: row.text(4)?,
+        trust_state: TrustState::parse(&row.text(5)?).map_err(|e| corrupt("trust_state", e))?,
+        handshake_strategy: HandshakeStrategy::parse(&row.text(6)?)
+            .map_err(|e| corrupt("handshake_strategy", e))?,
+        uid_policy: UidPolicy::parse(&row.text(7)?).map_err(|e| corrupt("uid_policy", e))?,
+        created_at: row.int(8)?,
+        updated_by_uid: row
+            .opt_text(9)?
+            .map(UserUid::parse_owned)
+            .transpose()
+            .map_err(|e| corrupt("updated_by_uid", e))?,
+        updated_at: row.int(10)?,
+    })
+}
+
+pub(crate) async fn ping<D: Db>(db: &mut D) -> Result<(), StorageError> {
+    db.query("SELECT 1", &[]).await.map(drop)
+}
+
+async fn meta<D: Db>(db: &mut D, key: &str) -> Result<Option<String>, StorageError> {
+    match db.query_opt("SELECT value FROM instance_meta WHERE key = $1", &[Param::Text(key)]).await? {
+        Some(row) => Ok(Some(row.text(0)?)),
+        None => Ok(None),
+    }
+}
+
+async fn set_meta<D: Db>(db: &mut D, key: &str, value: &str) -> Result<(), StorageError> {
+    db.execute(
+        "INSERT INTO instance_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+        &[Param::Text(key), Param::Text(value)],
+    )
+    .await
+    .map(drop)
+}
+
+/// Writes the first-run community, once. Returns whether anything was written: nothing is
+/// when the store already holds a server or was seeded before (even if the seeded servers
+/// were deleted since), so restarts never duplicate or resurrect anything.
+pub(crate) async fn seed<D: Db>(db: &mut D, seed: &Seed, now: UnixSeconds) -> Result<bool, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let servers = db.query_opt("SELECT COUNT(*) FROM servers", &[]).await?;
+        if servers.map(|row| row.int(0)).transpose()?.unwrap_or(0) > 0 {
+            return Ok(false);
+        }
+        let claimed = db
+            .execute(
+                "INSERT INTO instance_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[Param::Text(META_SEEDED), Param::Text(&now.to_string())],
+            )
+            .await?;
+        if claimed == 0 {
+            return Ok(false);
+        }
+        set_meta(db, META_INSTANCE_NAME, seed.instance_name).await?;
+        if let Some(primary) = seed.servers.first() {
+            set_meta(db, META_PRIMARY_SERVER, primary.id).await?;
+        }
+        for (server_pos, server) in seed.servers.iter().enumerate() {
+            db.execute(
+                "INSERT INTO servers (id, display_name, icon_text, trust_state, handshake_strategy, \
+                 uid_policy, created_at, updated_at, position) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+                &[
+                    Param::Text(server.id),
+                    Param::Text(server.display_name),
+                    Param::Text(server.icon_text),
+                    Param::Text(server.trust_state.as_str()),
+                    Param::Text(server.handshake_strategy.as_str()),
+                    Param::Text(server.uid_policy.as_str()),
+                    Param::Int(now),
+                    Param::Int(server_pos as i64),
+                ],
+            )
+            .await?;
+            for (group_pos, group) in server.groups.iter().enumerate() {
+                db.execute(
+                    "INSERT INTO channel_groups (id, server_id, label, kind, position, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        Param::Text(group.id),
+                        Param::Text(server.id),
+                        Param::Text(group.label),
+                        Param::Text(group.kind.as_str()),
+                        Param::Int(group_pos as i64),
+                        Param::Int(now),
+                    ],
+                )
+                .await?;
+                for (channel_pos, channel) in group.channels.iter().enumerate() {
+                    db.execute(
+                        "INSERT INTO channels (id, server_id, group_id, name, kind, position, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            Param::Text(channel.id),
+                            Param::Text(server.id),
+                            Param::Text(group.id),
+                            Param::Text(channel.name),
+                            Param::Text(group.kind.as_str()),
+                            Param::Int(channel_pos as i64),
+                            Param::Int(now),
+                        ],
+                    )
+                    .await?;
+                    for (seq, message) in channel.messages.iter().enumerate() {
+                        db.execute(
+                            "INSERT INTO messages (id, channel_id, seq, author_uid, body, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                            &[
+                                Param::Text(message.id),
+                                Param::Text(channel.id),
+                                Param::Int(seq as i64),
+                                Param::Text(message.author_uid),
+                                Param::Text(message.body),
+                                Param::Int(now - message.age_seconds),
+                            ],
+                        )
+                        .await?;
+                    }
+                }
+            }
+            for (member_pos, member) in server.members.iter().enumerate() {
+                db.execute(
+                    "INSERT INTO server_members (server_id, member_id, display_name, status, position, joined_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        Param::Text(server.id),
+                        Param::Text(member.id),
+                        Param::Text(member.name),
+                        Param::Text(member.status.as_str()),
+                        Param::Int(member_pos as i64),
+                        Param::Int(now),
+                    ],
+                )
+                .await?;
+            }
+        }
+        Ok(true)
+    })
+    .await
+}
+
+pub(crate) async fn instance<D: Db>(db: &mut D) -> Result<InstanceRecord, StorageError> {
+    let name = meta(db, META_INSTANCE_NAME).await?;
+    let primary_id = meta(db, META_PRIMARY_SERVER).await?;
+    let mut primary_server = match primary_id {
+        Some(id) => server_opt(db, &id).await?,
+        None => None,
+    };
+    if primary_server.is_none() {
+        let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY created_at, position, id LIMIT 1");
+        primary_server = db.query_opt(&sql, &[]).await?.as_ref().map(server_from_row).transpose()?;
+    }
+    Ok(InstanceRecord { name, primary_server })
+}
+
+pub(crate) async fn directory<D: Db>(db: &mut D, limit: usize) -> Result<Vec<ServerRecord>, StorageError> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY position, created_at, id LIMIT $1");
+    let rows = db.query(&sql, &[Param::Int(limit as i64)]).await?;
+    rows.iter().map(server_from_row).collect()
+}
+
+async fn server_opt<D: Db>(db: &mut D, id: &str) -> Result<Option<ServerRecord>, StorageError> {
+    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE id = $1");
+    db.query_opt(&sql, &[Param::Text(id)]).await?.as_ref().map(server_from_row).transpose()
+}
+
+pub(crate) async fn server<D: Db>(db: &mut D, id: &ServerId) -> Result<ServerRecord, StorageError> {
+    server_opt(db, id.as_str()).await?.ok_or(StorageError::NotFound("server"))
+}
+
+/// The server's groups and channels in display order. Runs in a transaction so the group
+/// list and the channel list come from the same snapshot.
+pub(crate) async fn layout<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<GroupRecord>, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        server(db, id).await?;
+        let group_rows = db
+            .query(
+                "SELECT id, label, kind FROM channel_groups WHERE server_id = $1 ORDER BY position, id",
+                &[Param::Text(id.as_str())],
+            )
+            .await?;
+        let mut groups = Vec::with_capacity(group_rows.len());
+        for row in &group_rows {
+            groups.push(GroupRecord {
+                id: GroupId::parse_owned(row.text(0)?).map_err(|e| corrupt("group id", e))?,
+                label: row.text(1)?,
+                kind: ChannelKind::parse(&row.text(2)?).map_err(|e| corrupt("group kind", e))?,
+                channels: Vec::new(),
+            });
+        }
+        let channel_rows = db
+            .query(
+                "SELECT c.group_id, c.id, c.name, c.kind FROM channels c \
+                 JOIN channel_groups g ON g.id = c.group_id \
+                 WHERE c.server_id = $1 ORDER BY g.position, g.id, c.position, c.id",
+                &[Param::Text(id.as_str())],
+            )
+            .await?;
+        for row in &channel_rows {
+            let group_id = row.text(0)?;
+            let channel = ChannelRecord {
+                id: ChannelId::parse_owned(row.text(1)?).map_err(|e| corrupt("channel id", e))?,
+                name: row.text(2)?,
+                kind: ChannelKind::parse(&row.text(3)?).map_err(|e| corrupt("channel kind", e))?,
+            };
+            match groups.iter_mut().find(|group| group.id.as_str() == group_id) {
+                Some(group) => group.channels.push(channel),
+                None => return Err(corrupt("channel group", format!("{group_id} missing"))),
+            }
+        }
+        Ok(groups)
+    })
+    .await
+}
+
+pub(crate) async fn members<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<MemberRecord>, StorageError> {
+    server(db, id).await?;
+    let rows = db
+        .query(
+            "SELECT member_id, display_name, status FROM server_members \
+             WHERE server_id = $1 AND left_at IS NULL ORDER BY position, member_id",
+            &[Param::Text(id.as_str())],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(MemberRecord {
+                id: MemberId::parse_owned(row.text(0)?).map_err(|e| corrupt("member id", e))?,
+                name: row.text(1)?,
+                status: MemberStatus::parse(&row.text(2)?).map_err(|e| corrupt("member status", e))?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn update_settings<D: Db>(
+    db: &mut D,
+    id: &ServerId,
+    settings: &ServerSettings,
+    by: &UserUid,
+    now: UnixSeconds,
+) -> Result<ServerRecord, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let changed = db
+            .execute(
+                "UPDATE servers SET display_name = $2, description = $3, banner_preset = $4, \
+                 updated_by_uid = $5, updated_at = $6 WHERE id = $1",
+                &[
+                    Param::Text(id.as_str()),
+                    Param::Text(&settings.display_name),
+                    Param::Text(&settings.description),
+                    Param::Text(&settings.banner_preset),
+                    Param::OptText(Some(by.as_str())),
+                    Param::Int(now),
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StorageError::NotFound("server"));
+        }
+        server(db, id).await
+    })
+    .await
+}
