@@ -1,1 +1,23 @@
-//! x
+//! `openchat`: the root package. It is the only place that knows every crate: it turns the
+//! configuration into a running process (storage thread, HTTP front-end, later the media
+//! shards) and stops it again.
+//!
+//! Start-up order: validate configuration (exit 2 on a bad value) -> logging -> storage
+//! thread (open, migrate; exit 2 if the store cannot be opened) -> first-run seed -> bind
+//! the listener (exit 2 if the address is taken) -> serve until SIGTERM/SIGINT.
+//! Shutdown order: stop accepting -> finish in-flight requests (bounded) -> stop the storage
+//! thread, which closes the database cleanly.
+
+pub mod config;
+pub mod logging;
+pub mod startup;
+pub mod tls;
+
+/// Version, commit and build time of this binary.
+pub fn build_info() -> openchat_signaling::BuildInfo {
+    openchat_signaling::BuildInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        commit: env!("OPENCHAT_BUILD_COMMIT").to_owned(),
+        time: env!("OPENCHAT_BUILD_TIME").to_owned(),
+    }
+}

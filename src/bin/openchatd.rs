@@ -1,1 +1,20 @@
-fn main(){}
+//! `openchatd`: the OpenChat server. See `openchatd --help` and README.md.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use openchat::config::{Args, Config};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match Config::from_args(&args) {
+        Ok(config) => openchat::startup::run(config),
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::from(openchat::startup::EXIT_CONFIG)
+        }
+    }
+}

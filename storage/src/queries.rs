@@ -19,7 +19,7 @@ const META_INSTANCE_NAME: &str = "instance_name";
 const META_PRIMARY_SERVER: &str = "primary_server_id";
 
 const SERVER_COLUMNS: &str = "id, display_name, description, banner_preset, icon_text, trust_state, \
-     handshake_strategy, uid_policy, created_at, updated_by_uid, updated_at";
+     handshake_strategy, uid_policy, owner_uid, created_at, updated_by_uid, updated_at";
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{what}: {err}"))
@@ -36,13 +36,18 @@ fn server_from_row(row: &Row) -> Result<ServerRecord, StorageError> {
         handshake_strategy: HandshakeStrategy::parse(&row.text(6)?)
             .map_err(|e| corrupt("handshake_strategy", e))?,
         uid_policy: UidPolicy::parse(&row.text(7)?).map_err(|e| corrupt("uid_policy", e))?,
-        created_at: row.int(8)?,
+        owner_uid: row
+            .opt_text(8)?
+            .map(UserUid::parse_owned)
+            .transpose()
+            .map_err(|e| corrupt("owner_uid", e))?,
+        created_at: row.int(9)?,
         updated_by_uid: row
-            .opt_text(9)?
+            .opt_text(10)?
             .map(UserUid::parse_owned)
             .transpose()
             .map_err(|e| corrupt("updated_by_uid", e))?,
-        updated_at: row.int(10)?,
+        updated_at: row.int(11)?,
     })
 }
 

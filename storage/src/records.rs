@@ -16,6 +16,8 @@ pub struct ServerRecord {
     pub trust_state: TrustState,
     pub handshake_strategy: HandshakeStrategy,
     pub uid_policy: UidPolicy,
+    /// The user who claimed ownership, if anyone has.
+    pub owner_uid: Option<UserUid>,
     pub created_at: UnixSeconds,
     pub updated_by_uid: Option<UserUid>,
     pub updated_at: UnixSeconds,

@@ -1,0 +1,110 @@
+//! The capabilities document (WIRE.md §3), built from what this build actually serves.
+//!
+//! Rule: a feature flag is true only once the feature works end to end. Blocks the client
+//! treats as optional (`rtc`, `mentions`, `read_acks`) are absent until their features
+//! exist; the objects it requires (`transport`, `features`, `limits`, `security`) are
+//! always present. Limits report the configured values.
+
+use openchat_core::UidPolicy;
+use openchat_storage::InstanceRecord;
+use serde_json::{Value, json};
+
+use crate::service::FrontConfig;
+
+/// The API version the client v0.0.7 was written against.
+pub const API_VERSION: &str = "2026-02-14";
+
+/// The instance name when neither the store nor the primary server provides one.
+pub const FALLBACK_SERVER_NAME: &str = "OpenChat";
+
+/// Builds the document. `server_id` is the primary community (WIRE.md §0.1); on a store
+/// with no server at all (`OPENCHAT_SEED=none`, nothing created yet) it is empty.
+pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
+    let primary = instance.primary_server.as_ref();
+    let server_name = instance
+        .name
+        .clone()
+        .or_else(|| primary.map(|server| server.display_name.clone()))
+        .unwrap_or_else(|| FALLBACK_SERVER_NAME.to_owned());
+    let uid_policy = primary.map_or(UidPolicy::ServerScoped, |server| server.uid_policy);
+    let limits = &config.limits;
+    json!({
+        "server_name": server_name,
+        "server_id": primary.map_or("", |server| server.id.as_str()),
+        "api_version": API_VERSION,
+        "build_version": config.build.version,
+        "build_commit": config.build.commit,
+        "build_time": config.build.time,
+        // Headers mode trusts the identity headers: the client's `token_proof`.
+        "identity_handshake_modes": ["token_proof"],
+        "user_uid_policy": uid_policy.as_str(),
+        "profile_data_policy": "uid_only",
+        "transport": {"websocket": false, "sse": false, "polling": false},
+        "features": {
+            "messaging": false,
+            "presence": false,
+            "attachments": false,
+            "notifications": false,
+            "server_creation": false
+        },
+        "limits": {
+            "max_message_bytes": limits.max_message_bytes,
+            "max_upload_bytes": limits.max_upload_bytes,
+            "rate_limit_per_minute": limits.rate_limit_per_minute,
+            "max_call_participants": limits.max_call_participants
+        },
+        "security": {
+            "https_required": config.production,
+            "certificate_pinning": "optional",
+            "tls_fingerprint": null
+        },
+        // Profiles are not served yet: an explicit `enabled: false` switches the client's
+        // profile sync off instead of letting it call missing endpoints (WIRE.md §0.3).
+        "profile": {
+            "enabled": false,
+            "display_name": {"min_length": 2, "max_length": 32}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{BuildInfo, Limits};
+
+    fn config() -> FrontConfig {
+        FrontConfig {
+            public_base_url: "http://localhost:8080".into(),
+            production: false,
+            limits: Limits {
+                max_message_bytes: 1234,
+                max_upload_bytes: 5678,
+                rate_limit_per_minute: 9,
+                max_call_participants: 10,
+            },
+            build: BuildInfo { version: "0.1.0".into(), commit: "abc".into(), time: "t".into() },
+        }
+    }
+
+    #[test]
+    fn empty_instance_still_has_every_required_object() {
+        let doc = document(&config(), &InstanceRecord { name: None, primary_server: None });
+        for key in ["transport", "features", "limits", "security"] {
+            assert!(doc[key].is_object(), "{key}");
+        }
+        assert_eq!(doc["server_name"], FALLBACK_SERVER_NAME);
+        assert_eq!(doc["server_id"], "");
+        assert_eq!(doc["user_uid_policy"], "server_scoped");
+        assert!(doc.get("rtc").is_none(), "rtc is advertised only once it works");
+    }
+
+    #[test]
+    fn limits_report_the_configured_values() {
+        let doc = document(&config(), &InstanceRecord { name: Some("X".into()), primary_server: None });
+        assert_eq!(doc["limits"]["max_message_bytes"], 1234);
+        assert_eq!(doc["limits"]["max_upload_bytes"], 5678);
+        assert_eq!(doc["limits"]["rate_limit_per_minute"], 9);
+        assert_eq!(doc["limits"]["max_call_participants"], 10);
+        assert_eq!(doc["server_name"], "X");
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics of the front-end: HTTP request counts and latencies per route, and
+//! storage request latencies per operation, in the text exposition format.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+    pub store: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric the front-end exports, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub storage_duration: Family<StorageLabels, Histogram, fn() -> Histogram>,
+    pub storage_queue_depth: Gauge,
+    pub http_connections: Gauge,
+    encode_lock: Mutex<()>,
+}
+
+impl Metrics {
+    pub fn new(build: BuildLabels) -> Self {
+        let mut registry = Registry::with_prefix("openchat");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by route, method and status", http_requests.clone());
+        let http_duration =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request, by route",
+            prometheus_client::registry::Unit::Seconds,
+            http_duration.clone(),
+        );
+        let storage_duration =
+            Family::<StorageLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "storage_request_duration",
+            "Round trip of a storage request as seen by the front-end, by operation and outcome",
+            prometheus_client::registry::Unit::Seconds,
+            storage_duration.clone(),
+        );
+        let storage_queue_depth = Gauge::default();
+        registry.register("storage_queue_depth", "Requests waiting for the storage thread", storage_queue_depth.clone());
+        let http_connections = Gauge::default();
+        registry.register("http_connections_open", "Open HTTP connections", http_connections.clone());
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info.get_or_create(&build).set(1);
+        registry.register("build_info", "Build of this openchatd (value is always 1)", build_info);
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            storage_duration,
+            storage_queue_depth,
+            http_connections,
+            encode_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn observe_request(&self, route: &'static str, method: &http::Method, status: u16, elapsed: Duration) {
+        let method = match *method {
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::DELETE => "DELETE",
+            http::Method::OPTIONS => "OPTIONS",
+            http::Method::HEAD => "HEAD",
+            _ => "OTHER",
+        };
+        self.http_requests.get_or_create(&RequestLabels { route, method, status }).inc();
+        self.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_storage(&self, op: &'static str, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.storage_duration.get_or_create(&StorageLabels { op, outcome }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition (`text/plain; version=0.0.4` compatible OpenMetrics text).
+    pub fn encode(&self) -> String {
+        let _guard = self.encode_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %err, "encoding metrics failed");
+        }
+        out
+    }
+}

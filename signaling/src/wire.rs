@@ -1,0 +1,93 @@
+//! Wire formats shared by the handlers: timestamps and identity headers (WIRE.md §1.2, §1.5).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openchat_core::{UnixSeconds, UserUid};
+
+use crate::error::ApiError;
+
+pub const USER_UID_HEADER: &str = "x-openchat-user-uid";
+pub const DEVICE_ID_HEADER: &str = "x-openchat-device-id";
+/// The identity of a request without headers, outside production (WIRE.md §1.2).
+pub const DEFAULT_USER_UID: &str = "uid_dev_local";
+pub const DEFAULT_DEVICE_ID: &str = "dev_local";
+
+/// RFC 3339, UTC, second precision, `Z` suffix: `2026-02-14T18:44:11Z`.
+pub fn rfc3339(at: UnixSeconds) -> String {
+    let at = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// The current time in Unix seconds. Only the request shell calls this.
+pub fn unix_now() -> UnixSeconds {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Who a request says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_uid: UserUid,
+    pub device_id: String,
+}
+
+fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Reads the identity headers as Go does: the UID header, else a bearer value used as the
+/// UID; missing values default outside production and are refused in production.
+pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity, ApiError> {
+    let bearer = header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let raw_uid = header(headers, USER_UID_HEADER).or(bearer);
+    let raw_uid = match raw_uid {
+        Some(uid) => uid,
+        None if production => return Err(ApiError::unauthorized("missing user identity headers")),
+        None => DEFAULT_USER_UID,
+    };
+    let user_uid = UserUid::parse(raw_uid).map_err(|e| ApiError::unauthorized(format!("invalid user identity: {e}")))?;
+    let device_id = header(headers, DEVICE_ID_HEADER).unwrap_or(DEFAULT_DEVICE_ID);
+    if device_id.len() > openchat_core::limits::ID_BYTES_MAX {
+        return Err(ApiError::unauthorized("device id is too long"));
+    }
+    Ok(Identity { user_uid, device_id: device_id.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_second_precision_utc_with_z() {
+        assert_eq!(rfc3339(1_771_094_651), "2026-02-14T18:44:11Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn identity_defaults_outside_production_and_is_required_in_production() {
+        let none = headers(&[]);
+        let id = identity(&none, false).unwrap();
+        assert_eq!((id.user_uid.as_str(), id.device_id.as_str()), (DEFAULT_USER_UID, DEFAULT_DEVICE_ID));
+        assert_eq!(identity(&none, true).unwrap_err().code, "unauthorized");
+    }
+
+    #[test]
+    fn identity_prefers_the_header_and_falls_back_to_bearer() {
+        let both = headers(&[(USER_UID_HEADER, " uid_1234abcd "), ("authorization", "Bearer uid_other")]);
+        assert_eq!(identity(&both, true).unwrap().user_uid.as_str(), "uid_1234abcd");
+        let bearer = headers(&[("authorization", "Bearer uid_bearer"), (DEVICE_ID_HEADER, "desktop_x")]);
+        let id = identity(&bearer, true).unwrap();
+        assert_eq!((id.user_uid.as_str(), id.device_id.as_str()), ("uid_bearer", "desktop_x"));
+        assert!(identity(&headers(&[(USER_UID_HEADER, "uid with space")]), false).is_err());
+    }
+}

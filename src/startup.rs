@@ -1,0 +1,158 @@
+//! Turning a validated [`Config`] into a running openchatd, and stopping it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openchat_signaling::metrics::{BuildLabels, Metrics};
+use openchat_signaling::{AppState, FrontConfig};
+use openchat_storage::{StorageError, StoreConfig, StoreKind};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, ConfigError, SeedMode, StoreSelection};
+use crate::{build_info, tls};
+
+/// In-flight HTTP requests get this long to finish after SIGTERM/SIGINT.
+pub const HTTP_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The storage thread gets this long to finish its queue and close the database.
+pub const STORAGE_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Front-end worker threads; the media shards get the cores.
+pub const HTTP_WORKER_THREADS_MAX: usize = 4;
+
+/// Exit code for configuration problems (bad value, unusable data dir, unreachable
+/// database, address in use): the operator must change something.
+pub const EXIT_CONFIG: u8 = 2;
+
+fn config_failure(err: &ConfigError) -> ExitCode {
+    eprintln!("{err}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn store_error(config: &Config, err: StorageError) -> ConfigError {
+    let var = match config.store {
+        StoreSelection::Sqlite => "OPENCHAT_DATA_DIR",
+        StoreSelection::Postgres { .. } => "OPENCHAT_DATABASE_URL",
+    };
+    ConfigError { var, message: err.to_string() }
+}
+
+/// Runs openchatd with a validated configuration until a termination signal.
+pub fn run(config: Config) -> ExitCode {
+    crate::logging::init(&config.log_filter, config.log_format);
+    let build = build_info();
+    let store_display = match &config.store {
+        StoreSelection::Sqlite => format!("sqlite in {}", config.data_dir.display()),
+        StoreSelection::Postgres { display, .. } => display.clone(),
+    };
+    tracing::info!(
+        version = %build.version,
+        commit = %build.commit,
+        built = %build.time,
+        store = %store_display,
+        listen = %config.http_addr,
+        public_base_url = %config.public_base_url,
+        tls = config.tls.is_some(),
+        production = config.production,
+        "starting openchatd"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let tls = match config.tls.as_ref().map(tls::server_config).transpose() {
+        Ok(tls) => tls.map(tokio_rustls::TlsAcceptor::from),
+        Err(err) => return config_failure(&err),
+    };
+
+    let store_config = match &config.store {
+        StoreSelection::Sqlite => StoreConfig::Sqlite { data_dir: config.data_dir.clone() },
+        StoreSelection::Postgres { config, .. } => StoreConfig::Postgres { config: config.clone() },
+    };
+    let (storage, storage_thread) = match openchat_storage::start(store_config) {
+        Ok(started) => started,
+        Err(err) => return config_failure(&store_error(&config, err)),
+    };
+    let kind = storage.kind();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, usize::from).min(HTTP_WORKER_THREADS_MAX))
+        .thread_name("openchat-http")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("openchatd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let code = runtime.block_on(async {
+        if config.seed == SeedMode::Default {
+            match storage.seed(openchat_core::seed::default_community(), openchat_signaling::wire::unix_now()).await {
+                Ok(true) => tracing::info!("seeded the default community"),
+                Ok(false) => tracing::debug!("store already initialised; not seeding"),
+                Err(err) => {
+                    eprintln!("openchatd: seeding the default community failed: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let listener = match TcpListener::bind(config.http_addr).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                let var = "OPENCHAT_HTTP_ADDR";
+                return config_failure(&ConfigError { var, message: format!("cannot listen on {}: {err}", config.http_addr) });
+            }
+        };
+        let local = listener.local_addr().map_or_else(|_| config.http_addr.to_string(), |a| a.to_string());
+        let metrics = Metrics::new(BuildLabels {
+            version: build.version.clone(),
+            commit: build.commit.clone(),
+            store: match kind {
+                StoreKind::Sqlite => "sqlite",
+                StoreKind::Postgres => "postgres",
+            },
+        });
+        let state = Arc::new(AppState {
+            config: FrontConfig {
+                public_base_url: config.public_base_url.clone(),
+                production: config.production,
+                limits: config.limits,
+                build: build.clone(),
+            },
+            storage: storage.clone(),
+            metrics,
+        });
+        tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
+        let served = openchat_signaling::serve(listener, tls, state, termination(), HTTP_SHUTDOWN_GRACE).await;
+        if let Err(err) = served {
+            tracing::warn!(error = %err, "shutdown grace expired; closing remaining connections");
+        }
+        ExitCode::SUCCESS
+    });
+    drop(storage);
+    // The runtime's tasks (open connections past their grace) are dropped here.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match storage_thread.shutdown(STORAGE_SHUTDOWN_GRACE) {
+        Ok(()) => tracing::info!("storage closed; bye"),
+        Err(err) => tracing::error!(error = %err, "storage did not close cleanly"),
+    }
+    code
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(term), Ok(int)) => (term, int),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop openchatd with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+}
