@@ -139,7 +139,10 @@ pub struct ConfigError {
 }
 
 fn bad(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { var, message: message.into() }
+    ConfigError {
+        var,
+        message: message.into(),
+    }
 }
 
 /// Where the data lives.
@@ -147,7 +150,10 @@ fn bad(var: &'static str, message: impl Into<String>) -> ConfigError {
 pub enum StoreSelection {
     Sqlite,
     /// Postgres; `display` is the URL without its password, safe to log.
-    Postgres { config: Box<tokio_postgres::Config>, display: String },
+    Postgres {
+        config: Box<tokio_postgres::Config>,
+        display: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +205,9 @@ pub struct MediaConfig {
 pub struct Config {
     pub http_addr: SocketAddr,
     pub public_base_url: String,
+    /// False when `public_base_url` is the default built from the listen port; with port 0
+    /// start-up rebuilds it from the port actually bound.
+    pub public_base_url_explicit: bool,
     pub signaling_path: String,
     pub join_ticket_ttl: Duration,
     pub join_ticket_secret: Secret,
@@ -248,7 +257,9 @@ pub fn parse_http_addr(raw: &str) -> Result<SocketAddr, ConfigError> {
 fn parse_public_base_url(raw: &str) -> Result<String, ConfigError> {
     const VAR: &str = "OPENCHAT_PUBLIC_BASE_URL";
     let trimmed = raw.trim().trim_end_matches('/');
-    let uri: http::Uri = trimmed.parse().map_err(|_| bad(VAR, format!("invalid URL {raw:?}")))?;
+    let uri: http::Uri = trimmed
+        .parse()
+        .map_err(|_| bad(VAR, format!("invalid URL {raw:?}")))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
         _ => return Err(bad(VAR, format!("{raw:?} must start with http:// or https://"))),
@@ -270,8 +281,12 @@ pub fn parse_cpu_list(raw: &str) -> Result<Vec<usize>, String> {
             Some((first, last)) => (first.trim(), last.trim()),
             None => (part, part),
         };
-        let first: usize = first.parse().map_err(|_| format!("{part:?} is not a CPU number or range"))?;
-        let last: usize = last.parse().map_err(|_| format!("{part:?} is not a CPU number or range"))?;
+        let first: usize = first
+            .parse()
+            .map_err(|_| format!("{part:?} is not a CPU number or range"))?;
+        let last: usize = last
+            .parse()
+            .map_err(|_| format!("{part:?} is not a CPU number or range"))?;
         if first > last || last >= 4096 {
             return Err(format!("{part:?} is not a valid CPU range"));
         }
@@ -308,10 +323,15 @@ fn url_list(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Vec<String
     let mut urls = Vec::new();
     for url in raw.split(',').map(str::trim).filter(|url| !url.is_empty()) {
         let ok = schemes.iter().any(|scheme| {
-            url.strip_prefix(scheme).and_then(|rest| rest.strip_prefix(':')).is_some_and(|rest| !rest.is_empty())
+            url.strip_prefix(scheme)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| !rest.is_empty())
         });
         if !ok {
-            return Err(bad(var, format!("{url:?} must start with one of {}", schemes.join(":, ") + ":")));
+            return Err(bad(
+                var,
+                format!("{url:?} must start with one of {}", schemes.join(":, ") + ":"),
+            ));
         }
         urls.push(url.to_owned());
     }
@@ -329,7 +349,11 @@ fn redact_database_url(config: &tokio_postgres::Config) -> String {
             tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
         })
         .collect();
-    format!("postgres://{user}@{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
+    format!(
+        "postgres://{user}@{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 impl Config {
@@ -340,10 +364,27 @@ impl Config {
 
         let tls = match (&args.tls_cert, &args.tls_key) {
             (None, None) => None,
-            (Some(cert), Some(key)) => Some(TlsPaths { cert: cert.into(), key: key.into() }),
-            (Some(_), None) => return Err(bad("OPENCHAT_TLS_KEY", "must be set together with OPENCHAT_TLS_CERT")),
-            (None, Some(_)) => return Err(bad("OPENCHAT_TLS_CERT", "must be set together with OPENCHAT_TLS_KEY")),
+            (Some(cert), Some(key)) => Some(TlsPaths {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (Some(_), None) => {
+                return Err(bad(
+                    "OPENCHAT_TLS_KEY",
+                    "must be set together with OPENCHAT_TLS_CERT",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "OPENCHAT_TLS_CERT",
+                    "must be set together with OPENCHAT_TLS_KEY",
+                ));
+            }
         };
+        let public_base_url_explicit = args
+            .public_base_url
+            .as_deref()
+            .is_some_and(|raw| !raw.trim().is_empty());
         let public_base_url = match &args.public_base_url {
             Some(raw) if !raw.trim().is_empty() => parse_public_base_url(raw)?,
             _ => {
@@ -354,116 +395,212 @@ impl Config {
 
         let signaling_path = args.signaling_path.trim().to_owned();
         if !signaling_path.starts_with('/') || signaling_path.contains(['?', '#', ' ']) {
-            return Err(bad("OPENCHAT_SIGNALING_PATH", format!("{signaling_path:?} must be an absolute path like /v1/rtc/signaling")));
+            return Err(bad(
+                "OPENCHAT_SIGNALING_PATH",
+                format!("{signaling_path:?} must be an absolute path like /v1/rtc/signaling"),
+            ));
         }
 
         let production = args.env.trim().eq_ignore_ascii_case("production");
-        let join_ticket_ttl =
-            Duration::from_secs(parse_u64("OPENCHAT_JOIN_TICKET_TTL_SECONDS", &args.join_ticket_ttl_seconds, 1, 3600)?);
+        let join_ticket_ttl = Duration::from_secs(parse_u64(
+            "OPENCHAT_JOIN_TICKET_TTL_SECONDS",
+            &args.join_ticket_ttl_seconds,
+            1,
+            3600,
+        )?);
         let secret = args.join_ticket_secret.clone();
         if secret.len() < 16 {
             return Err(bad("OPENCHAT_JOIN_TICKET_SECRET", "must be at least 16 bytes"));
         }
         if production && secret == DEV_TICKET_SECRET {
-            return Err(bad("OPENCHAT_JOIN_TICKET_SECRET", "the development default must not be used when OPENCHAT_ENV=production"));
+            return Err(bad(
+                "OPENCHAT_JOIN_TICKET_SECRET",
+                "the development default must not be used when OPENCHAT_ENV=production",
+            ));
         }
 
         let data_dir = PathBuf::from(args.data_dir.trim());
         if data_dir.as_os_str().is_empty() {
             return Err(bad("OPENCHAT_DATA_DIR", "must not be empty"));
         }
-        let store = match args.database_url.as_deref().map(str::trim).filter(|url| !url.is_empty()) {
+        let store = match args
+            .database_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+        {
             None => StoreSelection::Sqlite,
             Some(url) => {
                 if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(bad("OPENCHAT_DATABASE_URL", "must start with postgres:// or postgresql://"));
+                    return Err(bad(
+                        "OPENCHAT_DATABASE_URL",
+                        "must start with postgres:// or postgresql://",
+                    ));
                 }
-                let config: tokio_postgres::Config =
-                    url.parse().map_err(|e| bad("OPENCHAT_DATABASE_URL", format!("invalid Postgres URL: {e}")))?;
+                let config: tokio_postgres::Config = url
+                    .parse()
+                    .map_err(|e| bad("OPENCHAT_DATABASE_URL", format!("invalid Postgres URL: {e}")))?;
                 let display = redact_database_url(&config);
-                StoreSelection::Postgres { config: Box::new(config), display }
+                StoreSelection::Postgres {
+                    config: Box::new(config),
+                    display,
+                }
             }
         };
 
-        let port_base = parse_u64("OPENCHAT_MEDIA_PORT_BASE", &args.media_port_base, 0, u16::MAX.into())? as u16;
-        let public_ip = match args.media_public_ip.as_deref().map(str::trim).filter(|ip| !ip.is_empty()) {
+        let port_base = parse_u64(
+            "OPENCHAT_MEDIA_PORT_BASE",
+            &args.media_port_base,
+            0,
+            u16::MAX.into(),
+        )? as u16;
+        let public_ip = match args
+            .media_public_ip
+            .as_deref()
+            .map(str::trim)
+            .filter(|ip| !ip.is_empty())
+        {
             None => None,
             Some(raw) => {
-                let ip: IpAddr =
-                    raw.parse().map_err(|_| bad("OPENCHAT_MEDIA_PUBLIC_IP", format!("invalid IP address {raw:?}")))?;
+                let ip: IpAddr = raw
+                    .parse()
+                    .map_err(|_| bad("OPENCHAT_MEDIA_PUBLIC_IP", format!("invalid IP address {raw:?}")))?;
                 let routable = match ip {
-                    IpAddr::V4(v4) => !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified()),
+                    IpAddr::V4(v4) => {
+                        !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
+                    }
                     IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified()),
                 };
                 if !routable && production {
-                    warnings.push(format!("OPENCHAT_MEDIA_PUBLIC_IP {ip} is not routable from the internet"));
+                    warnings.push(format!(
+                        "OPENCHAT_MEDIA_PUBLIC_IP {ip} is not routable from the internet"
+                    ));
                 }
                 Some(ip)
             }
         };
         let allowed = allowed_cpus();
-        let cpus = match args.media_cpus.as_deref().map(str::trim).filter(|cpus| !cpus.is_empty()) {
+        let cpus = match args
+            .media_cpus
+            .as_deref()
+            .map(str::trim)
+            .filter(|cpus| !cpus.is_empty())
+        {
             None => allowed.clone(),
             Some(raw) => {
                 let cpus = parse_cpu_list(raw).map_err(|e| bad("OPENCHAT_MEDIA_CPUS", e))?;
                 if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
-                    return Err(bad("OPENCHAT_MEDIA_CPUS", format!("CPU {cpu} is not in this process's affinity {allowed:?}")));
+                    return Err(bad(
+                        "OPENCHAT_MEDIA_CPUS",
+                        format!("CPU {cpu} is not in this process's affinity {allowed:?}"),
+                    ));
                 }
                 cpus
             }
         };
-        let shards = match args.shards.as_deref().map(str::trim).filter(|shards| !shards.is_empty()) {
+        let shards = match args
+            .shards
+            .as_deref()
+            .map(str::trim)
+            .filter(|shards| !shards.is_empty())
+        {
             None => cpus.len(),
             Some(raw) => parse_u64("OPENCHAT_SHARDS", raw, 1, cpus.len() as u64)
                 .map_err(|e| bad(e.var, format!("{} (one shard per CPU of {cpus:?})", e.message)))?
                 as usize,
         };
-        let media = MediaConfig { port_base, public_ip, shards, cpus: cpus[..shards].to_vec() };
+        let media = MediaConfig {
+            port_base,
+            public_ip,
+            shards,
+            cpus: cpus[..shards].to_vec(),
+        };
 
         let seed = match args.seed.trim() {
             "default" => SeedMode::Default,
             "none" => SeedMode::None,
-            other => return Err(bad("OPENCHAT_SEED", format!("{other:?} is not one of default, none"))),
+            other => {
+                return Err(bad(
+                    "OPENCHAT_SEED",
+                    format!("{other:?} is not one of default, none"),
+                ));
+            }
         };
         match args.auth.trim() {
             "headers" => {}
             "session" => {
-                return Err(bad("OPENCHAT_AUTH", "\"session\" is not supported by this build yet; use \"headers\""));
+                return Err(bad(
+                    "OPENCHAT_AUTH",
+                    "\"session\" is not supported by this build yet; use \"headers\"",
+                ));
             }
-            other => return Err(bad("OPENCHAT_AUTH", format!("{other:?} is not one of headers, session"))),
+            other => {
+                return Err(bad(
+                    "OPENCHAT_AUTH",
+                    format!("{other:?} is not one of headers, session"),
+                ));
+            }
         }
         tracing_subscriber::EnvFilter::try_new(args.log.trim())
             .map_err(|e| bad("OPENCHAT_LOG", format!("invalid filter {:?}: {e}", args.log)))?;
         let log_format = match args.log_format.trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(bad("OPENCHAT_LOG_FORMAT", format!("{other:?} is not one of text, json"))),
+            other => {
+                return Err(bad(
+                    "OPENCHAT_LOG_FORMAT",
+                    format!("{other:?} is not one of text, json"),
+                ));
+            }
         };
 
         let stun_urls = url_list("OPENCHAT_STUN_URLS", &args.stun_urls, &["stun", "stuns"])?;
         let turn_urls = url_list("OPENCHAT_TURN_URLS", &args.turn_urls, &["turn", "turns"])?;
-        let turn_ttl = Duration::from_secs(parse_u64("OPENCHAT_TURN_TTL_SECONDS", &args.turn_ttl_seconds, 60, 7 * 86400)?);
+        let turn_ttl = Duration::from_secs(parse_u64(
+            "OPENCHAT_TURN_TTL_SECONDS",
+            &args.turn_ttl_seconds,
+            60,
+            7 * 86400,
+        )?);
         let turn = if turn_urls.is_empty() {
             None
         } else {
             match args.turn_secret.as_deref().filter(|secret| !secret.is_empty()) {
-                Some(secret) => Some(TurnConfig { urls: turn_urls, secret: Secret(secret.to_owned()), ttl: turn_ttl }),
-                None => return Err(bad("OPENCHAT_TURN_SECRET", "is required when OPENCHAT_TURN_URLS is set")),
+                Some(secret) => Some(TurnConfig {
+                    urls: turn_urls,
+                    secret: Secret(secret.to_owned()),
+                    ttl: turn_ttl,
+                }),
+                None => {
+                    return Err(bad(
+                        "OPENCHAT_TURN_SECRET",
+                        "is required when OPENCHAT_TURN_URLS is set",
+                    ));
+                }
             }
         };
 
         let limits = Limits {
             max_message_bytes: parse_u64("OPENCHAT_MAX_MESSAGE_BYTES", &args.max_message_bytes, 1, 16 << 20)?,
             max_upload_bytes: parse_u64("OPENCHAT_MAX_UPLOAD_BYTES", &args.max_upload_bytes, 1, 1 << 30)?,
-            rate_limit_per_minute: parse_u64("OPENCHAT_RATE_LIMIT_PER_MINUTE", &args.rate_limit_per_minute, 1, 1_000_000)?
-                as u32,
-            max_call_participants: parse_u64("OPENCHAT_MAX_CALL_PARTICIPANTS", &args.max_call_participants, 1, 10_000)?
-                as u32,
+            rate_limit_per_minute: parse_u64(
+                "OPENCHAT_RATE_LIMIT_PER_MINUTE",
+                &args.rate_limit_per_minute,
+                1,
+                1_000_000,
+            )? as u32,
+            max_call_participants: parse_u64(
+                "OPENCHAT_MAX_CALL_PARTICIPANTS",
+                &args.max_call_participants,
+                1,
+                10_000,
+            )? as u32,
         };
 
         Ok(Self {
             http_addr,
             public_base_url,
+            public_base_url_explicit,
             signaling_path,
             join_ticket_ttl,
             join_ticket_secret: Secret(secret),
@@ -514,7 +651,10 @@ mod tests {
     #[test]
     fn bad_address_names_the_variable_and_the_value() {
         let err = Config::from_args(&args(&["--http-addr", "nonsense"])).unwrap_err();
-        assert_eq!(err.to_string(), r#"OPENCHAT_HTTP_ADDR: invalid socket address "nonsense""#);
+        assert_eq!(
+            err.to_string(),
+            r#"OPENCHAT_HTTP_ADDR: invalid socket address "nonsense""#
+        );
         assert!(parse_http_addr(":99999").is_err());
         assert_eq!(parse_http_addr("127.0.0.1:0").unwrap().port(), 0);
         assert_eq!(parse_http_addr("[::1]:80").unwrap().port(), 80);
@@ -523,8 +663,14 @@ mod tests {
     #[test]
     fn each_invalid_value_names_its_variable() {
         let cases: &[(&[&str], &str)] = &[
-            (&["--join-ticket-ttl-seconds", "0"], "OPENCHAT_JOIN_TICKET_TTL_SECONDS"),
-            (&["--join-ticket-ttl-seconds", "abc"], "OPENCHAT_JOIN_TICKET_TTL_SECONDS"),
+            (
+                &["--join-ticket-ttl-seconds", "0"],
+                "OPENCHAT_JOIN_TICKET_TTL_SECONDS",
+            ),
+            (
+                &["--join-ticket-ttl-seconds", "abc"],
+                "OPENCHAT_JOIN_TICKET_TTL_SECONDS",
+            ),
             (&["--env", "production"], "OPENCHAT_JOIN_TICKET_SECRET"),
             (&["--database-url", "mysql://x"], "OPENCHAT_DATABASE_URL"),
             (&["--media-port-base", "70000"], "OPENCHAT_MEDIA_PORT_BASE"),
@@ -540,13 +686,25 @@ mod tests {
             (&["--log", "info,[unclosed"], "OPENCHAT_LOG"),
             (&["--log-format", "xml"], "OPENCHAT_LOG_FORMAT"),
             (&["--stun-urls", "http://x"], "OPENCHAT_STUN_URLS"),
-            (&["--turn-urls", "turn:t.example.org:3478"], "OPENCHAT_TURN_SECRET"),
+            (
+                &["--turn-urls", "turn:t.example.org:3478"],
+                "OPENCHAT_TURN_SECRET",
+            ),
             (&["--max-message-bytes", "-1"], "OPENCHAT_MAX_MESSAGE_BYTES"),
             (&["--max-upload-bytes", "0"], "OPENCHAT_MAX_UPLOAD_BYTES"),
-            (&["--rate-limit-per-minute", "many"], "OPENCHAT_RATE_LIMIT_PER_MINUTE"),
-            (&["--max-call-participants", "0"], "OPENCHAT_MAX_CALL_PARTICIPANTS"),
+            (
+                &["--rate-limit-per-minute", "many"],
+                "OPENCHAT_RATE_LIMIT_PER_MINUTE",
+            ),
+            (
+                &["--max-call-participants", "0"],
+                "OPENCHAT_MAX_CALL_PARTICIPANTS",
+            ),
             (&["--public-base-url", "ftp://x"], "OPENCHAT_PUBLIC_BASE_URL"),
-            (&["--public-base-url", "http://x/?q=1"], "OPENCHAT_PUBLIC_BASE_URL"),
+            (
+                &["--public-base-url", "http://x/?q=1"],
+                "OPENCHAT_PUBLIC_BASE_URL",
+            ),
             (&["--signaling-path", "v1/rtc"], "OPENCHAT_SIGNALING_PATH"),
         ];
         for (flags, var) in cases {
@@ -558,13 +716,22 @@ mod tests {
 
     #[test]
     fn tls_switches_the_default_public_url_to_https() {
-        let config = Config::from_args(&args(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--http-addr", ":8443"])).unwrap();
+        let config = Config::from_args(&args(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--http-addr",
+            ":8443",
+        ]))
+        .unwrap();
         assert_eq!(config.public_base_url, "https://localhost:8443");
     }
 
     #[test]
     fn database_url_is_redacted_for_logs() {
-        let config = Config::from_args(&args(&["--database-url", "postgres://app:hunter2@db:6543/chat"])).unwrap();
+        let config =
+            Config::from_args(&args(&["--database-url", "postgres://app:hunter2@db:6543/chat"])).unwrap();
         match config.store {
             StoreSelection::Postgres { display, .. } => {
                 assert_eq!(display, "postgres://app@db:6543/chat");

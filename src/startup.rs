@@ -33,11 +33,14 @@ fn store_error(config: &Config, err: StorageError) -> ConfigError {
         StoreSelection::Sqlite => "OPENCHAT_DATA_DIR",
         StoreSelection::Postgres { .. } => "OPENCHAT_DATABASE_URL",
     };
-    ConfigError { var, message: err.to_string() }
+    ConfigError {
+        var,
+        message: err.to_string(),
+    }
 }
 
 /// Runs openchatd with a validated configuration until a termination signal.
-pub fn run(config: Config) -> ExitCode {
+pub fn run(mut config: Config) -> ExitCode {
     crate::logging::init(&config.log_filter, config.log_format);
     let build = build_info();
     let store_display = match &config.store {
@@ -65,8 +68,12 @@ pub fn run(config: Config) -> ExitCode {
     };
 
     let store_config = match &config.store {
-        StoreSelection::Sqlite => StoreConfig::Sqlite { data_dir: config.data_dir.clone() },
-        StoreSelection::Postgres { config, .. } => StoreConfig::Postgres { config: config.clone() },
+        StoreSelection::Sqlite => StoreConfig::Sqlite {
+            data_dir: config.data_dir.clone(),
+        },
+        StoreSelection::Postgres { config, .. } => StoreConfig::Postgres {
+            config: config.clone(),
+        },
     };
     let (storage, storage_thread) = match openchat_storage::start(store_config) {
         Ok(started) => started,
@@ -75,7 +82,11 @@ pub fn run(config: Config) -> ExitCode {
     let kind = storage.kind();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(1, usize::from).min(HTTP_WORKER_THREADS_MAX))
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .min(HTTP_WORKER_THREADS_MAX),
+        )
         .thread_name("openchat-http")
         .enable_all()
         .build()
@@ -89,7 +100,13 @@ pub fn run(config: Config) -> ExitCode {
 
     let code = runtime.block_on(async {
         if config.seed == SeedMode::Default {
-            match storage.seed(openchat_core::seed::default_community(), openchat_signaling::wire::unix_now()).await {
+            match storage
+                .seed(
+                    openchat_core::seed::default_community(),
+                    openchat_signaling::wire::unix_now(),
+                )
+                .await
+            {
                 Ok(true) => tracing::info!("seeded the default community"),
                 Ok(false) => tracing::debug!("store already initialised; not seeding"),
                 Err(err) => {
@@ -102,10 +119,17 @@ pub fn run(config: Config) -> ExitCode {
             Ok(listener) => listener,
             Err(err) => {
                 let var = "OPENCHAT_HTTP_ADDR";
-                return config_failure(&ConfigError { var, message: format!("cannot listen on {}: {err}", config.http_addr) });
+                return config_failure(&ConfigError {
+                    var,
+                    message: format!("cannot listen on {}: {err}", config.http_addr),
+                });
             }
         };
-        let local = listener.local_addr().map_or_else(|_| config.http_addr.to_string(), |a| a.to_string());
+        let local = listener.local_addr().unwrap_or(config.http_addr);
+        if !config.public_base_url_explicit && config.http_addr.port() == 0 {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            config.public_base_url = format!("{scheme}://localhost:{}", local.port());
+        }
         let metrics = Metrics::new(BuildLabels {
             version: build.version.clone(),
             commit: build.commit.clone(),
@@ -124,8 +148,14 @@ pub fn run(config: Config) -> ExitCode {
             storage: storage.clone(),
             metrics,
         });
-        tracing::info!(addr = %local, scheme = if tls.is_some() { "https" } else { "http" }, "listening");
-        let served = openchat_signaling::serve(listener, tls, state, termination(), HTTP_SHUTDOWN_GRACE).await;
+        tracing::info!(
+            addr = %local,
+            scheme = if tls.is_some() { "https" } else { "http" },
+            public_base_url = %config.public_base_url,
+            "listening"
+        );
+        let served =
+            openchat_signaling::serve(listener, tls, state, termination(), HTTP_SHUTDOWN_GRACE).await;
         if let Err(err) = served {
             tracing::warn!(error = %err, "shutdown grace expired; closing remaining connections");
         }

@@ -9,9 +9,16 @@ use support::{Store, command, run_to_exit};
 
 fn assert_refused(stderr: &str, var: &str, detail: &str) {
     let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
-    let errors: Vec<&&str> = lines.iter().filter(|line| line.starts_with(&format!("{var}: "))).collect();
+    let errors: Vec<&&str> = lines
+        .iter()
+        .filter(|line| line.starts_with(&format!("{var}: ")))
+        .collect();
     assert_eq!(errors.len(), 1, "exactly one line naming {var}, got:\n{stderr}");
-    assert!(errors[0].contains(detail), "{var} line should mention {detail:?}: {}", errors[0]);
+    assert!(
+        errors[0].contains(detail),
+        "{var} line should mention {detail:?}: {}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -21,7 +28,10 @@ fn invalid_listen_address_exits_2_naming_the_variable() {
     cmd.env("OPENCHAT_HTTP_ADDR", "nonsense");
     let (status, stderr) = run_to_exit(cmd);
     assert_eq!(status.code(), Some(2));
-    assert_eq!(stderr.trim(), r#"OPENCHAT_HTTP_ADDR: invalid socket address "nonsense""#);
+    assert_eq!(
+        stderr.trim(),
+        r#"OPENCHAT_HTTP_ADDR: invalid socket address "nonsense""#
+    );
 }
 
 #[test]
@@ -81,7 +91,8 @@ fn address_in_use_exits_2_naming_the_variable() {
 fn tls_with_unreadable_certificate_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = command(dir.path(), &Store::Sqlite);
-    cmd.env("OPENCHAT_TLS_CERT", dir.path().join("missing.pem")).env("OPENCHAT_TLS_KEY", dir.path().join("k.pem"));
+    cmd.env("OPENCHAT_TLS_CERT", dir.path().join("missing.pem"))
+        .env("OPENCHAT_TLS_KEY", dir.path().join("k.pem"));
     let (status, stderr) = run_to_exit(cmd);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_refused(&stderr, "OPENCHAT_TLS_CERT", "cannot read");
@@ -89,21 +100,49 @@ fn tls_with_unreadable_certificate_exits_2() {
 
 #[test]
 fn help_documents_every_option_with_its_default() {
-    let output = std::process::Command::new(support::binary()).arg("--help").output().unwrap();
+    let output = std::process::Command::new(support::binary())
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     for var in [
-        "OPENCHAT_HTTP_ADDR", "OPENCHAT_PUBLIC_BASE_URL", "OPENCHAT_SIGNALING_PATH",
-        "OPENCHAT_JOIN_TICKET_TTL_SECONDS", "OPENCHAT_JOIN_TICKET_SECRET", "OPENCHAT_ENV", "OPENCHAT_DATA_DIR",
-        "OPENCHAT_DATABASE_URL", "OPENCHAT_MEDIA_PORT_BASE", "OPENCHAT_MEDIA_PUBLIC_IP", "OPENCHAT_SHARDS",
-        "OPENCHAT_MEDIA_CPUS", "OPENCHAT_TLS_CERT", "OPENCHAT_TLS_KEY", "OPENCHAT_SEED", "OPENCHAT_AUTH",
-        "OPENCHAT_LOG", "OPENCHAT_LOG_FORMAT", "OPENCHAT_STUN_URLS", "OPENCHAT_TURN_URLS", "OPENCHAT_TURN_SECRET",
-        "OPENCHAT_TURN_TTL_SECONDS", "OPENCHAT_MAX_MESSAGE_BYTES", "OPENCHAT_MAX_UPLOAD_BYTES",
-        "OPENCHAT_RATE_LIMIT_PER_MINUTE", "OPENCHAT_MAX_CALL_PARTICIPANTS",
+        "OPENCHAT_HTTP_ADDR",
+        "OPENCHAT_PUBLIC_BASE_URL",
+        "OPENCHAT_SIGNALING_PATH",
+        "OPENCHAT_JOIN_TICKET_TTL_SECONDS",
+        "OPENCHAT_JOIN_TICKET_SECRET",
+        "OPENCHAT_ENV",
+        "OPENCHAT_DATA_DIR",
+        "OPENCHAT_DATABASE_URL",
+        "OPENCHAT_MEDIA_PORT_BASE",
+        "OPENCHAT_MEDIA_PUBLIC_IP",
+        "OPENCHAT_SHARDS",
+        "OPENCHAT_MEDIA_CPUS",
+        "OPENCHAT_TLS_CERT",
+        "OPENCHAT_TLS_KEY",
+        "OPENCHAT_SEED",
+        "OPENCHAT_AUTH",
+        "OPENCHAT_LOG",
+        "OPENCHAT_LOG_FORMAT",
+        "OPENCHAT_STUN_URLS",
+        "OPENCHAT_TURN_URLS",
+        "OPENCHAT_TURN_SECRET",
+        "OPENCHAT_TURN_TTL_SECONDS",
+        "OPENCHAT_MAX_MESSAGE_BYTES",
+        "OPENCHAT_MAX_UPLOAD_BYTES",
+        "OPENCHAT_RATE_LIMIT_PER_MINUTE",
+        "OPENCHAT_MAX_CALL_PARTICIPANTS",
     ] {
         assert!(help.contains(&format!("env: {var}")), "--help lacks {var}");
     }
-    for default in ["[default: :8080]", "[default: ./data]", "[default: 65536]", "[default: 52428800]", "[default: 50000]"] {
+    for default in [
+        "[default: :8080]",
+        "[default: ./data]",
+        "[default: 65536]",
+        "[default: 52428800]",
+        "[default: 50000]",
+    ] {
         assert!(help.contains(default), "--help lacks {default}");
     }
 }

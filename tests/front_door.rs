@@ -13,7 +13,10 @@ fn get_json(url: &str) -> (StatusCode, Value) {
     let response = client().get(url).send().unwrap();
     let status = response.status();
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/json"),
         "{url}"
     );
@@ -26,7 +29,10 @@ fn assert_cors(headers: &reqwest::header::HeaderMap) {
         headers["access-control-allow-headers"],
         "Content-Type, Authorization, If-Match, X-OpenChat-User-UID, X-OpenChat-Device-ID"
     );
-    assert_eq!(headers["access-control-allow-methods"], "GET, POST, PUT, DELETE, OPTIONS");
+    assert_eq!(
+        headers["access-control-allow-methods"],
+        "GET, POST, PUT, DELETE, OPTIONS"
+    );
 }
 
 fn assert_error_envelope(body: &Value, code: &str, retryable: bool) {
@@ -41,12 +47,25 @@ fn expected_commit() -> Option<String> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn check_capabilities(doc: &Value) {
-    for key in ["server_name", "server_id", "api_version", "build_version", "build_commit", "user_uid_policy"] {
-        assert!(doc[key].as_str().is_some_and(|v| !v.is_empty()), "{key} must be a non-empty string: {doc}");
+    for key in [
+        "server_name",
+        "server_id",
+        "api_version",
+        "build_version",
+        "build_commit",
+        "user_uid_policy",
+    ] {
+        assert!(
+            doc[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key} must be a non-empty string: {doc}"
+        );
     }
     assert_eq!(doc["server_id"], "srv_harbor");
     assert_eq!(doc["server_name"], "OpenChat Harbor");
@@ -56,7 +75,9 @@ fn check_capabilities(doc: &Value) {
         assert_eq!(doc["build_commit"], commit.as_str());
     }
     assert!(["server_scoped", "global", "either"].contains(&doc["user_uid_policy"].as_str().unwrap()));
-    let modes = doc["identity_handshake_modes"].as_array().expect("identity_handshake_modes is an array");
+    let modes = doc["identity_handshake_modes"]
+        .as_array()
+        .expect("identity_handshake_modes is an array");
     assert!(!modes.is_empty() && modes.iter().all(Value::is_string));
     for object in ["transport", "features", "limits", "security"] {
         assert!(doc[object].is_object(), "{object} must be an object: {doc}");
@@ -64,10 +85,19 @@ fn check_capabilities(doc: &Value) {
     for flag in ["websocket", "sse", "polling"] {
         assert!(doc["transport"][flag].is_boolean(), "transport.{flag}");
     }
-    for flag in ["messaging", "presence", "attachments", "notifications", "server_creation"] {
+    for flag in [
+        "messaging",
+        "presence",
+        "attachments",
+        "notifications",
+        "server_creation",
+    ] {
         assert!(doc["features"][flag].is_boolean(), "features.{flag}");
     }
-    assert_eq!(doc["limits"]["max_message_bytes"], 4096, "the configured value is reported");
+    assert_eq!(
+        doc["limits"]["max_message_bytes"], 4096,
+        "the configured value is reported"
+    );
     assert_eq!(doc["limits"]["max_upload_bytes"], 52_428_800);
     assert_eq!(doc["limits"]["rate_limit_per_minute"], 180);
     assert_eq!(doc["limits"]["max_call_participants"], 200);
@@ -86,7 +116,10 @@ fn exercise(store: &Store) {
     let http = client();
 
     let (status, body) = get_json(&server.url("/healthz"));
-    assert_eq!((status, body), (StatusCode::OK, serde_json::json!({"status": "ok"})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    );
 
     let (status, body) = get_json(&server.url("/readyz"));
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -104,7 +137,10 @@ fn exercise(store: &Store) {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_error_envelope(&response.json().unwrap(), "not_found", false);
 
-    let response = http.request(reqwest::Method::OPTIONS, server.url("/v1/profile/me")).send().unwrap();
+    let response = http
+        .request(reqwest::Method::OPTIONS, server.url("/v1/profile/me"))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_cors(response.headers());
 
@@ -155,7 +191,10 @@ fn exercise(store: &Store) {
 
     let (status, members) = get_json(&server.url("/v1/servers/srv_harbor/members"));
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(members["members"][3], serde_json::json!({"id": "mem_4", "name": "Calix", "status": "dnd"}));
+    assert_eq!(
+        members["members"][3],
+        serde_json::json!({"id": "mem_4", "name": "Calix", "status": "dnd"})
+    );
 
     let metrics = http.get(server.url("/metrics")).send().unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
@@ -166,7 +205,10 @@ fn exercise(store: &Store) {
     );
     assert!(text.contains(r#"openchat_http_requests_total{route="unmatched",method="GET",status="404"} 1"#));
     assert!(text.contains("openchat_http_request_duration_seconds_bucket"));
-    assert!(text.contains(r#"openchat_storage_request_duration_seconds_count{op="instance",outcome="ok"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"openchat_storage_request_duration_seconds_count{op="instance",outcome="ok"} 2"#),
+        "{text}"
+    );
     assert!(text.contains("openchat_build_info{"));
 }
 

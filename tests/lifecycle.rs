@@ -50,14 +50,26 @@ fn seeding_is_idempotent_across_restarts() {
     for (store, _db) in stores() {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server::start(dir.path(), &store, &[]);
-        assert!(server.log.iter().any(|line| line.contains("seeded the default community")), "{store:?}");
+        assert!(
+            server
+                .log
+                .iter()
+                .any(|line| line.contains("seeded the default community")),
+            "{store:?}"
+        );
         let first_layout = get(&server, "/v1/servers/srv_harbor/channels");
         let first_directory = get(&server, "/v1/servers");
         let (status, _) = server.terminate();
         assert!(status.success());
         for _ in 0..2 {
             server = Server::start(dir.path(), &store, &[]);
-            assert!(!server.log.iter().any(|line| line.contains("seeded the default community")), "{store:?}");
+            assert!(
+                !server
+                    .log
+                    .iter()
+                    .any(|line| line.contains("seeded the default community")),
+                "{store:?}"
+            );
             assert_eq!(get(&server, "/v1/servers/srv_harbor/channels"), first_layout);
             assert_eq!(get(&server, "/v1/servers"), first_directory);
             server.kill_hard();
@@ -79,11 +91,17 @@ fn seed_none_leaves_the_store_empty() {
 fn sigterm_stops_cleanly_and_checkpoints_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &Store::Sqlite, &[]);
-    assert_eq!(client().get(server.url("/healthz")).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client().get(server.url("/healthz")).send().unwrap().status(),
+        StatusCode::OK
+    );
     let (status, log) = server.terminate();
     assert!(status.success(), "{status:?}");
     assert!(log.iter().any(|line| line.contains("storage closed")), "{log:?}");
     // A clean close checkpoints the write-ahead log into the database file.
     let wal = dir.path().join("openchat.sqlite3-wal");
-    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "WAL left behind");
+    assert!(
+        !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+        "WAL left behind"
+    );
 }

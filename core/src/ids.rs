@@ -106,15 +106,27 @@ mod tests {
 
     #[test]
     fn ids_accept_the_seeded_and_generated_shapes() {
-        for raw in ["srv_harbor", "tl_vc_huddle", "msg_1a2b3c4d", "uid_dev_local", "a.b-c"] {
-            assert_eq!(ServerId::parse(raw).map(|id| id.into_string()), Ok(raw.to_owned()));
+        for raw in [
+            "srv_harbor",
+            "tl_vc_huddle",
+            "msg_1a2b3c4d",
+            "uid_dev_local",
+            "a.b-c",
+        ] {
+            assert_eq!(
+                ServerId::parse(raw).map(|id| id.into_string()),
+                Ok(raw.to_owned())
+            );
         }
     }
 
     #[test]
     fn ids_reject_empty_long_and_foreign_characters() {
         assert_eq!(ChannelId::parse(""), Err(IdError::Empty));
-        assert_eq!(ChannelId::parse(&"a".repeat(ID_BYTES_MAX + 1)), Err(IdError::TooLong));
+        assert_eq!(
+            ChannelId::parse(&"a".repeat(ID_BYTES_MAX + 1)),
+            Err(IdError::TooLong)
+        );
         for raw in ["a/b", "a b", "é", "a:b", "a%2F"] {
             assert_eq!(ChannelId::parse(raw), Err(IdError::BadCharacter), "{raw}");
         }

@@ -16,6 +16,4 @@ pub mod seed;
 pub mod settings;
 
 pub use ids::{ChannelId, GroupId, IdError, MemberId, ServerId, UserUid};
-pub use model::{
-    ChannelKind, HandshakeStrategy, MemberStatus, TrustState, UidPolicy, UnixSeconds,
-};
+pub use model::{ChannelKind, HandshakeStrategy, MemberStatus, TrustState, UidPolicy, UnixSeconds};

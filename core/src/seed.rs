@@ -61,7 +61,12 @@ fn channel(id: &'static str, name: &'static str, messages: Vec<SeedMessage>) -> 
 }
 
 fn message(id: &'static str, author_uid: &'static str, age_minutes: i64, body: &'static str) -> SeedMessage {
-    SeedMessage { id, author_uid, age_seconds: age_minutes * 60, body }
+    SeedMessage {
+        id,
+        author_uid,
+        age_seconds: age_minutes * 60,
+        body,
+    }
 }
 
 fn member(id: &'static str, name: &'static str, status: MemberStatus) -> SeedMember {
@@ -69,7 +74,12 @@ fn member(id: &'static str, name: &'static str, status: MemberStatus) -> SeedMem
 }
 
 fn group(id: &'static str, label: &'static str, kind: ChannelKind, channels: Vec<SeedChannel>) -> SeedGroup {
-    SeedGroup { id, label, kind, channels }
+    SeedGroup {
+        id,
+        label,
+        kind,
+        channels,
+    }
 }
 
 /// The default community: `srv_harbor` (primary) and `srv_testlab`.
@@ -100,17 +110,30 @@ pub fn default_community() -> Seed {
                     channel(
                         "ch_design",
                         "design",
-                        vec![message("msg_seed_11", "uid_seed_3", 18, "Design channel ready for discussion.")],
+                        vec![message(
+                            "msg_seed_11",
+                            "uid_seed_3",
+                            18,
+                            "Design channel ready for discussion.",
+                        )],
                     ),
                     channel("ch_release", "release-notes", vec![]),
                 ],
             ),
-            group("grp_ops", "ops", Text, vec![channel("ch_outage", "outage-watch", vec![])]),
+            group(
+                "grp_ops",
+                "ops",
+                Text,
+                vec![channel("ch_outage", "outage-watch", vec![])],
+            ),
             group(
                 "grp_voice",
                 "Voice Channels",
                 Voice,
-                vec![channel("vc_general", "General Voice", vec![]), channel("vc_party", "Party Chat", vec![])],
+                vec![
+                    channel("vc_general", "General Voice", vec![]),
+                    channel("vc_party", "Party Chat", vec![]),
+                ],
             ),
         ],
         members: vec![
@@ -138,13 +161,23 @@ pub fn default_community() -> Seed {
                         "test-general",
                         vec![
                             message("msg_tl_01", "uid_tl_1", 22, "TestLab server online."),
-                            message("msg_tl_02", "uid_tl_2", 15, "Use this channel for integration testing."),
+                            message(
+                                "msg_tl_02",
+                                "uid_tl_2",
+                                15,
+                                "Use this channel for integration testing.",
+                            ),
                         ],
                     ),
                     channel(
                         "tl_ch_qa",
                         "qa-playground",
-                        vec![message("msg_tl_11", "uid_tl_3", 9, "QA board ready for smoke checks.")],
+                        vec![message(
+                            "msg_tl_11",
+                            "uid_tl_3",
+                            9,
+                            "QA board ready for smoke checks.",
+                        )],
                     ),
                 ],
             ),
@@ -152,7 +185,10 @@ pub fn default_community() -> Seed {
                 "grp_test_voice",
                 "Voice Channels",
                 Voice,
-                vec![channel("tl_vc_huddle", "Huddle Room", vec![]), channel("tl_vc_pairing", "Pairing Booth", vec![])],
+                vec![
+                    channel("tl_vc_huddle", "Huddle Room", vec![]),
+                    channel("tl_vc_pairing", "Pairing Booth", vec![]),
+                ],
             ),
         ],
         members: vec![
@@ -161,7 +197,10 @@ pub fn default_community() -> Seed {
             member("mem_t3", "Pax", Online),
         ],
     };
-    Seed { instance_name: "OpenChat Harbor", servers: vec![harbor, testlab] }
+    Seed {
+        instance_name: "OpenChat Harbor",
+        servers: vec![harbor, testlab],
+    }
 }
 
 #[cfg(test)]

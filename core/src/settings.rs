@@ -3,8 +3,9 @@
 use crate::limits::{SERVER_DESCRIPTION_CHARS_MAX, SERVER_NAME_CHARS_MAX};
 
 /// The banner presets the client offers (`ServerSettingsModal.vue`); `ocean` is its default.
-pub const BANNER_PRESETS: &[&str] =
-    &["ocean", "sunset", "ember", "forest", "midnight", "orchid", "teal", "gold", "slate"];
+pub const BANNER_PRESETS: &[&str] = &[
+    "ocean", "sunset", "ember", "forest", "midnight", "orchid", "teal", "gold", "slate",
+];
 
 /// Why a settings update is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +85,10 @@ mod tests {
 
     #[test]
     fn settings_refuse_blank_names_and_unknown_banners() {
-        assert_eq!(ServerSettings::parse("   ", "", "ocean"), Err(SettingsError::NameEmpty));
+        assert_eq!(
+            ServerSettings::parse("   ", "", "ocean"),
+            Err(SettingsError::NameEmpty)
+        );
         assert_eq!(
             ServerSettings::parse("x", "", "neon"),
             Err(SettingsError::UnknownBanner("neon".into()))

@@ -82,13 +82,23 @@ mod tests {
                 rate_limit_per_minute: 9,
                 max_call_participants: 10,
             },
-            build: BuildInfo { version: "0.1.0".into(), commit: "abc".into(), time: "t".into() },
+            build: BuildInfo {
+                version: "0.1.0".into(),
+                commit: "abc".into(),
+                time: "t".into(),
+            },
         }
     }
 
     #[test]
     fn empty_instance_still_has_every_required_object() {
-        let doc = document(&config(), &InstanceRecord { name: None, primary_server: None });
+        let doc = document(
+            &config(),
+            &InstanceRecord {
+                name: None,
+                primary_server: None,
+            },
+        );
         for key in ["transport", "features", "limits", "security"] {
             assert!(doc[key].is_object(), "{key}");
         }
@@ -100,7 +110,13 @@ mod tests {
 
     #[test]
     fn limits_report_the_configured_values() {
-        let doc = document(&config(), &InstanceRecord { name: Some("X".into()), primary_server: None });
+        let doc = document(
+            &config(),
+            &InstanceRecord {
+                name: Some("X".into()),
+                primary_server: None,
+            },
+        );
         assert_eq!(doc["limits"]["max_message_bytes"], 1234);
         assert_eq!(doc["limits"]["max_upload_bytes"], 5678);
         assert_eq!(doc["limits"]["rate_limit_per_minute"], 9);

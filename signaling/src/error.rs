@@ -25,7 +25,12 @@ pub struct ErrorEnvelope<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retryable: false }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     pub fn retryable(mut self) -> Self {
@@ -34,15 +39,27 @@ impl ApiError {
     }
 
     pub fn envelope(&self) -> ErrorEnvelope<'_> {
-        ErrorEnvelope { code: self.code, message: &self.message, retryable: self.retryable }
+        ErrorEnvelope {
+            code: self.code,
+            message: &self.message,
+            retryable: self.retryable,
+        }
     }
 
     pub fn not_found_route(method: &http::Method, path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )
     }
 
     pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {path}"))
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )
     }
 
     pub fn invalid_payload(message: impl Into<String>) -> Self {
@@ -50,7 +67,11 @@ impl ApiError {
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body exceeds {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
     }
 
     pub fn server_not_found() -> Self {
@@ -66,12 +87,21 @@ impl ApiError {
     }
 
     pub fn storage_unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", "storage is unavailable; retry later")
-            .retryable()
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is unavailable; retry later",
+        )
+        .retryable()
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").retryable()
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
+        .retryable()
     }
 }
 
@@ -86,10 +116,16 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound("channel") => {
                 ApiError::new(StatusCode::NOT_FOUND, "channel_not_found", "channel not found")
             }
-            StorageError::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+            StorageError::NotFound(what) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+            }
             StorageError::Conflict(reason) => {
                 tracing::info!(%reason, "storage conflict");
-                ApiError::new(StatusCode::CONFLICT, "conflict", "the change conflicts with the current state")
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "the change conflicts with the current state",
+                )
             }
             other => {
                 // Details stay in the log; clients get a generic message.

@@ -16,11 +16,17 @@ use crate::wire::{identity, rfc3339};
 
 pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
     state.store("ping", state.storage.ping()).await?;
-    Ok(json(StatusCode::OK, &json!({"status": "ready", "store": state.storage.kind().as_str()})))
+    Ok(json(
+        StatusCode::OK,
+        &json!({"status": "ready", "store": state.storage.kind().as_str()}),
+    ))
 }
 
 pub(crate) fn metrics(state: &AppState) -> Response<Body> {
-    state.metrics.storage_queue_depth.set(state.storage.queue_depth() as i64);
+    state
+        .metrics
+        .storage_queue_depth
+        .set(state.storage.queue_depth() as i64);
     let mut response = Response::new(full(state.metrics.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -31,7 +37,10 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
 
 pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
     let instance = state.store("instance", state.storage.instance()).await?;
-    Ok(json(StatusCode::OK, &capabilities::document(&state.config, &instance)))
+    Ok(json(
+        StatusCode::OK,
+        &capabilities::document(&state.config, &instance),
+    ))
 }
 
 fn directory_entry(server: &ServerRecord) -> Value {
@@ -48,7 +57,9 @@ fn directory_entry(server: &ServerRecord) -> Value {
 }
 
 pub(crate) async fn directory(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let servers = state.store("directory", state.storage.directory(DIRECTORY_SERVERS_MAX)).await?;
+    let servers = state
+        .store("directory", state.storage.directory(DIRECTORY_SERVERS_MAX))
+        .await?;
     let servers: Vec<Value> = servers.iter().map(directory_entry).collect();
     Ok(json(StatusCode::OK, &json!({ "servers": servers })))
 }
@@ -63,18 +74,28 @@ fn group_json(group: &GroupRecord) -> Value {
 }
 
 pub(crate) async fn channels(state: &AppState, server: ServerId) -> Result<Response<Body>, ApiError> {
-    let groups = state.store("layout", state.storage.layout(server.clone())).await?;
+    let groups = state
+        .store("layout", state.storage.layout(server.clone()))
+        .await?;
     let groups: Vec<Value> = groups.iter().map(group_json).collect();
-    Ok(json(StatusCode::OK, &json!({"server_id": server, "groups": groups})))
+    Ok(json(
+        StatusCode::OK,
+        &json!({"server_id": server, "groups": groups}),
+    ))
 }
 
 pub(crate) async fn members(state: &AppState, server: ServerId) -> Result<Response<Body>, ApiError> {
-    let members = state.store("members", state.storage.members(server.clone())).await?;
+    let members = state
+        .store("members", state.storage.members(server.clone()))
+        .await?;
     let members: Vec<Value> = members
         .iter()
         .map(|member| json!({"id": member.id, "name": member.name, "status": member.status}))
         .collect();
-    Ok(json(StatusCode::OK, &json!({"server_id": server, "members": members})))
+    Ok(json(
+        StatusCode::OK,
+        &json!({"server_id": server, "members": members}),
+    ))
 }
 
 fn settings_json(server: &ServerRecord) -> Value {
@@ -99,14 +120,22 @@ struct SettingsBody {
     banner_preset: Option<String>,
 }
 
-pub(crate) async fn update_settings(state: &AppState, server: ServerId, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn update_settings(
+    state: &AppState,
+    server: ServerId,
+    ctx: Ctx,
+) -> Result<Response<Body>, ApiError> {
     let who = identity(ctx.request.headers(), state.config.production)?;
     let body: SettingsBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
-    let current = state.store("server", state.storage.server(server.clone())).await?;
+    let current = state
+        .store("server", state.storage.server(server.clone()))
+        .await?;
     // Management policy (WIRE.md §8.7): anyone in development; in production only the
     // server's owner (set by the ownership claim).
     if state.config.production && current.owner_uid.as_ref() != Some(&who.user_uid) {
-        return Err(ApiError::forbidden("only the server owner may change its settings"));
+        return Err(ApiError::forbidden(
+            "only the server owner may change its settings",
+        ));
     }
     let settings = ServerSettings::parse(
         body.display_name.as_deref().unwrap_or(&current.display_name),
@@ -115,7 +144,12 @@ pub(crate) async fn update_settings(state: &AppState, server: ServerId, ctx: Ctx
     )
     .map_err(|err| ApiError::invalid_payload(err.to_string()))?;
     let updated = state
-        .store("update_settings", state.storage.update_settings(server, settings, who.user_uid, ctx.now))
+        .store(
+            "update_settings",
+            state
+                .storage
+                .update_settings(server, settings, who.user_uid, ctx.now),
+        )
         .await?;
     let mut body = settings_json(&updated);
     body["updated_by_uid"] = json!(updated.updated_by_uid);

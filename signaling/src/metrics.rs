@@ -57,7 +57,11 @@ impl Metrics {
     pub fn new(build: BuildLabels) -> Self {
         let mut registry = Registry::with_prefix("openchat");
         let http_requests = Family::<RequestLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered, by route, method and status", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            http_requests.clone(),
+        );
         let http_duration =
             Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register_with_unit(
@@ -75,12 +79,24 @@ impl Metrics {
             storage_duration.clone(),
         );
         let storage_queue_depth = Gauge::default();
-        registry.register("storage_queue_depth", "Requests waiting for the storage thread", storage_queue_depth.clone());
+        registry.register(
+            "storage_queue_depth",
+            "Requests waiting for the storage thread",
+            storage_queue_depth.clone(),
+        );
         let http_connections = Gauge::default();
-        registry.register("http_connections_open", "Open HTTP connections", http_connections.clone());
+        registry.register(
+            "http_connections_open",
+            "Open HTTP connections",
+            http_connections.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
-        registry.register("build_info", "Build of this openchatd (value is always 1)", build_info);
+        registry.register(
+            "build_info",
+            "Build of this openchatd (value is always 1)",
+            build_info,
+        );
         Self {
             registry,
             http_requests,
@@ -92,7 +108,13 @@ impl Metrics {
         }
     }
 
-    pub fn observe_request(&self, route: &'static str, method: &http::Method, status: u16, elapsed: Duration) {
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        method: &http::Method,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let method = match *method {
             http::Method::GET => "GET",
             http::Method::POST => "POST",
@@ -102,18 +124,31 @@ impl Metrics {
             http::Method::HEAD => "HEAD",
             _ => "OTHER",
         };
-        self.http_requests.get_or_create(&RequestLabels { route, method, status }).inc();
-        self.http_duration.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+        self.http_requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn observe_storage(&self, op: &'static str, ok: bool, elapsed: Duration) {
         let outcome = if ok { "ok" } else { "error" };
-        self.storage_duration.get_or_create(&StorageLabels { op, outcome }).observe(elapsed.as_secs_f64());
+        self.storage_duration
+            .get_or_create(&StorageLabels { op, outcome })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition (`text/plain; version=0.0.4` compatible OpenMetrics text).
     pub fn encode(&self) -> String {
-        let _guard = self.encode_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .encode_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %err, "encoding metrics failed");

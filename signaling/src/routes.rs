@@ -93,9 +93,18 @@ mod tests {
     #[test]
     fn known_paths_route_to_their_handlers() {
         assert_eq!(route(&Method::GET, "/healthz"), Ok(Route::Healthz));
-        assert_eq!(route(&Method::GET, "/client/capabilities"), Ok(Route::Capabilities));
-        assert_eq!(route(&Method::GET, "/v1/client/capabilities"), Ok(Route::Capabilities));
-        assert_eq!(route(&Method::GET, "/v1/servers/srv_harbor/channels"), Ok(Route::ServerChannels(sid("srv_harbor"))));
+        assert_eq!(
+            route(&Method::GET, "/client/capabilities"),
+            Ok(Route::Capabilities)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/client/capabilities"),
+            Ok(Route::Capabilities)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/servers/srv_harbor/channels"),
+            Ok(Route::ServerChannels(sid("srv_harbor")))
+        );
         assert_eq!(
             route(&Method::PUT, "/v1/servers/srv_harbor/settings"),
             Ok(Route::UpdateServerSettings(sid("srv_harbor")))
@@ -104,7 +113,15 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404_and_wrong_methods_405() {
-        for path in ["/", "/v1", "/v1/servers/", "/healthz/", "/v1/servers/a/b/c", "nope", "/v1/profiles:batch2"] {
+        for path in [
+            "/",
+            "/v1",
+            "/v1/servers/",
+            "/healthz/",
+            "/v1/servers/a/b/c",
+            "nope",
+            "/v1/profiles:batch2",
+        ] {
             let err = route(&Method::GET, path).unwrap_err();
             assert_eq!((err.status.as_u16(), err.code), (404, "not_found"), "{path}");
         }

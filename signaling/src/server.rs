@@ -38,7 +38,9 @@ pub async fn serve(
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         // Wait for a connection slot first, so overload pauses accepting instead of
@@ -74,17 +76,18 @@ pub async fn serve(
             match tls {
                 None => drive(&http, stream, service, closing, peer).await,
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
                     drive(&http, stream, service, closing, peer).await;
                 }
             }

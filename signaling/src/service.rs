@@ -73,9 +73,12 @@ impl AppState {
         let started = Instant::now();
         let result = match tokio::time::timeout(STORAGE_DEADLINE, request).await {
             Ok(result) => result,
-            Err(_) => Err(StorageError::Unavailable(format!("no answer within {STORAGE_DEADLINE:?}"))),
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "no answer within {STORAGE_DEADLINE:?}"
+            ))),
         };
-        self.metrics.observe_storage(op, result.is_ok(), started.elapsed());
+        self.metrics
+            .observe_storage(op, result.is_ok(), started.elapsed());
         result.map_err(ApiError::from)
     }
 }
@@ -115,13 +118,16 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
 
 /// Reads and parses a JSON body of at most `limit` bytes.
 pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
-    let collected = Limited::new(request.into_body(), limit).collect().await.map_err(|err| {
-        if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ApiError::payload_too_large(limit)
-        } else {
-            ApiError::invalid_payload(format!("cannot read the request body: {err}"))
-        }
-    })?;
+    let collected = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|err| {
+            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::payload_too_large(limit)
+            } else {
+                ApiError::invalid_payload(format!("cannot read the request body: {err}"))
+            }
+        })?;
     serde_json::from_slice(&collected.to_bytes())
         .map_err(|err| ApiError::invalid_payload(format!("invalid JSON body: {err}")))
 }
@@ -131,7 +137,9 @@ fn add_cors(headers: &mut http::HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, Authorization, If-Match, X-OpenChat-User-UID, X-OpenChat-Device-ID"),
+        HeaderValue::from_static(
+            "Content-Type, Authorization, If-Match, X-OpenChat-User-UID, X-OpenChat-Device-ID",
+        ),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -140,7 +148,13 @@ fn add_cors(headers: &mut http::HeaderMap) {
 }
 
 fn declared_length(request: &Request<Incoming>) -> Option<u64> {
-    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The shell around every request; never fails (errors become responses).
@@ -161,7 +175,10 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
                         error_response(&ApiError::payload_too_large(route.body_limit()))
                     }
                     _ => {
-                        let ctx = Ctx { now: wire::unix_now(), request };
+                        let ctx = Ctx {
+                            now: wire::unix_now(),
+                            request,
+                        };
                         match dispatch(&state, route, ctx).await {
                             Ok(response) => response,
                             Err(err) => error_response(&err),
@@ -176,7 +193,9 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
         *response.body_mut() = full(Bytes::new());
     }
     add_cors(response.headers_mut());
-    state.metrics.observe_request(route_name, &method, response.status().as_u16(), started.elapsed());
+    state
+        .metrics
+        .observe_request(route_name, &method, response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 

@@ -20,7 +20,10 @@ pub fn rfc3339(at: UnixSeconds) -> String {
 
 /// The current time in Unix seconds. Only the request shell calls this.
 pub fn unix_now() -> UnixSeconds {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Who a request says it is.
@@ -31,7 +34,11 @@ pub struct Identity {
 }
 
 fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// Reads the identity headers as Go does: the UID header, else a bearer value used as the
@@ -47,12 +54,16 @@ pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity,
         None if production => return Err(ApiError::unauthorized("missing user identity headers")),
         None => DEFAULT_USER_UID,
     };
-    let user_uid = UserUid::parse(raw_uid).map_err(|e| ApiError::unauthorized(format!("invalid user identity: {e}")))?;
+    let user_uid =
+        UserUid::parse(raw_uid).map_err(|e| ApiError::unauthorized(format!("invalid user identity: {e}")))?;
     let device_id = header(headers, DEVICE_ID_HEADER).unwrap_or(DEFAULT_DEVICE_ID);
     if device_id.len() > openchat_core::limits::ID_BYTES_MAX {
         return Err(ApiError::unauthorized("device id is too long"));
     }
-    Ok(Identity { user_uid, device_id: device_id.to_owned() })
+    Ok(Identity {
+        user_uid,
+        device_id: device_id.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -77,17 +88,29 @@ mod tests {
     fn identity_defaults_outside_production_and_is_required_in_production() {
         let none = headers(&[]);
         let id = identity(&none, false).unwrap();
-        assert_eq!((id.user_uid.as_str(), id.device_id.as_str()), (DEFAULT_USER_UID, DEFAULT_DEVICE_ID));
+        assert_eq!(
+            (id.user_uid.as_str(), id.device_id.as_str()),
+            (DEFAULT_USER_UID, DEFAULT_DEVICE_ID)
+        );
         assert_eq!(identity(&none, true).unwrap_err().code, "unauthorized");
     }
 
     #[test]
     fn identity_prefers_the_header_and_falls_back_to_bearer() {
-        let both = headers(&[(USER_UID_HEADER, " uid_1234abcd "), ("authorization", "Bearer uid_other")]);
+        let both = headers(&[
+            (USER_UID_HEADER, " uid_1234abcd "),
+            ("authorization", "Bearer uid_other"),
+        ]);
         assert_eq!(identity(&both, true).unwrap().user_uid.as_str(), "uid_1234abcd");
-        let bearer = headers(&[("authorization", "Bearer uid_bearer"), (DEVICE_ID_HEADER, "desktop_x")]);
+        let bearer = headers(&[
+            ("authorization", "Bearer uid_bearer"),
+            (DEVICE_ID_HEADER, "desktop_x"),
+        ]);
         let id = identity(&bearer, true).unwrap();
-        assert_eq!((id.user_uid.as_str(), id.device_id.as_str()), ("uid_bearer", "desktop_x"));
+        assert_eq!(
+            (id.user_uid.as_str(), id.device_id.as_str()),
+            ("uid_bearer", "desktop_x")
+        );
         assert!(identity(&headers(&[(USER_UID_HEADER, "uid with space")]), false).is_err());
     }
 }

@@ -37,14 +37,18 @@ impl Row {
     pub(crate) fn int(&self, index: usize) -> Result<i64, StorageError> {
         match self.column(index)? {
             Value::Int(value) => Ok(*value),
-            other => Err(StorageError::Corrupt(format!("column {index}: expected integer, got {other:?}"))),
+            other => Err(StorageError::Corrupt(format!(
+                "column {index}: expected integer, got {other:?}"
+            ))),
         }
     }
 
     pub(crate) fn text(&self, index: usize) -> Result<String, StorageError> {
         match self.column(index)? {
             Value::Text(value) => Ok(value.clone()),
-            other => Err(StorageError::Corrupt(format!("column {index}: expected text, got {other:?}"))),
+            other => Err(StorageError::Corrupt(format!(
+                "column {index}: expected text, got {other:?}"
+            ))),
         }
     }
 
@@ -52,7 +56,9 @@ impl Row {
         match self.column(index)? {
             Value::Null => Ok(None),
             Value::Text(value) => Ok(Some(value.clone())),
-            other => Err(StorageError::Corrupt(format!("column {index}: expected text, got {other:?}"))),
+            other => Err(StorageError::Corrupt(format!(
+                "column {index}: expected text, got {other:?}"
+            ))),
         }
     }
 }

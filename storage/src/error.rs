@@ -14,7 +14,9 @@ pub enum StorageError {
     #[error("conflict: {0}")]
     Conflict(String),
     /// The database was migrated by a newer openchatd.
-    #[error("database schema version {found} is newer than this binary supports ({supported}); run a newer openchatd")]
+    #[error(
+        "database schema version {found} is newer than this binary supports ({supported}); run a newer openchatd"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
     /// The store could not be opened at start-up (data dir, file, connection).
     #[error("{0}")]

@@ -14,13 +14,35 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 /// One request to the storage thread. Every variant but `Shutdown` carries its reply.
 pub(crate) enum Request {
     Ping(Reply<()>),
-    Seed { seed: Box<Seed>, now: UnixSeconds, reply: Reply<bool> },
+    Seed {
+        seed: Box<Seed>,
+        now: UnixSeconds,
+        reply: Reply<bool>,
+    },
     Instance(Reply<InstanceRecord>),
-    Directory { limit: usize, reply: Reply<Vec<ServerRecord>> },
-    Server { server: ServerId, reply: Reply<ServerRecord> },
-    Layout { server: ServerId, reply: Reply<Vec<GroupRecord>> },
-    Members { server: ServerId, reply: Reply<Vec<MemberRecord>> },
-    UpdateSettings { server: ServerId, settings: ServerSettings, by: UserUid, now: UnixSeconds, reply: Reply<ServerRecord> },
+    Directory {
+        limit: usize,
+        reply: Reply<Vec<ServerRecord>>,
+    },
+    Server {
+        server: ServerId,
+        reply: Reply<ServerRecord>,
+    },
+    Layout {
+        server: ServerId,
+        reply: Reply<Vec<GroupRecord>>,
+    },
+    Members {
+        server: ServerId,
+        reply: Reply<Vec<MemberRecord>>,
+    },
+    UpdateSettings {
+        server: ServerId,
+        settings: ServerSettings,
+        by: UserUid,
+        now: UnixSeconds,
+        reply: Reply<ServerRecord>,
+    },
     Shutdown,
 }
 
@@ -65,7 +87,12 @@ impl StorageHandle {
     /// Writes the first-run community once; `Ok(false)` when the store was not empty or was
     /// seeded before.
     pub async fn seed(&self, seed: Seed, now: UnixSeconds) -> Result<bool, StorageError> {
-        self.call(|reply| Request::Seed { seed: Box::new(seed), now, reply }).await
+        self.call(|reply| Request::Seed {
+            seed: Box::new(seed),
+            now,
+            reply,
+        })
+        .await
     }
 
     pub async fn instance(&self) -> Result<InstanceRecord, StorageError> {
@@ -97,6 +124,13 @@ impl StorageHandle {
         by: UserUid,
         now: UnixSeconds,
     ) -> Result<ServerRecord, StorageError> {
-        self.call(|reply| Request::UpdateSettings { server, settings, by, now, reply }).await
+        self.call(|reply| Request::UpdateSettings {
+            server,
+            settings,
+            by,
+            now,
+            reply,
+        })
+        .await
     }
 }

@@ -14,8 +14,11 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Both backends run the same portable SQL.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "base", sql: include_str!("../migrations/0001_base.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "base",
+    sql: include_str!("../migrations/0001_base.sql"),
+}];
 
 /// The schema version this binary writes and understands.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -29,7 +32,11 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 ///
 /// `lock_sql` serialises concurrent migrators where the backend needs it (Postgres: an
 /// advisory transaction lock; SQLite: `BEGIN IMMEDIATE` already holds the write lock).
-pub(crate) async fn migrate<D: Db>(db: &mut D, lock_sql: Option<&str>, now: i64) -> Result<Vec<i64>, StorageError> {
+pub(crate) async fn migrate<D: Db>(
+    db: &mut D,
+    lock_sql: Option<&str>,
+    now: i64,
+) -> Result<Vec<i64>, StorageError> {
     in_transaction(db, async |db: &mut D| {
         if let Some(lock_sql) = lock_sql {
             db.batch(lock_sql).await?;
@@ -46,14 +53,21 @@ pub(crate) async fn migrate<D: Db>(db: &mut D, lock_sql: Option<&str>, now: i64)
             .transpose()?
             .unwrap_or(0);
         if current > SCHEMA_VERSION {
-            return Err(StorageError::SchemaTooNew { found: current, supported: SCHEMA_VERSION });
+            return Err(StorageError::SchemaTooNew {
+                found: current,
+                supported: SCHEMA_VERSION,
+            });
         }
         let mut applied = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| m.version > current) {
             db.batch(migration.sql).await?;
             db.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-                &[Param::Int(migration.version), Param::Text(migration.name), Param::Int(now)],
+                &[
+                    Param::Int(migration.version),
+                    Param::Text(migration.name),
+                    Param::Int(now),
+                ],
             )
             .await?;
             applied.push(migration.version);

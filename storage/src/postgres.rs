@@ -42,7 +42,9 @@ pub(crate) struct Postgres {
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Postgres").field("connected", &self.client.is_some()).finish_non_exhaustive()
+        f.debug_struct("Postgres")
+            .field("connected", &self.client.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,14 +107,20 @@ impl Postgres {
         }
         if self.client.is_none() {
             if self.in_transaction {
-                return Err(StorageError::Unavailable("postgres connection lost mid-transaction".into()));
+                return Err(StorageError::Unavailable(
+                    "postgres connection lost mid-transaction".into(),
+                ));
             }
             if Instant::now() < self.next_attempt {
-                return Err(StorageError::Unavailable("postgres is unreachable; reconnecting".into()));
+                return Err(StorageError::Unavailable(
+                    "postgres is unreachable; reconnecting".into(),
+                ));
             }
             self.reconnect().await?;
         }
-        self.client.as_ref().ok_or_else(|| StorageError::Unavailable("postgres is unreachable".into()))
+        self.client
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("postgres is unreachable".into()))
     }
 
     /// Classifies a failed statement, dropping the connection when it is no longer usable.
@@ -162,7 +170,11 @@ impl Postgres {
 }
 
 impl ToSql for Param<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         match self {
             Param::Int(value) => value.to_sql(ty, out),
             Param::Text(value) => value.to_sql(ty, out),
@@ -182,12 +194,18 @@ fn row(raw: &tokio_postgres::Row) -> Result<Row, StorageError> {
     for (index, column) in raw.columns().iter().enumerate() {
         let cell = match *column.type_() {
             Type::INT8 => raw.try_get::<_, Option<i64>>(index).map(|v| v.map(Value::Int)),
-            Type::INT4 => raw.try_get::<_, Option<i32>>(index).map(|v| v.map(|v| Value::Int(v.into()))),
-            Type::INT2 => raw.try_get::<_, Option<i16>>(index).map(|v| v.map(|v| Value::Int(v.into()))),
-            Type::BOOL => raw.try_get::<_, Option<bool>>(index).map(|v| v.map(|v| Value::Int(v.into()))),
-            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
-                raw.try_get::<_, Option<String>>(index).map(|v| v.map(Value::Text))
-            }
+            Type::INT4 => raw
+                .try_get::<_, Option<i32>>(index)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::INT2 => raw
+                .try_get::<_, Option<i16>>(index)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::BOOL => raw
+                .try_get::<_, Option<bool>>(index)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => raw
+                .try_get::<_, Option<String>>(index)
+                .map(|v| v.map(Value::Text)),
             ref other => return Err(StorageError::Corrupt(format!("unsupported column type {other}"))),
         };
         let cell = cell.map_err(|e| StorageError::Corrupt(describe(&e)))?;

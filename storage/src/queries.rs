@@ -56,7 +56,13 @@ pub(crate) async fn ping<D: Db>(db: &mut D) -> Result<(), StorageError> {
 }
 
 async fn meta<D: Db>(db: &mut D, key: &str) -> Result<Option<String>, StorageError> {
-    match db.query_opt("SELECT value FROM instance_meta WHERE key = $1", &[Param::Text(key)]).await? {
+    match db
+        .query_opt(
+            "SELECT value FROM instance_meta WHERE key = $1",
+            &[Param::Text(key)],
+        )
+        .await?
+    {
         Some(row) => Ok(Some(row.text(0)?)),
         None => Ok(None),
     }
@@ -185,7 +191,12 @@ pub(crate) async fn instance<D: Db>(db: &mut D) -> Result<InstanceRecord, Storag
     };
     if primary_server.is_none() {
         let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY created_at, position, id LIMIT 1");
-        primary_server = db.query_opt(&sql, &[]).await?.as_ref().map(server_from_row).transpose()?;
+        primary_server = db
+            .query_opt(&sql, &[])
+            .await?
+            .as_ref()
+            .map(server_from_row)
+            .transpose()?;
     }
     Ok(InstanceRecord { name, primary_server })
 }
@@ -198,11 +209,17 @@ pub(crate) async fn directory<D: Db>(db: &mut D, limit: usize) -> Result<Vec<Ser
 
 async fn server_opt<D: Db>(db: &mut D, id: &str) -> Result<Option<ServerRecord>, StorageError> {
     let sql = format!("SELECT {SERVER_COLUMNS} FROM servers WHERE id = $1");
-    db.query_opt(&sql, &[Param::Text(id)]).await?.as_ref().map(server_from_row).transpose()
+    db.query_opt(&sql, &[Param::Text(id)])
+        .await?
+        .as_ref()
+        .map(server_from_row)
+        .transpose()
 }
 
 pub(crate) async fn server<D: Db>(db: &mut D, id: &ServerId) -> Result<ServerRecord, StorageError> {
-    server_opt(db, id.as_str()).await?.ok_or(StorageError::NotFound("server"))
+    server_opt(db, id.as_str())
+        .await?
+        .ok_or(StorageError::NotFound("server"))
 }
 
 /// The server's groups and channels in display order. Runs in a transaction so the group

@@ -35,7 +35,10 @@ fn backend(err: rusqlite::Error) -> StorageError {
             StorageError::Conflict(err.to_string())
         }
         rusqlite::Error::SqliteFailure(code, _)
-            if matches!(code.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
         {
             StorageError::Unavailable(err.to_string())
         }
@@ -57,10 +60,13 @@ impl Sqlite {
         let path = data_dir.join(DB_FILE_NAME);
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| StorageError::Open(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_MAX);
         // WAL: readers never block the writer. synchronous=FULL: a committed transaction
         // survives a crash of the process and of the machine.
@@ -68,15 +74,21 @@ impl Sqlite {
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(|e| StorageError::Open(format!("cannot enable WAL on {}: {e}", path.display())))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StorageError::Open(format!("{} refused WAL mode (got {mode})", path.display())));
+            return Err(StorageError::Open(format!(
+                "{} refused WAL mode (got {mode})",
+                path.display()
+            )));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(backend)?;
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(backend)?;
         Ok(Self { conn })
     }
 
     /// Checkpoints the WAL into the main file and closes the connection.
     pub(crate) fn close(self) -> Result<(), StorageError> {
-        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").map_err(backend)?;
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(backend)?;
         self.conn.close().map_err(|(_, e)| backend(e))
     }
 }
@@ -85,7 +97,9 @@ impl ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
             Param::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
-            Param::Text(value) | Param::OptText(Some(value)) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
+            Param::Text(value) | Param::OptText(Some(value)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes()))
+            }
             Param::OptText(None) => ToSqlOutput::Borrowed(ValueRef::Null),
         })
     }
@@ -98,7 +112,10 @@ fn value(raw: ValueRef<'_>) -> Result<Value, StorageError> {
         ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec())
             .map(Value::Text)
             .map_err(|e| StorageError::Corrupt(format!("text column is not UTF-8: {e}"))),
-        other => Err(StorageError::Corrupt(format!("unsupported column type {:?}", other.data_type()))),
+        other => Err(StorageError::Corrupt(format!(
+            "unsupported column type {:?}",
+            other.data_type()
+        ))),
     }
 }
 

@@ -46,7 +46,10 @@ pub struct StorageThread {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Spawns the storage thread, opens the store and migrates it. Returns once the store is
@@ -65,18 +68,25 @@ pub fn start(config: StoreConfig) -> Result<(StorageHandle, StorageThread), Stor
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {
-                    let _ = ready_tx.send(Err(StorageError::Open(format!("cannot start storage runtime: {err}"))));
+                    let _ = ready_tx.send(Err(StorageError::Open(format!(
+                        "cannot start storage runtime: {err}"
+                    ))));
                     return;
                 }
             };
             runtime.block_on(run(config, rx, ready_tx));
         })
         .map_err(|e| StorageError::Open(format!("cannot spawn the storage thread: {e}")))?;
-    let ready = ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err(StorageError::Open("the storage thread exited during start-up".into())));
+    let ready = ready_rx.recv().unwrap_or_else(|_| {
+        Err(StorageError::Open(
+            "the storage thread exited during start-up".into(),
+        ))
+    });
     match ready {
-        Ok(()) => Ok((StorageHandle { tx: tx.clone(), kind }, StorageThread { tx, join: Some(join) })),
+        Ok(()) => Ok((
+            StorageHandle { tx: tx.clone(), kind },
+            StorageThread { tx, join: Some(join) },
+        )),
         Err(err) => {
             let _ = join.join();
             Err(err)
@@ -152,9 +162,13 @@ async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
             Request::Server { server, reply } => drop(reply.send(queries::server(db, &server).await)),
             Request::Layout { server, reply } => drop(reply.send(queries::layout(db, &server).await)),
             Request::Members { server, reply } => drop(reply.send(queries::members(db, &server).await)),
-            Request::UpdateSettings { server, settings, by, now, reply } => {
-                drop(reply.send(queries::update_settings(db, &server, &settings, &by, now).await))
-            }
+            Request::UpdateSettings {
+                server,
+                settings,
+                by,
+                now,
+                reply,
+            } => drop(reply.send(queries::update_settings(db, &server, &settings, &by, now).await)),
         }
     }
 }
@@ -164,16 +178,21 @@ impl StorageThread {
     /// waits for the thread, at most `grace`.
     pub fn shutdown(mut self, grace: Duration) -> Result<(), StorageError> {
         let deadline = Instant::now() + grace;
-        self.tx
-            .send_timeout(Request::Shutdown, grace)
-            .map_err(|_| StorageError::Unavailable("the storage thread did not take the shutdown request".into()))?;
-        let Some(join) = self.join.take() else { return Ok(()) };
+        self.tx.send_timeout(Request::Shutdown, grace).map_err(|_| {
+            StorageError::Unavailable("the storage thread did not take the shutdown request".into())
+        })?;
+        let Some(join) = self.join.take() else {
+            return Ok(());
+        };
         while !join.is_finished() {
             if Instant::now() >= deadline {
-                return Err(StorageError::Unavailable(format!("the storage thread did not stop within {grace:?}")));
+                return Err(StorageError::Unavailable(format!(
+                    "the storage thread did not stop within {grace:?}"
+                )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        join.join().map_err(|_| StorageError::Backend("the storage thread panicked".into()))
+        join.join()
+            .map_err(|_| StorageError::Backend("the storage thread panicked".into()))
     }
 }

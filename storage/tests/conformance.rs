@@ -54,7 +54,11 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
     assert_eq!(directory[0].icon_text, "HG");
     assert_eq!(directory[1].display_name, "TestLab Server");
     assert_eq!(directory[0].banner_preset, "ocean");
-    assert_eq!(handle.directory(1).await.unwrap().len(), 1, "the limit is applied");
+    assert_eq!(
+        handle.directory(1).await.unwrap().len(),
+        1,
+        "the limit is applied"
+    );
 
     for server in &expected.servers {
         let layout = handle.layout(sid(server.id)).await.unwrap();
@@ -63,50 +67,104 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
             assert_eq!(got.id.as_str(), want.id);
             assert_eq!(got.label, want.label);
             assert_eq!(got.kind, want.kind);
-            let got_channels: Vec<_> = got.channels.iter().map(|c| (c.id.as_str(), c.name.as_str(), c.kind)).collect();
+            let got_channels: Vec<_> = got
+                .channels
+                .iter()
+                .map(|c| (c.id.as_str(), c.name.as_str(), c.kind))
+                .collect();
             let want_channels: Vec<_> = want.channels.iter().map(|c| (c.id, c.name, want.kind)).collect();
             assert_eq!(got_channels, want_channels);
         }
         let members = handle.members(sid(server.id)).await.unwrap();
-        let got: Vec<_> = members.iter().map(|m| (m.id.as_str(), m.name.as_str(), m.status)).collect();
+        let got: Vec<_> = members
+            .iter()
+            .map(|m| (m.id.as_str(), m.name.as_str(), m.status))
+            .collect();
         let want: Vec<_> = server.members.iter().map(|m| (m.id, m.name, m.status)).collect();
         assert_eq!(got, want);
     }
     let harbor = handle.layout(sid("srv_harbor")).await.unwrap();
     assert_eq!(harbor[2].kind, ChannelKind::Voice);
-    assert_eq!(handle.members(sid("srv_harbor")).await.unwrap()[3].status, MemberStatus::Dnd);
+    assert_eq!(
+        handle.members(sid("srv_harbor")).await.unwrap()[3].status,
+        MemberStatus::Dnd
+    );
     fixture.finish().await;
 }
 
 async fn seeding_happens_once_across_restarts(mut fixture: Fixture) {
-    assert!(fixture.handle().seed(seed::default_community(), NOW).await.unwrap());
-    assert!(!fixture.handle().seed(seed::default_community(), NOW + 5).await.unwrap());
+    assert!(
+        fixture
+            .handle()
+            .seed(seed::default_community(), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !fixture
+            .handle()
+            .seed(seed::default_community(), NOW + 5)
+            .await
+            .unwrap()
+    );
     fixture.restart().await;
-    assert!(!fixture.handle().seed(seed::default_community(), NOW + 10).await.unwrap());
+    assert!(
+        !fixture
+            .handle()
+            .seed(seed::default_community(), NOW + 10)
+            .await
+            .unwrap()
+    );
     assert_eq!(fixture.handle().directory(100).await.unwrap().len(), 2);
     assert_eq!(fixture.handle().layout(sid("srv_harbor")).await.unwrap().len(), 3);
     // Even with every server gone, a store that was seeded is never seeded again.
     fixture.raw("DELETE FROM servers").await;
-    assert!(!fixture.handle().seed(seed::default_community(), NOW + 20).await.unwrap());
+    assert!(
+        !fixture
+            .handle()
+            .seed(seed::default_community(), NOW + 20)
+            .await
+            .unwrap()
+    );
     assert!(fixture.handle().directory(100).await.unwrap().is_empty());
     fixture.finish().await;
 }
 
 async fn seeded_messages_keep_their_relative_ages(fixture: Fixture) {
-    fixture.handle().seed(seed::default_community(), NOW).await.unwrap();
+    fixture
+        .handle()
+        .seed(seed::default_community(), NOW)
+        .await
+        .unwrap();
     // Messages have no read request yet (the chat API adds one); check the rows directly.
     assert_eq!(fixture.raw_i64("SELECT COUNT(*) FROM messages").await, 6);
     assert_eq!(
-        fixture.raw_i64("SELECT created_at FROM messages WHERE id = 'msg_seed_01'").await,
+        fixture
+            .raw_i64("SELECT created_at FROM messages WHERE id = 'msg_seed_01'")
+            .await,
         NOW - 30 * 60
     );
-    assert_eq!(fixture.raw_i64("SELECT created_at FROM messages WHERE id = 'msg_tl_11'").await, NOW - 9 * 60);
-    assert_eq!(fixture.raw_i64("SELECT seq FROM messages WHERE id = 'msg_seed_02'").await, 1);
+    assert_eq!(
+        fixture
+            .raw_i64("SELECT created_at FROM messages WHERE id = 'msg_tl_11'")
+            .await,
+        NOW - 9 * 60
+    );
+    assert_eq!(
+        fixture
+            .raw_i64("SELECT seq FROM messages WHERE id = 'msg_seed_02'")
+            .await,
+        1
+    );
     fixture.finish().await;
 }
 
 async fn instance_reports_the_seed_name_and_primary_server(fixture: Fixture) {
-    fixture.handle().seed(seed::default_community(), NOW).await.unwrap();
+    fixture
+        .handle()
+        .seed(seed::default_community(), NOW)
+        .await
+        .unwrap();
     let instance = fixture.handle().instance().await.unwrap();
     assert_eq!(instance.name.as_deref(), Some("OpenChat Harbor"));
     let primary = instance.primary_server.unwrap();
@@ -119,17 +177,34 @@ async fn unknown_server_is_not_found_everywhere(fixture: Fixture) {
     let handle = fixture.handle();
     handle.seed(seed::default_community(), NOW).await.unwrap();
     let missing = sid("srv_missing");
-    assert_eq!(handle.layout(missing.clone()).await, Err(StorageError::NotFound("server")));
-    assert_eq!(handle.members(missing.clone()).await, Err(StorageError::NotFound("server")));
-    assert_eq!(handle.server(missing).await, Err(StorageError::NotFound("server")));
+    assert_eq!(
+        handle.layout(missing.clone()).await,
+        Err(StorageError::NotFound("server"))
+    );
+    assert_eq!(
+        handle.members(missing.clone()).await,
+        Err(StorageError::NotFound("server"))
+    );
+    assert_eq!(
+        handle.server(missing).await,
+        Err(StorageError::NotFound("server"))
+    );
     fixture.finish().await;
 }
 
 async fn settings_update_is_durable_across_restart(mut fixture: Fixture) {
-    fixture.handle().seed(seed::default_community(), NOW).await.unwrap();
+    fixture
+        .handle()
+        .seed(seed::default_community(), NOW)
+        .await
+        .unwrap();
     let settings = ServerSettings::parse("Harbor Renamed", "A quieter harbor", "gold").unwrap();
     let by = UserUid::parse("uid_0badcafe").unwrap();
-    let updated = fixture.handle().update_settings(sid("srv_harbor"), settings, by.clone(), NOW + 60).await.unwrap();
+    let updated = fixture
+        .handle()
+        .update_settings(sid("srv_harbor"), settings, by.clone(), NOW + 60)
+        .await
+        .unwrap();
     assert_eq!(updated.display_name, "Harbor Renamed");
     assert_eq!(updated.updated_at, NOW + 60);
     fixture.restart().await;
@@ -160,7 +235,9 @@ async fn database_newer_than_the_binary_is_refused(mut fixture: Fixture) {
     fixture.stop().await;
     let future = SCHEMA_VERSION + 1;
     fixture
-        .raw(&format!("INSERT INTO schema_migrations (version, name, applied_at) VALUES ({future}, 'future', 0)"))
+        .raw(&format!(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ({future}, 'future', 0)"
+        ))
         .await;
     match fixture.start().await {
         Err(StorageError::SchemaTooNew { found, supported }) => {
@@ -168,8 +245,13 @@ async fn database_newer_than_the_binary_is_refused(mut fixture: Fixture) {
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
-    fixture.raw(&format!("DELETE FROM schema_migrations WHERE version = {future}")).await;
-    fixture.start().await.expect("the same database opens again once it is not newer");
+    fixture
+        .raw(&format!("DELETE FROM schema_migrations WHERE version = {future}"))
+        .await;
+    fixture
+        .start()
+        .await
+        .expect("the same database opens again once it is not newer");
     fixture.finish().await;
 }
 
@@ -185,7 +267,10 @@ async fn many_concurrent_callers_all_get_answers(fixture: Fixture) {
             if i % 2 == 0 {
                 handle.layout(sid("srv_testlab")).await.map(|groups| groups.len())
             } else {
-                handle.members(sid("srv_harbor")).await.map(|members| members.len())
+                handle
+                    .members(sid("srv_harbor"))
+                    .await
+                    .map(|members| members.len())
             }
         });
     }

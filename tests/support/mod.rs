@@ -33,14 +33,21 @@ pub fn postgres_url() -> Option<String> {
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 /// Runs SQL on the given database URL.
 pub fn pg_batch(url: &str, sql: &str) {
     let config: tokio_postgres::Config = url.parse().unwrap();
     block_on(async move {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to test postgres");
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to test postgres");
         tokio::spawn(connection);
         client.batch_execute(sql).await.unwrap();
     });
@@ -60,13 +67,20 @@ impl PgDatabase {
         let mut config: tokio_postgres::Config = admin_url.parse().unwrap();
         config.dbname(&name);
         let url = database_url(&config);
-        Self { admin_url: admin_url.to_owned(), name, url }
+        Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        }
     }
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        pg_batch(&self.admin_url, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        pg_batch(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
     }
 }
 
@@ -164,7 +178,13 @@ impl Server {
                 }
             }
         });
-        let mut server = Self { child: Some(child), addr: "0.0.0.0:0".parse().unwrap(), data_dir: data_dir.into(), lines, log: Vec::new() };
+        let mut server = Self {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            data_dir: data_dir.into(),
+            lines,
+            log: Vec::new(),
+        };
         let line = server.wait_for_log(|line| line.contains("\"listening\""));
         let value: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
         server.addr = value["addr"].as_str().expect("listening addr").parse().unwrap();
@@ -183,7 +203,10 @@ impl Server {
                         return line;
                     }
                 }
-                Err(_) => panic!("no matching log line within {HANG_GUARD:?}; log so far:\n{}", self.log.join("\n")),
+                Err(_) => panic!(
+                    "no matching log line within {HANG_GUARD:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
@@ -206,14 +229,20 @@ impl Server {
     /// SIGTERM, then wait for the exit; returns the status and the log after the signal.
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().unwrap();
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + HANG_GUARD;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "openchatd did not stop within {HANG_GUARD:?} of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "openchatd did not stop within {HANG_GUARD:?} of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let rest: Vec<String> = self.lines.try_iter().collect();
@@ -232,7 +261,10 @@ impl Drop for Server {
 
 /// A blocking HTTP client with a timeout well under the hang guard.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 /// Both stores, or only SQLite when Postgres is not available outside CI.

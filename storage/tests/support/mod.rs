@@ -25,7 +25,9 @@ pub fn postgres_url() -> Option<String> {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{DATABASE_URL_VAR} is not set, but CI=true requires the Postgres backend to be tested");
+                panic!(
+                    "{DATABASE_URL_VAR} is not set, but CI=true requires the Postgres backend to be tested"
+                );
             }
             eprintln!("SKIP: {DATABASE_URL_VAR} is not set; Postgres conformance not run");
             None
@@ -43,7 +45,10 @@ pub struct Fixture {
 }
 
 async fn admin(config: &tokio_postgres::Config) -> tokio_postgres::Client {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect to the test postgres");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test postgres");
     tokio::spawn(connection);
     client
 }
@@ -54,26 +59,51 @@ impl Fixture {
         let (config, dir, pg) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                (StoreConfig::Sqlite { data_dir: dir.path().join("data") }, Some(dir), None)
+                (
+                    StoreConfig::Sqlite {
+                        data_dir: dir.path().join("data"),
+                    },
+                    Some(dir),
+                    None,
+                )
             }
             Backend::Postgres => {
                 let url = postgres_url()?;
                 let base: tokio_postgres::Config = url.parse().expect("OPENCHAT_TEST_DATABASE_URL parses");
                 let name = format!("oc_test_{}", uuid::Uuid::new_v4().simple());
-                admin(&base).await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+                admin(&base)
+                    .await
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
                 let mut config = base.clone();
                 config.dbname(&name);
-                (StoreConfig::Postgres { config: Box::new(config) }, None, Some((base, name)))
+                (
+                    StoreConfig::Postgres {
+                        config: Box::new(config),
+                    },
+                    None,
+                    Some((base, name)),
+                )
             }
         };
-        let mut fixture = Self { backend, config, handle: None, thread: None, _dir: dir, pg };
+        let mut fixture = Self {
+            backend,
+            config,
+            handle: None,
+            thread: None,
+            _dir: dir,
+            pg,
+        };
         fixture.start().await.expect("store starts");
         Some(fixture)
     }
 
     pub async fn start(&mut self) -> Result<(), openchat_storage::StorageError> {
         let config = self.config.clone();
-        let (handle, thread) = tokio::task::spawn_blocking(move || start(config)).await.unwrap()?;
+        let (handle, thread) = tokio::task::spawn_blocking(move || start(config))
+            .await
+            .unwrap()?;
         self.handle = Some(handle);
         self.thread = Some(thread);
         Ok(())
@@ -123,7 +153,11 @@ impl Fixture {
     pub async fn finish(mut self) {
         self.stop().await;
         if let Some((base, name)) = self.pg.take() {
-            admin(&base).await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+            admin(&base)
+                .await
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .unwrap();
         }
     }
 }
