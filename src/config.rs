@@ -690,7 +690,7 @@ mod tests {
                 &["--turn-urls", "turn:t.example.org:3478"],
                 "OPENCHAT_TURN_SECRET",
             ),
-            (&["--max-message-bytes", "-1"], "OPENCHAT_MAX_MESSAGE_BYTES"),
+            (&["--max-message-bytes=-1"], "OPENCHAT_MAX_MESSAGE_BYTES"),
             (&["--max-upload-bytes", "0"], "OPENCHAT_MAX_UPLOAD_BYTES"),
             (
                 &["--rate-limit-per-minute", "many"],
