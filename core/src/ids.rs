@@ -100,6 +100,28 @@ id_type!(
     UserUid
 );
 
+id_type!(
+    /// A message (`msg_<8 hex>`, seeded `msg_seed_01`).
+    MessageId
+);
+id_type!(
+    /// A message attachment (`att_<8 hex>`).
+    AttachmentId
+);
+id_type!(
+    /// An uploaded avatar image (`asset_<8 hex>`).
+    AssetId
+);
+
+/// A new id: `prefix` + `_` + 8 lowercase hex digits taken from the caller's random bytes
+/// (WIRE.md §1.5). Core has no randomness of its own.
+pub fn short_id(prefix: &str, random: [u8; 4]) -> String {
+    format!(
+        "{prefix}_{:02x}{:02x}{:02x}{:02x}",
+        random[0], random[1], random[2], random[3]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +140,12 @@ mod tests {
                 Ok(raw.to_owned())
             );
         }
+    }
+
+    #[test]
+    fn short_ids_are_prefix_and_eight_hex() {
+        assert_eq!(short_id("msg", [0, 0xab, 0x0c, 0xff]), "msg_00ab0cff");
+        assert!(MessageId::parse(&short_id("msg", [1, 2, 3, 4])).is_ok());
     }
 
     #[test]

@@ -12,8 +12,12 @@
 pub mod ids;
 pub mod limits;
 pub mod model;
+pub mod policy;
+pub mod profile;
 pub mod seed;
 pub mod settings;
 
-pub use ids::{ChannelId, GroupId, IdError, MemberId, ServerId, UserUid};
+pub use ids::{
+    AssetId, AttachmentId, ChannelId, GroupId, IdError, MemberId, MessageId, ServerId, UserUid, short_id,
+};
 pub use model::{ChannelKind, HandshakeStrategy, MemberStatus, TrustState, UidPolicy, UnixSeconds};

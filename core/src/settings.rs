@@ -1,6 +1,6 @@
 //! Server settings (WIRE.md §2.2): the validated form of a `PUT .../settings` body.
 
-use crate::limits::{SERVER_DESCRIPTION_CHARS_MAX, SERVER_NAME_CHARS_MAX};
+use crate::limits::{CHANNEL_NAME_CHARS_MAX, SERVER_DESCRIPTION_CHARS_MAX, SERVER_NAME_CHARS_MAX};
 
 /// The banner presets the client offers (`ServerSettingsModal.vue`); `ocean` is its default.
 pub const BANNER_PRESETS: &[&str] = &[
@@ -93,5 +93,52 @@ mod tests {
             ServerSettings::parse("x", "", "neon"),
             Err(SettingsError::UnknownBanner("neon".into()))
         );
+    }
+}
+
+/// Why a channel or category name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("name must be 1-{CHANNEL_NAME_CHARS_MAX} characters and not blank")]
+pub struct NameError;
+
+/// Trims and checks a channel or category name.
+pub fn channel_name(raw: &str) -> Result<String, NameError> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > CHANNEL_NAME_CHARS_MAX || name.chars().any(char::is_control)
+    {
+        return Err(NameError);
+    }
+    Ok(name.to_owned())
+}
+
+/// The two-character icon of a new server: the initials of its first two words, or its
+/// first two characters, upper-cased.
+pub fn icon_text(display_name: &str) -> String {
+    let words: Vec<&str> = display_name.split_whitespace().collect();
+    let icon: String = match words.as_slice() {
+        [first, second, ..] => first.chars().take(1).chain(second.chars().take(1)).collect(),
+        [only] => only.chars().take(2).collect(),
+        [] => "OC".into(),
+    };
+    icon.to_uppercase().chars().take(2).collect()
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_are_trimmed_bounded_and_printable() {
+        assert_eq!(channel_name("  lobby ").unwrap(), "lobby");
+        assert!(channel_name("   ").is_err());
+        assert!(channel_name("a\u{7}b").is_err());
+        assert!(channel_name(&"n".repeat(CHANNEL_NAME_CHARS_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn icons_are_initials() {
+        assert_eq!(icon_text("Harbor Guild"), "HG");
+        assert_eq!(icon_text("testlab"), "TE");
+        assert_eq!(icon_text("  "), "OC");
     }
 }

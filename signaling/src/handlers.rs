@@ -58,7 +58,7 @@ fn directory_entry(server: &ServerRecord) -> Value {
 
 pub(crate) async fn directory(state: &AppState) -> Result<Response<Body>, ApiError> {
     let servers = state
-        .store("directory", state.storage.directory(DIRECTORY_SERVERS_MAX))
+        .store("directory", state.storage.directory(None, DIRECTORY_SERVERS_MAX))
         .await?;
     let servers: Vec<Value> = servers.iter().map(directory_entry).collect();
     Ok(json(StatusCode::OK, &json!({ "servers": servers })))

@@ -52,6 +52,16 @@ impl Row {
         }
     }
 
+    pub(crate) fn opt_int(&self, index: usize) -> Result<Option<i64>, StorageError> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            Value::Int(value) => Ok(Some(*value)),
+            other => Err(StorageError::Corrupt(format!(
+                "column {index}: expected integer, got {other:?}"
+            ))),
+        }
+    }
+
     pub(crate) fn opt_text(&self, index: usize) -> Result<Option<String>, StorageError> {
         match self.column(index)? {
             Value::Null => Ok(None),

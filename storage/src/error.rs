@@ -10,9 +10,17 @@ pub enum StorageError {
     /// The named thing (server, channel, ...) does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// A uniqueness or concurrency rule refused the write.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// A uniqueness or concurrency rule refused the write; `code` names the rule
+    /// (`conflict` for a plain uniqueness violation).
+    #[error("{code}: {message}")]
+    Conflict { code: &'static str, message: String },
+    /// The request breaks a rule of the data (a reply to a message elsewhere, a layout that
+    /// is not a permutation, ...); `code` names the rule for the client.
+    #[error("{code}: {message}")]
+    Invalid { code: &'static str, message: String },
+    /// The actor may not make this change (see `openchat_core::policy`).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The database was migrated by a newer openchatd.
     #[error(
         "database schema version {found} is newer than this binary supports ({supported}); run a newer openchatd"
@@ -27,4 +35,20 @@ pub enum StorageError {
     /// A row holds a value this binary cannot interpret.
     #[error("unexpected stored value: {0}")]
     Corrupt(String),
+}
+
+impl StorageError {
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
 }

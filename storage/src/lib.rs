@@ -34,5 +34,9 @@ mod thread;
 pub use error::StorageError;
 pub use handle::StorageHandle;
 pub use migrations::SCHEMA_VERSION;
-pub use records::{ChannelRecord, GroupRecord, InstanceRecord, MemberRecord, ServerRecord};
+pub use records::{
+    AttachmentRecord, Avatar, AvatarMode, AvatarRecord, ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord,
+    InstanceRecord, MemberRecord, MentionRecord, MessagePage, MessageRecord, NewMessage, NewServer,
+    PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ReplyRecord, ServerRecord, StarterIds,
+};
 pub use thread::{StorageThread, StoreConfig, StoreKind, start};

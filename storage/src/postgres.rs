@@ -131,7 +131,7 @@ impl Postgres {
         }
         match err.code() {
             Some(code) if code == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {
-                StorageError::Conflict(describe(&err))
+                StorageError::conflict("conflict", describe(&err))
             }
             Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
                 // Connection exceptions and operator intervention (shutdown, crash).

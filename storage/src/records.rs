@@ -1,8 +1,8 @@
 //! What the storage thread hands back: plain owned records, no database types.
 
 use openchat_core::{
-    ChannelId, ChannelKind, GroupId, HandshakeStrategy, MemberId, MemberStatus, ServerId, TrustState,
-    UidPolicy, UnixSeconds, UserUid,
+    AssetId, AttachmentId, ChannelId, ChannelKind, GroupId, HandshakeStrategy, MemberId, MemberStatus,
+    MessageId, ServerId, TrustState, UidPolicy, UnixSeconds, UserUid,
 };
 
 /// A server (community) with its directory fields and settings.
@@ -53,4 +53,187 @@ pub struct InstanceRecord {
     pub name: Option<String>,
     /// The primary community: the one recorded as primary, else the first server created.
     pub primary_server: Option<ServerRecord>,
+}
+
+/// A channel with the server and group it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub id: ChannelId,
+    pub server_id: ServerId,
+    pub group_id: GroupId,
+    pub name: String,
+    pub kind: ChannelKind,
+}
+
+/// A message as the history and the realtime events show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub channel_id: ChannelId,
+    pub server_id: ServerId,
+    pub author_uid: UserUid,
+    pub body: String,
+    pub created_at: UnixSeconds,
+    pub reply_to: Option<ReplyRecord>,
+    pub attachments: Vec<AttachmentRecord>,
+}
+
+/// What a reply shows of its target. `unavailable` when the target was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRecord {
+    pub message_id: MessageId,
+    pub author_uid: Option<UserUid>,
+    pub preview: Option<String>,
+    pub unavailable: bool,
+}
+
+/// An image attached to a message; its bytes are the blob named by `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRecord {
+    pub id: AttachmentId,
+    pub channel_id: ChannelId,
+    pub file_name: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub width: i64,
+    pub height: i64,
+    pub sha256: String,
+}
+
+/// One page of history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    pub channel: ChannelInfo,
+    pub messages: Vec<MessageRecord>,
+    /// The sequence number to pass as `before` for the next older page; `None` at the start.
+    pub older_cursor: Option<i64>,
+}
+
+/// Which part of a channel's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: usize,
+    /// Only messages older than this sequence number (newest of those first).
+    pub before: Option<i64>,
+    /// Only messages newer than this sequence number (oldest of those first).
+    pub after: Option<i64>,
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub channel: ChannelId,
+    pub author: UserUid,
+    pub body: String,
+    pub reply_to: Option<MessageId>,
+    pub attachments: Vec<AttachmentRecord>,
+    pub now: UnixSeconds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAckRecord {
+    pub channel_id: ChannelId,
+    pub user_uid: UserUid,
+    pub last_read_message_id: Option<MessageId>,
+    pub cursor_index: i64,
+    pub acked_at: UnixSeconds,
+}
+
+/// A user profile (WIRE.md §2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRecord {
+    pub user_uid: UserUid,
+    pub display_name: String,
+    pub avatar_mode: AvatarMode,
+    pub avatar_preset_id: Option<String>,
+    pub avatar_asset_id: Option<AssetId>,
+    pub profile_version: i64,
+    pub updated_at: UnixSeconds,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AvatarMode {
+    Generated,
+    Uploaded,
+}
+
+impl AvatarMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AvatarMode::Generated => "generated",
+            AvatarMode::Uploaded => "uploaded",
+        }
+    }
+}
+
+/// A profile change; the avatar is either a preset or an uploaded asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    pub user_uid: UserUid,
+    /// The `If-Match` version, when the client sent one.
+    pub expected_version: Option<i64>,
+    pub display_name: String,
+    pub avatar: Avatar,
+    pub now: UnixSeconds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Avatar {
+    Preset(String),
+    Uploaded(AssetId),
+}
+
+/// An uploaded avatar image; its bytes are the blob named by `sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarRecord {
+    pub id: AssetId,
+    pub content_type: String,
+    pub bytes: i64,
+    pub width: i64,
+    pub height: i64,
+    pub sha256: String,
+    pub uploaded_by: UserUid,
+    pub created_at: UnixSeconds,
+}
+
+/// A mention candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MentionRecord {
+    /// `user` or `channel`.
+    pub kind: &'static str,
+    pub token: String,
+    pub target_id: String,
+    pub display_text: String,
+}
+
+/// A server to create, with the hash of its ownership claim token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    pub id: ServerId,
+    pub display_name: String,
+    pub description: String,
+    pub banner_preset: String,
+    pub icon_text: String,
+    pub created_by: UserUid,
+    pub claim_token_sha256: String,
+    pub claim_expires_at: UnixSeconds,
+    /// Ids for the starter layout: a text group with one channel, a voice group with one.
+    pub starter_ids: StarterIds,
+    pub now: UnixSeconds,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StarterIds {
+    pub text_group: GroupId,
+    pub text_channel: ChannelId,
+    pub voice_group: GroupId,
+    pub voice_channel: ChannelId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    pub server_id: ServerId,
+    pub owner_uid: UserUid,
+    pub claimed_at: UnixSeconds,
 }

@@ -32,7 +32,7 @@ impl std::fmt::Debug for Sqlite {
 fn backend(err: rusqlite::Error) -> StorageError {
     match err {
         rusqlite::Error::SqliteFailure(code, _) if code.code == rusqlite::ErrorCode::ConstraintViolation => {
-            StorageError::Conflict(err.to_string())
+            StorageError::conflict("conflict", err.to_string())
         }
         rusqlite::Error::SqliteFailure(code, _)
             if matches!(

@@ -38,7 +38,7 @@ async fn fresh_store_has_no_servers_and_no_instance_name(fixture: Fixture) {
     let instance = handle.instance().await.unwrap();
     assert_eq!(instance.name, None);
     assert_eq!(instance.primary_server, None);
-    assert!(handle.directory(100).await.unwrap().is_empty());
+    assert!(handle.directory(None, 100).await.unwrap().is_empty());
     fixture.finish().await;
 }
 
@@ -47,7 +47,7 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
     assert!(handle.seed(seed::default_community(), NOW).await.unwrap());
     let expected = seed::default_community();
 
-    let directory = handle.directory(100).await.unwrap();
+    let directory = handle.directory(None, 100).await.unwrap();
     let ids: Vec<_> = directory.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["srv_harbor", "srv_testlab"]);
     assert_eq!(directory[0].display_name, "Harbor Guild");
@@ -55,7 +55,7 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
     assert_eq!(directory[1].display_name, "TestLab Server");
     assert_eq!(directory[0].banner_preset, "ocean");
     assert_eq!(
-        handle.directory(1).await.unwrap().len(),
+        handle.directory(None, 1).await.unwrap().len(),
         1,
         "the limit is applied"
     );
@@ -115,7 +115,7 @@ async fn seeding_happens_once_across_restarts(mut fixture: Fixture) {
             .await
             .unwrap()
     );
-    assert_eq!(fixture.handle().directory(100).await.unwrap().len(), 2);
+    assert_eq!(fixture.handle().directory(None, 100).await.unwrap().len(), 2);
     assert_eq!(fixture.handle().layout(sid("srv_harbor")).await.unwrap().len(), 3);
     // Even with every server gone, a store that was seeded is never seeded again.
     fixture.raw("DELETE FROM servers").await;
@@ -126,7 +126,7 @@ async fn seeding_happens_once_across_restarts(mut fixture: Fixture) {
             .await
             .unwrap()
     );
-    assert!(fixture.handle().directory(100).await.unwrap().is_empty());
+    assert!(fixture.handle().directory(None, 100).await.unwrap().is_empty());
     fixture.finish().await;
 }
 
@@ -220,14 +220,14 @@ async fn settings_update_is_durable_across_restart(mut fixture: Fixture) {
 async fn settings_update_of_unknown_server_changes_nothing(fixture: Fixture) {
     let handle = fixture.handle();
     handle.seed(seed::default_community(), NOW).await.unwrap();
-    let before = handle.directory(100).await.unwrap();
+    let before = handle.directory(None, 100).await.unwrap();
     let settings = ServerSettings::parse("Nope", "", "").unwrap();
     let by = UserUid::parse("uid_00000001").unwrap();
     assert_eq!(
         handle.update_settings(sid("srv_nope"), settings, by, NOW).await,
         Err(StorageError::NotFound("server"))
     );
-    assert_eq!(handle.directory(100).await.unwrap(), before);
+    assert_eq!(handle.directory(None, 100).await.unwrap(), before);
     fixture.finish().await;
 }
 

@@ -10,6 +10,10 @@ use openchat_core::{
     UidPolicy, UnixSeconds, UserUid,
 };
 
+pub(crate) mod messages;
+pub(crate) mod profiles;
+pub(crate) mod servers;
+
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
 use crate::records::{ChannelRecord, GroupRecord, InstanceRecord, MemberRecord, ServerRecord};
@@ -21,7 +25,7 @@ const META_PRIMARY_SERVER: &str = "primary_server_id";
 const SERVER_COLUMNS: &str = "id, display_name, description, banner_preset, icon_text, trust_state, \
      handshake_strategy, uid_policy, owner_uid, created_at, updated_by_uid, updated_at";
 
-fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
+pub(crate) fn corrupt(what: &str, err: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(format!("{what}: {err}"))
 }
 
@@ -201,9 +205,21 @@ pub(crate) async fn instance<D: Db>(db: &mut D) -> Result<InstanceRecord, Storag
     Ok(InstanceRecord { name, primary_server })
 }
 
-pub(crate) async fn directory<D: Db>(db: &mut D, limit: usize) -> Result<Vec<ServerRecord>, StorageError> {
-    let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY position, created_at, id LIMIT $1");
-    let rows = db.query(&sql, &[Param::Int(limit as i64)]).await?;
+/// Servers in directory order, without those `viewer` has left.
+pub(crate) async fn directory<D: Db>(
+    db: &mut D,
+    viewer: Option<&UserUid>,
+    limit: usize,
+) -> Result<Vec<ServerRecord>, StorageError> {
+    let sql = format!(
+        "SELECT {SERVER_COLUMNS} FROM servers WHERE NOT EXISTS \
+         (SELECT 1 FROM server_leaves l WHERE l.server_id = servers.id AND l.user_uid = $2) \
+         ORDER BY position, created_at, id LIMIT $1"
+    );
+    let viewer = viewer.map_or("", UserUid::as_str);
+    let rows = db
+        .query(&sql, &[Param::Int(limit as i64), Param::Text(viewer)])
+        .await?;
     rows.iter().map(server_from_row).collect()
 }
 
@@ -225,7 +241,12 @@ pub(crate) async fn server<D: Db>(db: &mut D, id: &ServerId) -> Result<ServerRec
 /// The server's groups and channels in display order. Runs in a transaction so the group
 /// list and the channel list come from the same snapshot.
 pub(crate) async fn layout<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<GroupRecord>, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+    in_transaction(db, async |db: &mut D| layout_in_tx(db, id).await).await
+}
+
+/// [`layout`] inside the caller's transaction.
+pub(crate) async fn layout_in_tx<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<GroupRecord>, StorageError> {
+    {
         server(db, id).await?;
         let group_rows = db
             .query(
@@ -263,8 +284,7 @@ pub(crate) async fn layout<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<Group
             }
         }
         Ok(groups)
-    })
-    .await
+    }
 }
 
 pub(crate) async fn members<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<MemberRecord>, StorageError> {
@@ -295,6 +315,7 @@ pub(crate) async fn update_settings<D: Db>(
     now: UnixSeconds,
 ) -> Result<ServerRecord, StorageError> {
     in_transaction(db, async |db: &mut D| {
+        servers::require_manager(db, id, by).await?;
         let changed = db
             .execute(
                 "UPDATE servers SET display_name = $2, description = $3, banner_preset = $4, \

@@ -1,0 +1,494 @@
+//! Messages, attachments, read acknowledgements and mention candidates.
+
+use openchat_core::limits::MENTION_RESULTS_MAX;
+use openchat_core::policy::may_delete_message;
+use openchat_core::profile::reply_preview;
+use openchat_core::{AttachmentId, ChannelId, ChannelKind, MessageId, UnixSeconds, UserUid};
+
+use super::corrupt;
+use super::servers::channel;
+use crate::db::{Db, Param, Row, in_transaction};
+use crate::error::StorageError;
+use crate::records::{
+    AttachmentRecord, ChannelInfo, MentionRecord, MessagePage, MessageRecord, NewMessage, PageRequest,
+    ReadAckRecord, ReplyRecord,
+};
+
+const MESSAGE_COLUMNS: &str = "m.id, m.author_uid, m.body, m.created_at, m.seq, m.reply_to_id, \
+     r.author_uid, r.body, r.deleted_at";
+
+fn message_id(raw: String) -> Result<MessageId, StorageError> {
+    MessageId::parse_owned(raw).map_err(|e| corrupt("message id", e))
+}
+
+fn user(raw: String) -> Result<UserUid, StorageError> {
+    UserUid::parse_owned(raw).map_err(|e| corrupt("user uid", e))
+}
+
+/// A message row (see [`MESSAGE_COLUMNS`]) and its sequence number.
+fn message_from_row(channel: &ChannelInfo, row: &Row) -> Result<(i64, MessageRecord), StorageError> {
+    let reply_to = match row.opt_text(5)? {
+        None => None,
+        Some(target) => {
+            let target_author = row.opt_text(6)?;
+            let available = target_author.is_some() && row.opt_int(8)?.is_none();
+            Some(ReplyRecord {
+                message_id: message_id(target)?,
+                author_uid: if available {
+                    target_author.map(user).transpose()?
+                } else {
+                    None
+                },
+                preview: if available {
+                    row.opt_text(7)?.map(|body| reply_preview(&body))
+                } else {
+                    None
+                },
+                unavailable: !available,
+            })
+        }
+    };
+    Ok((
+        row.int(4)?,
+        MessageRecord {
+            id: message_id(row.text(0)?)?,
+            channel_id: channel.id.clone(),
+            server_id: channel.server_id.clone(),
+            author_uid: user(row.text(1)?)?,
+            body: row.text(2)?,
+            created_at: row.int(3)?,
+            reply_to,
+            attachments: Vec::new(),
+        },
+    ))
+}
+
+fn attachment_from_row(
+    channel: &ChannelId,
+    row: &Row,
+    offset: usize,
+) -> Result<AttachmentRecord, StorageError> {
+    Ok(AttachmentRecord {
+        id: AttachmentId::parse_owned(row.text(offset)?).map_err(|e| corrupt("attachment id", e))?,
+        channel_id: channel.clone(),
+        file_name: row.text(offset + 1)?,
+        content_type: row.text(offset + 2)?,
+        bytes: row.int(offset + 3)?,
+        width: row.int(offset + 4)?,
+        height: row.int(offset + 5)?,
+        sha256: row.text(offset + 6)?,
+    })
+}
+
+/// Attaches each message's attachments (one query for the whole page).
+async fn fill_attachments<D: Db>(
+    db: &mut D,
+    channel: &ChannelId,
+    messages: &mut [(i64, MessageRecord)],
+) -> Result<(), StorageError> {
+    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+        return Ok(());
+    };
+    let (low, high) = (first.0.min(last.0), first.0.max(last.0));
+    let rows = db
+        .query(
+            "SELECT a.message_id, a.id, a.file_name, a.content_type, a.bytes, a.width, a.height, a.sha256 \
+             FROM attachments a JOIN messages m ON m.id = a.message_id \
+             WHERE m.channel_id = $1 AND m.seq >= $2 AND m.seq <= $3 ORDER BY m.seq, a.position",
+            &[Param::Text(channel.as_str()), Param::Int(low), Param::Int(high)],
+        )
+        .await?;
+    for row in &rows {
+        let owner = row.text(0)?;
+        if let Some((_, message)) = messages
+            .iter_mut()
+            .find(|(_, message)| message.id.as_str() == owner)
+        {
+            message.attachments.push(attachment_from_row(channel, row, 1)?);
+        }
+    }
+    Ok(())
+}
+
+/// A page of history, oldest first. Voice channels have none.
+pub(crate) async fn list_messages<D: Db>(
+    db: &mut D,
+    id: &ChannelId,
+    page: PageRequest,
+) -> Result<MessagePage, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let info = channel(db, id).await?;
+        let before = page.before.unwrap_or(i64::MAX);
+        let after = page.after.unwrap_or(-1);
+        // With only `after`, read forward from the cursor; otherwise read the newest first.
+        let order = if page.after.is_some() && page.before.is_none() { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN messages r ON r.id = m.reply_to_id \
+             WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 AND m.seq > $3 \
+             ORDER BY m.seq {order} LIMIT $4"
+        );
+        let rows = db
+            .query(&sql, &[Param::Text(id.as_str()), Param::Int(before), Param::Int(after), Param::Int(page.limit as i64)])
+            .await?;
+        let mut messages = rows.iter().map(|row| message_from_row(&info, row)).collect::<Result<Vec<_>, _>>()?;
+        messages.sort_by_key(|(seq, _)| *seq);
+        fill_attachments(db, id, &mut messages).await?;
+        let older_cursor = match messages.first() {
+            None => None,
+            Some((oldest, _)) => {
+                let older = db
+                    .query_opt(
+                        "SELECT COUNT(*) FROM messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq < $2",
+                        &[Param::Text(id.as_str()), Param::Int(*oldest)],
+                    )
+                    .await?
+                    .map(|row| row.int(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                (older > 0).then_some(*oldest)
+            }
+        };
+        Ok(MessagePage { channel: info, messages: messages.into_iter().map(|(_, m)| m).collect(), older_cursor })
+    })
+    .await
+}
+
+async fn read_message<D: Db>(
+    db: &mut D,
+    info: &ChannelInfo,
+    id: &MessageId,
+) -> Result<(i64, MessageRecord), StorageError> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN messages r ON r.id = m.reply_to_id \
+         WHERE m.id = $1 AND m.channel_id = $2 AND m.deleted_at IS NULL"
+    );
+    let row = db
+        .query_opt(&sql, &[Param::Text(id.as_str()), Param::Text(info.id.as_str())])
+        .await?
+        .ok_or(StorageError::NotFound("message"))?;
+    let mut one = vec![message_from_row(info, &row)?];
+    fill_attachments(db, &info.id, &mut one).await?;
+    one.pop().ok_or_else(|| corrupt("message", "vanished"))
+}
+
+/// Stores a message and its attachments in one transaction.
+pub(crate) async fn create_message<D: Db>(
+    db: &mut D,
+    new: &NewMessage,
+) -> Result<MessageRecord, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let info = match channel(db, &new.channel).await {
+            Ok(info) if info.kind == ChannelKind::Text => info,
+            Ok(_) => return Err(StorageError::invalid("message_create_failed", "messages go to text channels only")),
+            Err(StorageError::NotFound(_)) => {
+                return Err(StorageError::invalid("message_create_failed", "unknown channel"));
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(target) = &new.reply_to {
+            let found = db
+                .query_opt(
+                    "SELECT id FROM messages WHERE id = $1 AND channel_id = $2",
+                    &[Param::Text(target.as_str()), Param::Text(new.channel.as_str())],
+                )
+                .await?;
+            if found.is_none() {
+                return Err(StorageError::invalid("reply_target_not_found", "the reply target is not in this channel"));
+            }
+        }
+        let seq = db
+            .query_opt("SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE channel_id = $1", &[Param::Text(new.channel.as_str())])
+            .await?
+            .map(|row| row.int(0))
+            .transpose()?
+            .unwrap_or(0);
+        db.execute(
+            "INSERT INTO messages (id, channel_id, seq, author_uid, body, reply_to_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                Param::Text(new.id.as_str()),
+                Param::Text(new.channel.as_str()),
+                Param::Int(seq),
+                Param::Text(new.author.as_str()),
+                Param::Text(&new.body),
+                Param::OptText(new.reply_to.as_ref().map(MessageId::as_str)),
+                Param::Int(new.now),
+            ],
+        )
+        .await?;
+        for (position, attachment) in new.attachments.iter().enumerate() {
+            db.execute(
+                "INSERT INTO attachments (id, channel_id, message_id, position, file_name, content_type, bytes, \
+                 width, height, sha256, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    Param::Text(attachment.id.as_str()),
+                    Param::Text(new.channel.as_str()),
+                    Param::Text(new.id.as_str()),
+                    Param::Int(position as i64),
+                    Param::Text(&attachment.file_name),
+                    Param::Text(&attachment.content_type),
+                    Param::Int(attachment.bytes),
+                    Param::Int(attachment.width),
+                    Param::Int(attachment.height),
+                    Param::Text(&attachment.sha256),
+                    Param::Int(new.now),
+                ],
+            )
+            .await?;
+        }
+        read_message(db, &info, &new.id).await.map(|(_, message)| message)
+    })
+    .await
+}
+
+/// Deletes (tombstones) a message if `actor` may; replies to it then show it unavailable.
+/// Returns the server the channel belongs to.
+pub(crate) async fn delete_message<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    id: &MessageId,
+    actor: &UserUid,
+    now: UnixSeconds,
+) -> Result<ChannelInfo, StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let info = channel(db, channel_id).await?;
+        let row = db
+            .query_opt(
+                "SELECT m.author_uid, s.owner_uid FROM messages m JOIN channels c ON c.id = m.channel_id \
+                 JOIN servers s ON s.id = c.server_id WHERE m.id = $1 AND m.channel_id = $2 AND m.deleted_at IS NULL",
+                &[Param::Text(id.as_str()), Param::Text(channel_id.as_str())],
+            )
+            .await?
+            .ok_or(StorageError::NotFound("message"))?;
+        let author = user(row.text(0)?)?;
+        let owner = row.opt_text(1)?.map(user).transpose()?;
+        if !may_delete_message(&author, owner.as_ref(), actor) {
+            return Err(StorageError::Forbidden("only the author or the server owner may delete this message".into()));
+        }
+        db.execute(
+            "UPDATE messages SET deleted_at = $2, body = '' WHERE id = $1",
+            &[Param::Text(id.as_str()), Param::Int(now)],
+        )
+        .await?;
+        db.execute("DELETE FROM attachments WHERE message_id = $1", &[Param::Text(id.as_str())]).await?;
+        Ok(info)
+    })
+    .await
+}
+
+pub(crate) async fn attachment<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    id: &AttachmentId,
+) -> Result<AttachmentRecord, StorageError> {
+    let row = db
+        .query_opt(
+            "SELECT id, file_name, content_type, bytes, width, height, sha256 FROM attachments \
+             WHERE id = $1 AND channel_id = $2",
+            &[Param::Text(id.as_str()), Param::Text(channel_id.as_str())],
+        )
+        .await?
+        .ok_or(StorageError::NotFound("attachment"))?;
+    attachment_from_row(channel_id, &row, 0)
+}
+
+fn read_ack_from_row(
+    channel_id: &ChannelId,
+    user_uid: &UserUid,
+    row: &Row,
+) -> Result<ReadAckRecord, StorageError> {
+    Ok(ReadAckRecord {
+        channel_id: channel_id.clone(),
+        user_uid: user_uid.clone(),
+        last_read_message_id: row.opt_text(0)?.map(message_id).transpose()?,
+        cursor_index: row.int(1)?,
+        acked_at: row.int(2)?,
+    })
+}
+
+async fn stored_ack<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    user_uid: &UserUid,
+) -> Result<Option<ReadAckRecord>, StorageError> {
+    db.query_opt(
+        "SELECT last_read_message_id, cursor_index, acked_at FROM read_acks WHERE channel_id = $1 AND user_uid = $2",
+        &[Param::Text(channel_id.as_str()), Param::Text(user_uid.as_str())],
+    )
+    .await?
+    .as_ref()
+    .map(|row| read_ack_from_row(channel_id, user_uid, row))
+    .transpose()
+}
+
+/// The stored ack, or an empty one (`cursor_index` 0, nothing read) for a channel that exists.
+pub(crate) async fn read_ack<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    user_uid: &UserUid,
+) -> Result<Option<ReadAckRecord>, StorageError> {
+    channel(db, channel_id).await?;
+    stored_ack(db, channel_id, user_uid).await
+}
+
+/// Moves the ack forward to `message` (or to the latest message when `None`). Returns the
+/// stored ack and whether this call moved it; a stale ack leaves the newer one in place.
+pub(crate) async fn put_read_ack<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    user_uid: &UserUid,
+    message: Option<&MessageId>,
+    now: UnixSeconds,
+) -> Result<(ReadAckRecord, bool, ChannelInfo), StorageError> {
+    in_transaction(db, async |db: &mut D| {
+        let info = channel(db, channel_id).await?;
+        let target = match message {
+            Some(id) => db
+                .query_opt(
+                    "SELECT id, seq FROM messages WHERE id = $1 AND channel_id = $2 AND deleted_at IS NULL",
+                    &[Param::Text(id.as_str()), Param::Text(channel_id.as_str())],
+                )
+                .await?
+                .ok_or(StorageError::NotFound("message"))
+                .map(Some)?,
+            None => {
+                db.query_opt(
+                    "SELECT id, seq FROM messages WHERE channel_id = $1 AND deleted_at IS NULL ORDER BY seq DESC LIMIT 1",
+                    &[Param::Text(channel_id.as_str())],
+                )
+                .await?
+            }
+        };
+        let (target_id, index) = match target {
+            Some(row) => {
+                let seq = row.int(1)?;
+                let index = db
+                    .query_opt(
+                        "SELECT COUNT(*) FROM messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq < $2",
+                        &[Param::Text(channel_id.as_str()), Param::Int(seq)],
+                    )
+                    .await?
+                    .map(|row| row.int(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                (Some(row.text(0)?), index)
+            }
+            None => (None, 0),
+        };
+        let stored = stored_ack(db, channel_id, user_uid).await?;
+        if let Some(stored) = stored {
+            let newer = match (&stored.last_read_message_id, &target_id) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(old), Some(new)) => index > stored.cursor_index || (index == stored.cursor_index && old.as_str() != new),
+            };
+            if !newer {
+                return Ok((stored, false, info));
+            }
+        }
+        db.execute(
+            "INSERT INTO read_acks (channel_id, user_uid, last_read_message_id, cursor_index, acked_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id, user_uid) DO UPDATE \
+             SET last_read_message_id = $3, cursor_index = $4, acked_at = $5",
+            &[
+                Param::Text(channel_id.as_str()),
+                Param::Text(user_uid.as_str()),
+                Param::OptText(target_id.as_deref()),
+                Param::Int(index),
+                Param::Int(now),
+            ],
+        )
+        .await?;
+        let record = ReadAckRecord {
+            channel_id: channel_id.clone(),
+            user_uid: user_uid.clone(),
+            last_read_message_id: target_id.map(message_id).transpose()?,
+            cursor_index: index,
+            acked_at: now,
+        };
+        Ok((record, true, info))
+    })
+    .await
+}
+
+/// `query` as a case-insensitive LIKE prefix pattern, with LIKE's wildcards escaped.
+fn like_prefix(query: &str) -> String {
+    let mut pattern = String::with_capacity(query.len() + 1);
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Candidates for `@query` in a channel: `@here`/`@channel`, then members and authors of
+/// the channel's server whose name starts with the query, then text channels.
+pub(crate) async fn mention_candidates<D: Db>(
+    db: &mut D,
+    channel_id: &ChannelId,
+    query: &str,
+    limit: usize,
+) -> Result<Vec<MentionRecord>, StorageError> {
+    let info = channel(db, channel_id).await?;
+    let limit = limit.min(MENTION_RESULTS_MAX);
+    let lowered = query.to_lowercase();
+    let mut results = Vec::new();
+    for special in ["here", "channel"] {
+        if special.starts_with(&lowered) {
+            results.push(MentionRecord {
+                kind: "channel",
+                token: format!("@{special}"),
+                target_id: channel_id.to_string(),
+                display_text: special.to_owned(),
+            });
+        }
+    }
+    let pattern = like_prefix(query);
+    let people = db
+        .query(
+            "SELECT COALESCE(user_uid, member_id), display_name, position FROM server_members \
+             WHERE server_id = $1 AND left_at IS NULL AND LOWER(display_name) LIKE $2 ESCAPE '\\' \
+             UNION \
+             SELECT p.user_uid, p.display_name, 1000000 FROM profiles p \
+             WHERE p.user_uid IN (SELECT DISTINCT author_uid FROM messages WHERE channel_id = $3) \
+             AND (LOWER(p.display_name) LIKE $2 ESCAPE '\\' OR LOWER(p.user_uid) LIKE $2 ESCAPE '\\') \
+             ORDER BY 3, 2 LIMIT $4",
+            &[
+                Param::Text(info.server_id.as_str()),
+                Param::Text(&pattern),
+                Param::Text(channel_id.as_str()),
+                Param::Int(limit as i64),
+            ],
+        )
+        .await?;
+    for row in &people {
+        let name = row.text(1)?;
+        results.push(MentionRecord {
+            kind: "user",
+            token: format!("@{}", name.split_whitespace().collect::<Vec<_>>().join("_")),
+            target_id: row.text(0)?,
+            display_text: name,
+        });
+    }
+    let channels = db
+        .query(
+            "SELECT id, name FROM channels WHERE server_id = $1 AND kind = 'text' AND LOWER(name) LIKE $2 ESCAPE '\\' \
+             ORDER BY position, id LIMIT $3",
+            &[Param::Text(info.server_id.as_str()), Param::Text(&pattern), Param::Int(limit as i64)],
+        )
+        .await?;
+    for row in &channels {
+        let name = row.text(1)?;
+        results.push(MentionRecord {
+            kind: "channel",
+            token: format!("#{name}"),
+            target_id: row.text(0)?,
+            display_text: name,
+        });
+    }
+    results.truncate(limit);
+    Ok(results)
+}
