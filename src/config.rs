@@ -25,6 +25,9 @@ pub const DEV_TICKET_SECRET: &str = "dev-insecure-secret-change-me";
     long_about = None,
 )]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Listen address for HTTP(S) and WebSocket: "host:port", or ":port" for every IPv4 interface
     #[arg(long, env = "OPENCHAT_HTTP_ADDR", default_value = ":8080")]
     pub http_addr: String,
@@ -128,6 +131,27 @@ pub struct Args {
     /// Participants per voice channel
     #[arg(long, env = "OPENCHAT_MAX_CALL_PARTICIPANTS", default_value = "200")]
     pub max_call_participants: String,
+}
+
+/// Operator commands; without one, openchatd serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Administer the store this configuration points at (the server may be running).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Make a user the owner of a server (restricting its management to them).
+    GrantOwner {
+        /// The server id, e.g. srv_harbor
+        #[arg(long)]
+        server: String,
+        /// The user uid, e.g. uid_1a2b3c4d
+        #[arg(long)]
+        user: String,
+    },
 }
 
 /// A configuration value that cannot be used. Displays as `VARIABLE: what is wrong`.

@@ -8,6 +8,7 @@
 //! Shutdown order: stop accepting -> finish in-flight requests (bounded) -> stop the storage
 //! thread, which closes the database cleanly.
 
+pub mod admin;
 pub mod config;
 pub mod logging;
 pub mod startup;

@@ -28,7 +28,20 @@ fn config_failure(err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn store_error(config: &Config, err: StorageError) -> ConfigError {
+/// The storage configuration a [`Config`] selects.
+pub fn store_config(config: &Config) -> StoreConfig {
+    match &config.store {
+        StoreSelection::Sqlite => StoreConfig::Sqlite {
+            data_dir: config.data_dir.clone(),
+        },
+        StoreSelection::Postgres { config, .. } => StoreConfig::Postgres {
+            config: config.clone(),
+        },
+    }
+}
+
+/// A store that cannot be opened, as a configuration error naming the variable at fault.
+pub fn store_error(config: &Config, err: StorageError) -> ConfigError {
     let var = match config.store {
         StoreSelection::Sqlite => "OPENCHAT_DATA_DIR",
         StoreSelection::Postgres { .. } => "OPENCHAT_DATABASE_URL",
@@ -67,19 +80,22 @@ pub fn run(mut config: Config) -> ExitCode {
         Err(err) => return config_failure(&err),
     };
 
-    let store_config = match &config.store {
-        StoreSelection::Sqlite => StoreConfig::Sqlite {
-            data_dir: config.data_dir.clone(),
-        },
-        StoreSelection::Postgres { config, .. } => StoreConfig::Postgres {
-            config: config.clone(),
-        },
-    };
-    let (storage, storage_thread) = match openchat_storage::start(store_config) {
+    let (storage, storage_thread) = match openchat_storage::start(store_config(&config)) {
         Ok(started) => started,
         Err(err) => return config_failure(&store_error(&config, err)),
     };
     let kind = storage.kind();
+    // Uploads live in the data dir with either store, so it must be usable with Postgres too.
+    let blobs = match openchat_signaling::blobs::BlobStore::open(&config.data_dir) {
+        Ok(blobs) => blobs,
+        Err(err) => {
+            let message = format!("cannot use {} for uploads: {err}", config.data_dir.display());
+            return config_failure(&ConfigError {
+                var: "OPENCHAT_DATA_DIR",
+                message,
+            });
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
@@ -138,16 +154,13 @@ pub fn run(mut config: Config) -> ExitCode {
                 StoreKind::Postgres => "postgres",
             },
         });
-        let state = Arc::new(AppState {
-            config: FrontConfig {
-                public_base_url: config.public_base_url.clone(),
-                production: config.production,
-                limits: config.limits,
-                build: build.clone(),
-            },
-            storage: storage.clone(),
-            metrics,
-        });
+        let front = FrontConfig {
+            public_base_url: config.public_base_url.clone(),
+            production: config.production,
+            limits: config.limits,
+            build: build.clone(),
+        };
+        let state = Arc::new(AppState::new(front, storage.clone(), metrics, blobs));
         tracing::info!(
             addr = %local,
             scheme = if tls.is_some() { "https" } else { "http" },

@@ -1,11 +1,12 @@
 //! The capabilities document (WIRE.md §3), built from what this build actually serves.
 //!
 //! Rule: a feature flag is true only once the feature works end to end. Blocks the client
-//! treats as optional (`rtc`, `mentions`, `read_acks`) are absent until their features
-//! exist; the objects it requires (`transport`, `features`, `limits`, `security`) are
+//! treats as optional are absent until their features exist (`rtc` still is); the objects it requires (`transport`, `features`, `limits`, `security`) are
 //! always present. Limits report the configured values.
 
 use openchat_core::UidPolicy;
+use openchat_core::limits::{AVATAR_BYTES_MAX, AVATAR_SIDE_PX_MAX};
+use openchat_core::profile::{DISPLAY_NAME_CHARS_MAX, DISPLAY_NAME_CHARS_MIN};
 use openchat_storage::InstanceRecord;
 use serde_json::{Value, json};
 
@@ -39,14 +40,22 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
         "identity_handshake_modes": ["token_proof"],
         "user_uid_policy": uid_policy.as_str(),
         "profile_data_policy": "uid_only",
-        "transport": {"websocket": false, "sse": false, "polling": false},
+        "transport": {"websocket": true, "sse": false, "polling": false},
         "features": {
-            "messaging": false,
-            "presence": false,
-            "attachments": false,
-            "notifications": false,
-            "server_creation": false
+            "messaging": true,
+            "presence": true,
+            "attachments": true,
+            "notifications": true,
+            "server_creation": true
         },
+        "mentions": {
+            "user": true,
+            "channel": true,
+            "resolve": true,
+            "notifications": true,
+            "supported_tokens": ["@here", "@channel"]
+        },
+        "read_acks": {"channel": true, "cursor_type": "message_index", "monotonic": true},
         "limits": {
             "max_message_bytes": limits.max_message_bytes,
             "max_upload_bytes": limits.max_upload_bytes,
@@ -58,11 +67,24 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
             "certificate_pinning": "optional",
             "tls_fingerprint": null
         },
-        // Profiles are not served yet: an explicit `enabled: false` switches the client's
-        // profile sync off instead of letting it call missing endpoints (WIRE.md §0.3).
         "profile": {
-            "enabled": false,
-            "display_name": {"min_length": 2, "max_length": 32}
+            "enabled": true,
+            "scope": "global",
+            "fields": ["display_name", "avatar"],
+            "avatar_modes": ["generated", "uploaded"],
+            "display_name": {
+                "min_length": DISPLAY_NAME_CHARS_MIN,
+                "max_length": DISPLAY_NAME_CHARS_MAX,
+                "pattern": "^[\\p{L}\\p{N} ._\\-]+$"
+            },
+            "avatar_upload": {
+                "max_bytes": AVATAR_BYTES_MAX,
+                "mime_types": ["image/png", "image/jpeg", "image/webp"],
+                "max_width": AVATAR_SIDE_PX_MAX,
+                "max_height": AVATAR_SIDE_PX_MAX
+            },
+            "realtime_event": "profile_updated",
+            "message_author_profile_mode": "snapshot"
         }
     })
 }

@@ -13,13 +13,15 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retryable: bool,
+    /// Seconds for a `Retry-After` header (rate limiting).
+    pub retry_after: Option<u64>,
 }
 
-/// The JSON body of an error response.
-#[derive(Debug, Serialize)]
-pub struct ErrorEnvelope<'a> {
-    pub code: &'a str,
-    pub message: &'a str,
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub code: String,
+    pub message: String,
     pub retryable: bool,
 }
 
@@ -30,6 +32,7 @@ impl ApiError {
             code,
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
     }
 
@@ -38,10 +41,10 @@ impl ApiError {
         self
     }
 
-    pub fn envelope(&self) -> ErrorEnvelope<'_> {
+    pub fn envelope(&self) -> ErrorEnvelope {
         ErrorEnvelope {
-            code: self.code,
-            message: &self.message,
+            code: self.code.to_owned(),
+            message: self.message.clone(),
             retryable: self.retryable,
         }
     }
@@ -62,8 +65,16 @@ impl ApiError {
         )
     }
 
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
     pub fn invalid_payload(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_payload", message)
+        Self::bad_request("invalid_payload", message)
+    }
+
+    pub fn invalid_query(message: impl Into<String>) -> Self {
+        Self::bad_request("invalid_query", message)
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -74,8 +85,12 @@ impl ApiError {
         )
     }
 
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
     pub fn server_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "server_not_found", "server not found")
+        Self::not_found("server_not_found", "server not found")
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -84,6 +99,17 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests; slow down",
+        )
+        .retryable();
+        err.retry_after = Some(retry_after_seconds.max(1));
+        err
     }
 
     pub fn storage_unavailable() -> Self {
@@ -105,6 +131,19 @@ impl ApiError {
     }
 }
 
+/// The `<thing>_not_found` code of a storage `NotFound`.
+fn not_found_code(what: &str) -> &'static str {
+    match what {
+        "server" => "server_not_found",
+        "channel" => "channel_not_found",
+        "group" => "category_not_found",
+        "message" => "message_not_found",
+        "attachment" => "attachment_not_found",
+        "avatar_asset" => "avatar_asset_not_found",
+        _ => "not_found",
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(err: StorageError) -> Self {
         match err {
@@ -112,21 +151,20 @@ impl From<StorageError> for ApiError {
                 tracing::warn!(%reason, "storage unavailable");
                 ApiError::storage_unavailable()
             }
-            StorageError::NotFound("server") => ApiError::server_not_found(),
-            StorageError::NotFound("channel") => {
-                ApiError::new(StatusCode::NOT_FOUND, "channel_not_found", "channel not found")
-            }
             StorageError::NotFound(what) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+                ApiError::not_found(not_found_code(what), format!("{what} not found"))
             }
-            StorageError::Conflict(reason) => {
-                tracing::info!(%reason, "storage conflict");
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    "the change conflicts with the current state",
-                )
+            StorageError::Conflict { code, message } => {
+                let err = ApiError::new(StatusCode::CONFLICT, code, message);
+                // A version conflict is worth retrying after re-reading.
+                if code == "profile_conflict" {
+                    err.retryable()
+                } else {
+                    err
+                }
             }
+            StorageError::Invalid { code, message } => ApiError::bad_request(code, message),
+            StorageError::Forbidden(message) => ApiError::forbidden(message),
             other => {
                 // Details stay in the log; clients get a generic message.
                 tracing::error!(error = %other, "storage request failed");

@@ -13,12 +13,18 @@
 //!   [`StorageHandle`](openchat_storage::StorageHandle), with a deadline on every call.
 //! - Errors are mapped to status codes in exactly one place: [`error`].
 
+pub mod blobs;
 pub mod capabilities;
+pub mod dto;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
+pub mod realtime;
 pub mod routes;
 pub mod server;
 pub mod service;
+pub mod upload;
 pub mod wire;
 
 mod handlers;

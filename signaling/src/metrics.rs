@@ -50,6 +50,7 @@ pub struct Metrics {
     pub storage_duration: Family<StorageLabels, Histogram, fn() -> Histogram>,
     pub storage_queue_depth: Gauge,
     pub http_connections: Gauge,
+    pub realtime_sockets: Gauge,
     encode_lock: Mutex<()>,
 }
 
@@ -90,6 +91,12 @@ impl Metrics {
             "Open HTTP connections",
             http_connections.clone(),
         );
+        let realtime_sockets = Gauge::default();
+        registry.register(
+            "realtime_sockets",
+            "Open realtime WebSocket connections",
+            realtime_sockets.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
         registry.register(
@@ -104,6 +111,7 @@ impl Metrics {
             storage_duration,
             storage_queue_depth,
             http_connections,
+            realtime_sockets,
             encode_lock: Mutex::new(()),
         }
     }

@@ -1,84 +1,335 @@
-//! The router: a pure function from method and path to a [`Route`].
+//! The router: one table of every route, and a pure function that matches a request
+//! against it.
 //!
-//! Paths are matched segment by segment against literals, so segments with a literal
-//! colon (`profiles:batch`, `mentions:resolve`, `ownership:claim`) are ordinary literals.
-//! Path parameters are parsed into newtype ids here; an id that cannot be valid can name
-//! nothing, so it is answered like an unknown one (404 with the resource's code).
+//! Patterns are matched segment by segment: literals must be equal (so `profiles:batch`,
+//! `mentions:resolve` and `ownership:claim` are plain literals), `{name}` captures one
+//! segment. The same table feeds the OpenAPI test, which fails if the document and the
+//! router ever disagree.
 
 use http::Method;
-use openchat_core::ServerId;
-use openchat_core::limits::JSON_BODY_BYTES_MAX;
 
 use crate::error::ApiError;
 
-/// Every route the front-end serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
+/// What a route does; the handler is chosen by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
     Healthz,
     Readyz,
     Metrics,
-    /// `GET /v1/client/capabilities` and the legacy `GET /client/capabilities`.
+    OpenApi,
     Capabilities,
+    LegacyCapabilities,
     Directory,
-    ServerChannels(ServerId),
-    ServerMembers(ServerId),
-    ServerSettings(ServerId),
-    UpdateServerSettings(ServerId),
+    CreateServer,
+    ClaimOwnership,
+    LeaveServer,
+    ServerSettings,
+    UpdateServerSettings,
+    ServerChannels,
+    CreateChannel,
+    CreateCategory,
+    RenameCategory,
+    DeleteCategory,
+    ChannelLayout,
+    ServerMembers,
+    Messages,
+    CreateMessage,
+    DeleteMessage,
+    Attachment,
+    Mentions,
+    ReadAck,
+    PutReadAck,
+    MyProfile,
+    UpdateMyProfile,
+    UploadAvatar,
+    Avatar,
+    ProfilesBatch,
+    Realtime,
 }
 
-impl Route {
-    /// The route's name as a metrics label: the path pattern, never raw client input.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Route::Healthz => "/healthz",
-            Route::Readyz => "/readyz",
-            Route::Metrics => "/metrics",
-            Route::Capabilities => "/v1/client/capabilities",
-            Route::Directory => "/v1/servers",
-            Route::ServerChannels(_) => "/v1/servers/{server_id}/channels",
-            Route::ServerMembers(_) => "/v1/servers/{server_id}/members",
-            Route::ServerSettings(_) | Route::UpdateServerSettings(_) => "/v1/servers/{server_id}/settings",
+/// Who may call a route without identity headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No identity needed; rate-limited per client IP.
+    Public,
+    /// Identity headers (defaulted outside production); rate-limited per user.
+    Authed,
+}
+
+/// The largest body a route accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// Small JSON bodies ([`openchat_core::limits::JSON_BODY_BYTES_MAX`]).
+    Json,
+    /// A message: the configured message and upload limits plus multipart overhead.
+    Message,
+    /// An avatar upload.
+    Avatar,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub pattern: &'static str,
+    pub endpoint: Endpoint,
+    pub access: Access,
+    pub body: BodyLimit,
+}
+
+const fn spec(
+    method: Method,
+    pattern: &'static str,
+    endpoint: Endpoint,
+    access: Access,
+    body: BodyLimit,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        pattern,
+        endpoint,
+        access,
+        body,
+    }
+}
+
+use Access::{Authed, Public};
+use BodyLimit::Json;
+use Endpoint as E;
+
+/// Every route openchatd serves.
+pub const ROUTES: &[RouteSpec] = &[
+    spec(Method::GET, "/healthz", E::Healthz, Public, Json),
+    spec(Method::GET, "/readyz", E::Readyz, Public, Json),
+    spec(Method::GET, "/metrics", E::Metrics, Public, Json),
+    spec(Method::GET, "/v1/openapi.json", E::OpenApi, Public, Json),
+    spec(
+        Method::GET,
+        "/v1/client/capabilities",
+        E::Capabilities,
+        Public,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/client/capabilities",
+        E::LegacyCapabilities,
+        Public,
+        Json,
+    ),
+    spec(Method::GET, "/v1/servers", E::Directory, Public, Json),
+    spec(Method::POST, "/v1/servers", E::CreateServer, Authed, Json),
+    spec(
+        Method::POST,
+        "/v1/servers/{server_id}/ownership:claim",
+        E::ClaimOwnership,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::DELETE,
+        "/v1/servers/{server_id}/membership",
+        E::LeaveServer,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/servers/{server_id}/settings",
+        E::ServerSettings,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::PUT,
+        "/v1/servers/{server_id}/settings",
+        E::UpdateServerSettings,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/servers/{server_id}/channels",
+        E::ServerChannels,
+        Public,
+        Json,
+    ),
+    spec(
+        Method::POST,
+        "/v1/servers/{server_id}/channels",
+        E::CreateChannel,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::POST,
+        "/v1/servers/{server_id}/categories",
+        E::CreateCategory,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::PUT,
+        "/v1/servers/{server_id}/categories/{group_id}",
+        E::RenameCategory,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::DELETE,
+        "/v1/servers/{server_id}/categories/{group_id}",
+        E::DeleteCategory,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::PUT,
+        "/v1/servers/{server_id}/channel-layout",
+        E::ChannelLayout,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/servers/{server_id}/members",
+        E::ServerMembers,
+        Public,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/channels/{channel_id}/messages",
+        E::Messages,
+        Public,
+        Json,
+    ),
+    spec(
+        Method::POST,
+        "/v1/channels/{channel_id}/messages",
+        E::CreateMessage,
+        Authed,
+        BodyLimit::Message,
+    ),
+    spec(
+        Method::DELETE,
+        "/v1/channels/{channel_id}/messages/{message_id}",
+        E::DeleteMessage,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/channels/{channel_id}/attachments/{attachment_id}",
+        E::Attachment,
+        Public,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/channels/{channel_id}/mentions:resolve",
+        E::Mentions,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::GET,
+        "/v1/channels/{channel_id}/read-ack",
+        E::ReadAck,
+        Authed,
+        Json,
+    ),
+    spec(
+        Method::PUT,
+        "/v1/channels/{channel_id}/read-ack",
+        E::PutReadAck,
+        Authed,
+        Json,
+    ),
+    spec(Method::GET, "/v1/profile/me", E::MyProfile, Authed, Json),
+    spec(Method::PUT, "/v1/profile/me", E::UpdateMyProfile, Authed, Json),
+    spec(
+        Method::POST,
+        "/v1/profile/avatar",
+        E::UploadAvatar,
+        Authed,
+        BodyLimit::Avatar,
+    ),
+    spec(
+        Method::GET,
+        "/v1/profile/avatar/{asset_id}",
+        E::Avatar,
+        Public,
+        Json,
+    ),
+    spec(Method::GET, "/v1/profiles:batch", E::ProfilesBatch, Authed, Json),
+    spec(Method::GET, "/v1/realtime", E::Realtime, Public, Json),
+];
+
+/// Path parameters captured by a match (at most two per route).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    values: Vec<(&'static str, String)>,
+}
+
+impl Params {
+    /// The captured segment named `name` (without braces).
+    pub fn get(&self, name: &str) -> &str {
+        self.values
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// A matched route.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub spec: &'static RouteSpec,
+    pub params: Params,
+}
+
+fn match_pattern(pattern: &'static str, path: &str) -> Option<Params> {
+    let mut params = Params::default();
+    let mut want = pattern.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) => {
+                if let Some(name) = w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                    if g.is_empty() {
+                        return None;
+                    }
+                    params.values.push((name, g.to_owned()));
+                } else if w != g {
+                    return None;
+                }
+            }
+            _ => return None,
         }
     }
-
-    /// The largest request body this route accepts.
-    pub fn body_limit(&self) -> usize {
-        JSON_BODY_BYTES_MAX
-    }
 }
 
-fn server_id(raw: &str) -> Result<ServerId, ApiError> {
-    ServerId::parse(raw).map_err(|_| ApiError::server_not_found())
-}
-
-/// Resolves a request to its route, or to the error to answer (404 unknown path, 405 known
-/// path with another method, 404 with the resource's code for an impossible id).
-pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let segments: Vec<&str> = match path.strip_prefix('/') {
-        Some(rest) => rest.split('/').collect(),
-        None => return Err(ApiError::not_found_route(method, path)),
+/// Resolves a request: the matching route, 405 when the path exists with other methods,
+/// 404 otherwise. HEAD is served by GET routes.
+pub fn route(method: &Method, path: &str) -> Result<Matched, ApiError> {
+    let effective = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
     };
-    let get = |route: Route| {
-        if method == Method::GET || method == Method::HEAD {
-            Ok(route)
-        } else {
-            Err(ApiError::method_not_allowed(method, path))
+    let mut path_known = false;
+    for spec in ROUTES {
+        if let Some(params) = match_pattern(spec.pattern, path) {
+            if spec.method == *effective {
+                return Ok(Matched { spec, params });
+            }
+            path_known = true;
         }
-    };
-    match segments.as_slice() {
-        ["healthz"] => get(Route::Healthz),
-        ["readyz"] => get(Route::Readyz),
-        ["metrics"] => get(Route::Metrics),
-        ["v1", "client", "capabilities"] | ["client", "capabilities"] => get(Route::Capabilities),
-        ["v1", "servers"] => get(Route::Directory),
-        ["v1", "servers", id, "channels"] => get(Route::ServerChannels(server_id(id)?)),
-        ["v1", "servers", id, "members"] => get(Route::ServerMembers(server_id(id)?)),
-        ["v1", "servers", id, "settings"] => match *method {
-            Method::GET | Method::HEAD => Ok(Route::ServerSettings(server_id(id)?)),
-            Method::PUT => Ok(Route::UpdateServerSettings(server_id(id)?)),
-            _ => Err(ApiError::method_not_allowed(method, path)),
-        },
-        _ => Err(ApiError::not_found_route(method, path)),
+    }
+    if path_known {
+        Err(ApiError::method_not_allowed(method, path))
+    } else {
+        Err(ApiError::not_found_route(method, path))
     }
 }
 
@@ -86,29 +337,46 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 mod tests {
     use super::*;
 
-    fn sid(raw: &str) -> ServerId {
-        ServerId::parse(raw).unwrap()
+    #[test]
+    fn known_paths_route_to_their_endpoints() {
+        let matched = route(&Method::GET, "/v1/servers/srv_harbor/channels").unwrap();
+        assert_eq!(
+            (matched.spec.endpoint, matched.params.get("server_id")),
+            (E::ServerChannels, "srv_harbor")
+        );
+        assert_eq!(
+            route(&Method::GET, "/client/capabilities").unwrap().spec.endpoint,
+            E::LegacyCapabilities
+        );
+        let matched = route(&Method::DELETE, "/v1/channels/ch_1/messages/msg_2").unwrap();
+        assert_eq!(
+            (matched.params.get("channel_id"), matched.params.get("message_id")),
+            ("ch_1", "msg_2")
+        );
     }
 
     #[test]
-    fn known_paths_route_to_their_handlers() {
-        assert_eq!(route(&Method::GET, "/healthz"), Ok(Route::Healthz));
+    fn literal_colon_segments_route() {
         assert_eq!(
-            route(&Method::GET, "/client/capabilities"),
-            Ok(Route::Capabilities)
+            route(&Method::GET, "/v1/profiles:batch").unwrap().spec.endpoint,
+            E::ProfilesBatch
         );
         assert_eq!(
-            route(&Method::GET, "/v1/client/capabilities"),
-            Ok(Route::Capabilities)
+            route(&Method::GET, "/v1/channels/ch_1/mentions:resolve")
+                .unwrap()
+                .spec
+                .endpoint,
+            E::Mentions
         );
         assert_eq!(
-            route(&Method::GET, "/v1/servers/srv_harbor/channels"),
-            Ok(Route::ServerChannels(sid("srv_harbor")))
+            route(&Method::POST, "/v1/servers/s/ownership:claim")
+                .unwrap()
+                .spec
+                .endpoint,
+            E::ClaimOwnership
         );
-        assert_eq!(
-            route(&Method::PUT, "/v1/servers/srv_harbor/settings"),
-            Ok(Route::UpdateServerSettings(sid("srv_harbor")))
-        );
+        assert!(route(&Method::GET, "/v1/profiles").is_err());
+        assert!(route(&Method::GET, "/v1/profiles:batch2").is_err());
     }
 
     #[test]
@@ -120,20 +388,33 @@ mod tests {
             "/healthz/",
             "/v1/servers/a/b/c",
             "nope",
-            "/v1/profiles:batch2",
+            "/v1/servers//channels",
         ] {
             let err = route(&Method::GET, path).unwrap_err();
             assert_eq!((err.status.as_u16(), err.code), (404, "not_found"), "{path}");
         }
         let err = route(&Method::POST, "/healthz").unwrap_err();
         assert_eq!((err.status.as_u16(), err.code), (405, "method_not_allowed"));
-        let err = route(&Method::DELETE, "/v1/servers/srv_harbor/settings").unwrap_err();
-        assert_eq!(err.status.as_u16(), 405);
+        assert_eq!(
+            route(&Method::PATCH, "/v1/servers/s/settings")
+                .unwrap_err()
+                .status
+                .as_u16(),
+            405
+        );
     }
 
     #[test]
-    fn impossible_server_ids_are_server_not_found() {
-        let err = route(&Method::GET, "/v1/servers/bad%20id/channels").unwrap_err();
-        assert_eq!((err.status.as_u16(), err.code), (404, "server_not_found"));
+    fn every_pattern_is_unique_per_method() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.pattern == b.pattern),
+                    "{} {}",
+                    a.method,
+                    a.pattern
+                );
+            }
+        }
     }
 }

@@ -66,7 +66,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service_state = state.clone();
-        let service = service_fn(move |request| handle(service_state.clone(), request));
+        let service = service_fn(move |request| handle(service_state.clone(), peer, request));
         let closing = closing_rx.clone();
         let http = http.clone();
         let tls = tls.clone();

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,22 +11,28 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
-use openchat_core::UnixSeconds;
+use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
+use openchat_core::{UnixSeconds, UserUid};
 use openchat_storage::{StorageError, StorageHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::blobs::BlobStore;
 use crate::error::ApiError;
 use crate::handlers;
 use crate::metrics::Metrics;
-use crate::routes::{self, Route};
-use crate::wire;
+use crate::ratelimit::Limiters;
+use crate::realtime::Hub;
+use crate::routes::{self, Access, BodyLimit, Matched, Params};
+use crate::wire::{self, Identity};
 
 /// The body of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Longest a request waits for the storage thread before answering 503.
 pub const STORAGE_DEADLINE: Duration = Duration::from_secs(10);
+/// Multipart framing allowed on top of the configured message and upload limits.
+pub const MULTIPART_OVERHEAD_BYTES: u64 = 64 * 1024;
 
 /// Limits reported in the capabilities document and enforced by the routes that need them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +62,46 @@ pub struct FrontConfig {
     pub build: BuildInfo,
 }
 
-/// Shared, immutable-after-start state of the front-end.
+impl FrontConfig {
+    /// The body limit of a route, in bytes.
+    pub fn body_limit(&self, limit: BodyLimit) -> u64 {
+        match limit {
+            BodyLimit::Json => JSON_BODY_BYTES_MAX as u64,
+            BodyLimit::Message => {
+                self.limits.max_upload_bytes + self.limits.max_message_bytes + MULTIPART_OVERHEAD_BYTES
+            }
+            BodyLimit::Avatar => AVATAR_BYTES_MAX as u64 + MULTIPART_OVERHEAD_BYTES,
+        }
+    }
+}
+
+/// Shared state of the front-end.
 #[derive(Debug)]
 pub struct AppState {
     pub config: FrontConfig,
     pub storage: StorageHandle,
     pub metrics: Metrics,
+    pub hub: Hub,
+    pub blobs: BlobStore,
+    pub limiters: Limiters,
 }
 
 impl AppState {
+    pub fn new(config: FrontConfig, storage: StorageHandle, metrics: Metrics, blobs: BlobStore) -> Self {
+        let limiters = Limiters::new(
+            config.limits.rate_limit_per_minute,
+            crate::ratelimit::PUBLIC_REQUESTS_PER_MINUTE_PER_IP,
+        );
+        Self {
+            config,
+            storage,
+            metrics,
+            hub: Hub::new(),
+            blobs,
+            limiters,
+        }
+    }
+
     /// Runs one storage request under [`STORAGE_DEADLINE`], timing it for `/metrics`.
     pub async fn store<T>(
         &self,
@@ -81,13 +119,53 @@ impl AppState {
             .observe_storage(op, result.is_ok(), started.elapsed());
         result.map_err(ApiError::from)
     }
+
+    pub fn base_url(&self) -> &str {
+        &self.config.public_base_url
+    }
 }
 
-/// One request as a handler sees it: already routed, with the clock read once.
+/// One request as a handler sees it: routed, identified, with the clock read once.
 #[derive(Debug)]
 pub struct Ctx {
     pub now: UnixSeconds,
     pub request: Request<Incoming>,
+    pub params: Params,
+    /// Set on authed routes.
+    pub identity: Option<Identity>,
+    pub peer: IpAddr,
+}
+
+impl Ctx {
+    /// The caller's identity (authed routes only).
+    pub fn who(&self) -> Result<&Identity, ApiError> {
+        self.identity.as_ref().ok_or_else(ApiError::internal)
+    }
+
+    pub fn user(&self) -> Result<UserUid, ApiError> {
+        self.who().map(|who| who.user_uid.clone())
+    }
+
+    /// A path parameter parsed into an id; an impossible id is answered as unknown.
+    pub fn id<T>(
+        &self,
+        name: &str,
+        parse: fn(&str) -> Result<T, openchat_core::IdError>,
+        not_found: &'static str,
+    ) -> Result<T, ApiError> {
+        parse(self.params.get(name)).map_err(|_| {
+            ApiError::not_found(not_found, format!("{} not found", name.trim_end_matches("_id")))
+        })
+    }
+
+    /// The query string's pairs.
+    pub fn query(&self) -> Vec<(String, String)> {
+        crate::realtime::form_pairs(self.request.uri().query().unwrap_or(""))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.request.headers().get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -113,11 +191,17 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 pub fn error_response(err: &ApiError) -> Response<Body> {
-    json(err.status, &err.envelope())
+    let mut response = json(err.status, &err.envelope());
+    if let Some(seconds) = err.retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
-/// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+/// Reads a body of at most `limit` bytes.
+pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     let collected = Limited::new(request.into_body(), limit)
         .collect()
         .await
@@ -128,8 +212,18 @@ pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, limit: u
                 ApiError::invalid_payload(format!("cannot read the request body: {err}"))
             }
         })?;
-    serde_json::from_slice(&collected.to_bytes())
+    Ok(collected.to_bytes())
+}
+
+/// Parses JSON, answering `invalid_payload` with serde's reason.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|err| ApiError::invalid_payload(format!("invalid JSON body: {err}")))
+}
+
+/// Reads and parses a JSON body of at most `limit` bytes.
+pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+    parse_json(&read_body(request, limit).await?)
 }
 
 /// Adds the CORS headers of WIRE.md §1.3.
@@ -157,8 +251,43 @@ fn declared_length(request: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
+/// Routes exempt from rate limiting: probes and scrapes.
+fn unlimited(endpoint: routes::Endpoint) -> bool {
+    use routes::Endpoint as E;
+    matches!(endpoint, E::Healthz | E::Readyz | E::Metrics)
+}
+
+/// Checks identity and rate limits; returns the identity on authed routes.
+fn admit(
+    state: &AppState,
+    matched: &Matched,
+    request: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<Option<Identity>, ApiError> {
+    match matched.spec.access {
+        Access::Authed => {
+            let who = wire::identity(request.headers(), state.config.production)?;
+            state
+                .limiters
+                .check_user(who.user_uid.as_str())
+                .map_err(ApiError::rate_limited)?;
+            Ok(Some(who))
+        }
+        Access::Public => {
+            if !unlimited(matched.spec.endpoint) {
+                state.limiters.check_ip(peer).map_err(ApiError::rate_limited)?;
+            }
+            Ok(None)
+        }
+    }
+}
+
 /// The shell around every request; never fails (errors become responses).
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
     let (route_name, mut response) = if method == Method::OPTIONS {
@@ -168,22 +297,29 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
     } else {
         match routes::route(&method, request.uri().path()) {
             Err(err) => ("unmatched", error_response(&err)),
-            Ok(route) => {
-                let name = route.name();
+            Ok(matched) => {
+                let name = matched.spec.pattern;
+                let limit = state.config.body_limit(matched.spec.body);
                 let response = match declared_length(&request) {
-                    Some(length) if length > route.body_limit() as u64 => {
-                        error_response(&ApiError::payload_too_large(route.body_limit()))
+                    Some(length) if length > limit => {
+                        error_response(&handlers::too_large(matched.spec.endpoint, limit))
                     }
-                    _ => {
-                        let ctx = Ctx {
-                            now: wire::unix_now(),
-                            request,
-                        };
-                        match dispatch(&state, route, ctx).await {
-                            Ok(response) => response,
-                            Err(err) => error_response(&err),
+                    _ => match admit(&state, &matched, &request, peer.ip()) {
+                        Err(err) => error_response(&err),
+                        Ok(identity) => {
+                            let ctx = Ctx {
+                                now: wire::unix_now(),
+                                request,
+                                params: matched.params,
+                                identity,
+                                peer: peer.ip(),
+                            };
+                            match handlers::dispatch(&state, matched.spec.endpoint, ctx).await {
+                                Ok(response) => response,
+                                Err(err) => error_response(&err),
+                            }
                         }
-                    }
+                    },
                 };
                 (name, response)
             }
@@ -197,18 +333,4 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<
         .metrics
         .observe_request(route_name, &method, response.status().as_u16(), started.elapsed());
     Ok(response)
-}
-
-async fn dispatch(state: &AppState, route: Route, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    match route {
-        Route::Healthz => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
-        Route::Readyz => handlers::readyz(state).await,
-        Route::Metrics => Ok(handlers::metrics(state)),
-        Route::Capabilities => handlers::capabilities(state).await,
-        Route::Directory => handlers::directory(state).await,
-        Route::ServerChannels(server) => handlers::channels(state, server).await,
-        Route::ServerMembers(server) => handlers::members(state, server).await,
-        Route::ServerSettings(server) => handlers::settings(state, server).await,
-        Route::UpdateServerSettings(server) => handlers::update_settings(state, server, ctx).await,
-    }
 }

@@ -1,0 +1,468 @@
+//! Messages, attachments, mentions and read acks (WIRE.md §2.4).
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode, header};
+use openchat_core::limits::{
+    ATTACHMENTS_PER_MESSAGE_MAX, JSON_BODY_BYTES_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_DEFAULT,
+    MESSAGES_PAGE_MAX,
+};
+use openchat_core::{AttachmentId, ChannelId, MessageId};
+use openchat_storage::{AttachmentRecord, NewMessage, PageRequest};
+
+use super::new_id;
+use crate::dto::{
+    CreateMessageBody, MentionDto, MentionsDto, MessageCreatedDto, MessageDto, MessagesDto, ReadAckBody,
+    ReadAckDto, ReadAckEnvelopeDto, ReadAckPutDto,
+};
+use crate::error::ApiError;
+use crate::openapi::GenericErrors;
+use crate::realtime::Audience;
+use crate::routes::BodyLimit;
+use crate::service::{AppState, Body, Ctx, full, json, parse_json, read_body};
+use crate::upload::{self, FormLimits, Sniffed, UploadError};
+
+fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {
+    ctx.id("channel_id", ChannelId::parse, "channel_not_found")
+}
+
+/// History cursors are opaque to clients: `c<sequence>`.
+fn cursor(seq: i64) -> String {
+    format!("c{seq}")
+}
+
+fn parse_cursor(name: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.strip_prefix('c')
+        .and_then(|seq| seq.parse::<i64>().ok())
+        .filter(|seq| *seq >= 0)
+        .ok_or_else(|| ApiError::invalid_query(format!("{name} is not a cursor this server issued")))
+}
+
+/// The last `limit` messages, oldest first; `before`/`after` page through older or newer ones.
+#[utoipa::path(get, path = "/v1/channels/{channel_id}/messages", tag = "messages",
+    params(("channel_id" = String, Path), ("limit" = Option<usize>, Query), ("before" = Option<String>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = MessagesDto), GenericErrors))]
+pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let mut page = PageRequest {
+        limit: MESSAGES_PAGE_DEFAULT,
+        before: None,
+        after: None,
+    };
+    for (key, value) in ctx.query() {
+        match key.as_str() {
+            // Go ignores a non-positive or invalid limit; so do we, and cap it.
+            "limit" => {
+                if let Ok(limit) = value.trim().parse::<usize>()
+                    && limit > 0
+                {
+                    page.limit = limit.min(MESSAGES_PAGE_MAX);
+                }
+            }
+            "before" => page.before = Some(parse_cursor("before", &value)?),
+            "after" => page.after = Some(parse_cursor("after", &value)?),
+            _ => {}
+        }
+    }
+    let result = state
+        .store("messages", state.storage.messages(channel.clone(), page))
+        .await?;
+    let base = state.base_url();
+    let body = MessagesDto {
+        channel_id: channel.to_string(),
+        messages: result.messages.iter().map(|m| MessageDto::new(base, m)).collect(),
+        next_cursor: result.older_cursor.map(cursor),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+fn upload_error(err: UploadError, limit: u64) -> ApiError {
+    match err {
+        UploadError::BodyTooLarge(_) => ApiError::payload_too_large(limit as usize),
+        UploadError::FileTooLarge(max) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "attachment_too_large",
+            format!("a file exceeds {max} bytes"),
+        ),
+        UploadError::TooManyFiles(max) => ApiError::bad_request(
+            "attachment_count_exceeded",
+            format!("at most {max} files per message"),
+        ),
+        UploadError::Malformed(reason) => ApiError::invalid_payload(reason),
+        UploadError::Io(err) => {
+            tracing::error!(error = %err, "storing an upload failed");
+            ApiError::internal()
+        }
+    }
+}
+
+const MESSAGE_IMAGE_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/gif"];
+
+/// Checks an uploaded message image: the declared type (if any) and the sniffed bytes
+/// must both be png, jpeg or gif, and the header must give its dimensions.
+fn message_image(declared: Option<&str>, head: &[u8]) -> Result<upload::ImageInfo, ApiError> {
+    let unsupported = || {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "attachment_type_unsupported",
+            "images must be png, jpeg or gif",
+        )
+    };
+    let declared = upload::declared_mime(declared);
+    if declared
+        .as_deref()
+        .is_some_and(|mime| !MESSAGE_IMAGE_TYPES.contains(&mime))
+    {
+        return Err(unsupported());
+    }
+    match upload::sniff(head) {
+        Sniffed::Image(info) if MESSAGE_IMAGE_TYPES.contains(&info.mime) => Ok(info),
+        Sniffed::Image(_) | Sniffed::OtherFormat => Err(unsupported()),
+        Sniffed::Unreadable if declared.is_some() => Err(ApiError::bad_request(
+            "attachment_invalid_image",
+            "the image does not decode",
+        )),
+        Sniffed::Unreadable => Err(unsupported()),
+    }
+}
+
+/// Posts a message: JSON `{body, reply_to_message_id?}` or `multipart/form-data` with up to
+/// four image parts named `files`. Emits `chat.message.created` to the channel's
+/// subscribers and to every socket of its server.
+#[utoipa::path(post, path = "/v1/channels/{channel_id}/messages", tag = "messages", request_body = CreateMessageBody,
+    params(("channel_id" = String, Path)),
+    responses(
+        (status = 201, body = MessageCreatedDto),
+        (status = 415, description = "attachment_type_unsupported", body = crate::error::ErrorEnvelope),
+        GenericErrors
+    ))]
+pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let author = ctx.user()?;
+    let limits = state.config.limits;
+    let content_type = ctx.header(header::CONTENT_TYPE.as_str()).map(str::to_owned);
+    let body_limit = state.config.body_limit(BodyLimit::Message);
+    let (body, reply_to, files) = match upload::boundary(content_type.as_deref()) {
+        Some(boundary) => {
+            let form_limits = FormLimits {
+                body_bytes_max: body_limit,
+                file_bytes_max: limits.max_upload_bytes,
+                files_max: ATTACHMENTS_PER_MESSAGE_MAX,
+                file_field: "files",
+            };
+            let form = upload::read_form(ctx.request.into_body(), boundary, form_limits, &state.blobs)
+                .await
+                .map_err(|e| upload_error(e, body_limit))?;
+            let body = form.text("body").unwrap_or_default().to_owned();
+            let reply = form.text("reply_to_message_id").map(str::to_owned);
+            (body, reply, form.files)
+        }
+        None => {
+            let bytes = read_body(
+                ctx.request,
+                (limits.max_message_bytes as usize).saturating_mul(2) + JSON_BODY_BYTES_MAX,
+            )
+            .await?;
+            let parsed: CreateMessageBody = parse_json(&bytes)?;
+            (parsed.body, parsed.reply_to_message_id, Vec::new())
+        }
+    };
+    let body = body.trim().to_owned();
+    if body.len() as u64 > limits.max_message_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the message body exceeds {} bytes", limits.max_message_bytes),
+        ));
+    }
+    if body.is_empty() && files.is_empty() {
+        return Err(ApiError::bad_request(
+            "message_empty",
+            "a message needs a body or an attachment",
+        ));
+    }
+    let reply_to = match reply_to.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        None => None,
+        Some(raw) => Some(MessageId::parse(raw).map_err(|_| {
+            ApiError::bad_request(
+                "reply_target_not_found",
+                "the reply target is not in this channel",
+            )
+        })?),
+    };
+    // Validate every file before storing any: a refused message leaves nothing behind.
+    let mut checked = Vec::with_capacity(files.len());
+    for file in files {
+        let info = message_image(file.declared_type.as_deref(), file.writer.head())?;
+        checked.push((file, info));
+    }
+    let mut attachments = Vec::with_capacity(checked.len());
+    for (file, info) in checked {
+        let blob = file
+            .writer
+            .commit(&state.blobs)
+            .await
+            .map_err(|e| upload_error(UploadError::Io(e), body_limit))?;
+        attachments.push(AttachmentRecord {
+            id: AttachmentId::parse_owned(new_id("att")).map_err(|_| ApiError::internal())?,
+            channel_id: channel.clone(),
+            file_name: upload::file_name(file.file_name.as_deref(), info.mime),
+            content_type: info.mime.to_owned(),
+            bytes: blob.len as i64,
+            width: i64::from(info.width),
+            height: i64::from(info.height),
+            sha256: blob.sha256,
+        });
+    }
+    let new = NewMessage {
+        id: MessageId::parse_owned(new_id("msg")).map_err(|_| ApiError::internal())?,
+        channel: channel.clone(),
+        author,
+        body,
+        reply_to,
+        attachments,
+        now: ctx.now,
+    };
+    let message = state
+        .store("create_message", state.storage.create_message(new))
+        .await?;
+    let created = MessageCreatedDto {
+        message: MessageDto::new(state.base_url(), &message),
+    };
+    match serde_json::to_value(&created) {
+        Ok(payload) => state.hub.publish(
+            "chat.message.created",
+            Audience::ChannelAndServer {
+                channel,
+                server: message.server_id.clone(),
+            },
+            &payload,
+            false,
+        ),
+        Err(err) => tracing::error!(error = %err, "message event did not serialise"),
+    }
+    Ok(json(StatusCode::CREATED, &created))
+}
+
+/// Deletes a message: its author may, and on an unclaimed server anyone, on a claimed one
+/// the owner. 204 on success.
+#[utoipa::path(delete, path = "/v1/channels/{channel_id}/messages/{message_id}", tag = "messages",
+    params(("channel_id" = String, Path), ("message_id" = String, Path)),
+    responses((status = 204, description = "deleted"), GenericErrors))]
+pub(crate) async fn delete_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let message = ctx.id("message_id", MessageId::parse, "message_not_found")?;
+    let actor = ctx.user()?;
+    state
+        .store(
+            "delete_message",
+            state.storage.delete_message(channel, message, actor, ctx.now),
+        )
+        .await?;
+    let mut response = Response::new(full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
+
+/// The raw bytes of an attachment with their stored content type.
+#[utoipa::path(get, path = "/v1/channels/{channel_id}/attachments/{attachment_id}", tag = "messages",
+    params(("channel_id" = String, Path), ("attachment_id" = String, Path)),
+    responses((status = 200, description = "the image bytes", content_type = "image/*"), GenericErrors))]
+pub(crate) async fn attachment(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let id = ctx.id("attachment_id", AttachmentId::parse, "attachment_not_found")?;
+    let record = state
+        .store("attachment", state.storage.attachment(channel, id))
+        .await?;
+    blob_response(
+        state,
+        &record.sha256,
+        &record.content_type,
+        "attachment_not_found",
+    )
+    .await
+}
+
+/// A stored blob as a cacheable response.
+pub(crate) async fn blob_response(
+    state: &AppState,
+    sha256: &str,
+    content_type: &str,
+    missing_code: &'static str,
+) -> Result<Response<Body>, ApiError> {
+    let bytes = state.blobs.read(sha256).await.map_err(|err| {
+        tracing::error!(error = %err, sha256, "a stored blob is missing");
+        ApiError::not_found(missing_code, "the stored bytes are missing")
+    })?;
+    let mut response = Response::new(full(bytes));
+    let headers = response.headers_mut();
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=300"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+/// Mention candidates for the text after `@` (`[A-Za-z0-9_.-]*`, may be empty).
+#[utoipa::path(get, path = "/v1/channels/{channel_id}/mentions:resolve", tag = "messages",
+    params(("channel_id" = String, Path), ("query" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, body = MentionsDto), GenericErrors))]
+pub(crate) async fn mentions(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let mut query = String::new();
+    let mut limit = 12;
+    for (key, value) in ctx.query() {
+        match key.as_str() {
+            "query" => query = value,
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| *l > 0)
+                    .ok_or_else(|| ApiError::invalid_query("limit must be a positive integer"))?
+                    .min(MENTION_RESULTS_MAX)
+            }
+            _ => {}
+        }
+    }
+    let valid = query.len() <= 64
+        && query
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid {
+        return Err(ApiError::invalid_query("query must match [A-Za-z0-9_.-]{0,64}"));
+    }
+    let found = state
+        .store("mentions", state.storage.mentions(channel, query, limit))
+        .await?;
+    let results = found
+        .into_iter()
+        .map(|m| MentionDto {
+            kind: m.kind.into(),
+            token: m.token,
+            target_id: m.target_id,
+            display_text: m.display_text,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &MentionsDto { results }))
+}
+
+/// The caller's read marker in a channel (cursor 0 and no message when never acked).
+#[utoipa::path(get, path = "/v1/channels/{channel_id}/read-ack", tag = "messages",
+    params(("channel_id" = String, Path)), responses((status = 200, body = ReadAckEnvelopeDto), GenericErrors))]
+pub(crate) async fn read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let who = ctx.user()?;
+    let stored = state
+        .store("read_ack", state.storage.read_ack(channel.clone(), who.clone()))
+        .await?;
+    let read_ack = stored
+        .as_ref()
+        .map(ReadAckDto::from)
+        .unwrap_or_else(|| ReadAckDto {
+            channel_id: channel.to_string(),
+            user_uid: who.to_string(),
+            last_read_message_id: None,
+            acked_at: None,
+            cursor_index: 0,
+        });
+    Ok(json(
+        StatusCode::OK,
+        &ReadAckEnvelopeDto {
+            channel_id: channel.to_string(),
+            read_ack,
+        },
+    ))
+}
+
+/// Moves the read marker forward (`{}` means "up to the latest message"); a stale ack
+/// answers `applied: false` with the stored one. Emits `chat.read_ack.updated` to the
+/// caller's sockets when applied.
+#[utoipa::path(put, path = "/v1/channels/{channel_id}/read-ack", tag = "messages", request_body = ReadAckBody,
+    params(("channel_id" = String, Path)), responses((status = 200, body = ReadAckPutDto), GenericErrors))]
+pub(crate) async fn put_read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    let channel = channel_id(&ctx)?;
+    let who = ctx.user()?;
+    let bytes = read_body(ctx.request, JSON_BODY_BYTES_MAX).await?;
+    let body: ReadAckBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ReadAckBody::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let message = match body
+        .last_read_message_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+    {
+        None => None,
+        Some(raw) => Some(
+            MessageId::parse(raw)
+                .map_err(|_| ApiError::not_found("message_not_found", "message not found"))?,
+        ),
+    };
+    let (ack, applied, _) = state
+        .store(
+            "put_read_ack",
+            state
+                .storage
+                .put_read_ack(channel.clone(), who.clone(), message, ctx.now),
+        )
+        .await?;
+    let read_ack = ReadAckDto::from(&ack);
+    if applied {
+        match serde_json::to_value(&read_ack) {
+            Ok(payload) => state
+                .hub
+                .publish("chat.read_ack.updated", Audience::User(who), &payload, false),
+            Err(err) => tracing::error!(error = %err, "read ack event did not serialise"),
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &ReadAckPutDto {
+            channel_id: channel.to_string(),
+            read_ack,
+            applied,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_foreign_values() {
+        assert_eq!(parse_cursor("before", &cursor(42)).unwrap(), 42);
+        for bad in ["42", "c-1", "cx", ""] {
+            assert_eq!(parse_cursor("before", bad).unwrap_err().code, "invalid_query");
+        }
+    }
+
+    #[test]
+    fn message_images_must_be_png_jpeg_or_gif_by_their_bytes() {
+        let png = crate::upload::tests::png(2, 3);
+        assert_eq!(message_image(Some("image/png"), &png).unwrap().height, 3);
+        assert_eq!(message_image(None, &png).unwrap().mime, "image/png");
+        assert_eq!(
+            message_image(Some("text/html"), &png).unwrap_err().code,
+            "attachment_type_unsupported"
+        );
+        assert_eq!(
+            message_image(Some("image/png"), b"garbage").unwrap_err().code,
+            "attachment_invalid_image"
+        );
+        assert_eq!(
+            message_image(None, b"garbage").unwrap_err().code,
+            "attachment_type_unsupported"
+        );
+    }
+}

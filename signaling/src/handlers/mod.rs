@@ -1,0 +1,162 @@
+//! Route handlers. Each takes the shared state and a [`Ctx`] (routed, identified request
+//! with the clock read once) and returns a response or an [`ApiError`]. Writes publish
+//! their realtime event after the storage thread confirmed them.
+
+mod messages;
+mod profiles;
+mod servers;
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode, header};
+use serde_json::json;
+
+use crate::capabilities;
+use crate::dto::StatusDto;
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::routes::Endpoint;
+use crate::service::{AppState, Body, Ctx, full, json};
+
+pub(crate) use messages::*;
+pub(crate) use profiles::*;
+pub(crate) use servers::*;
+
+/// The 413 answer of a route whose declared body is over its limit.
+pub(crate) fn too_large(endpoint: Endpoint, limit: u64) -> ApiError {
+    match endpoint {
+        Endpoint::UploadAvatar => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "avatar_too_large",
+            format!("avatar upload exceeds {limit} bytes"),
+        ),
+        _ => ApiError::payload_too_large(limit as usize),
+    }
+}
+
+pub(crate) async fn dispatch(
+    state: &Arc<AppState>,
+    endpoint: Endpoint,
+    ctx: Ctx,
+) -> Result<Response<Body>, ApiError> {
+    use Endpoint as E;
+    match endpoint {
+        E::Healthz => Ok(healthz()),
+        E::Readyz => readyz(state).await,
+        E::Metrics => Ok(metrics(state)),
+        E::OpenApi => Ok(openapi()),
+        E::Capabilities => capabilities(state).await,
+        E::LegacyCapabilities => legacy_capabilities(state).await,
+        E::Directory => directory(state, ctx).await,
+        E::CreateServer => create_server(state, ctx).await,
+        E::ClaimOwnership => claim_ownership(state, ctx).await,
+        E::LeaveServer => leave_server(state, ctx).await,
+        E::ServerSettings => settings(state, ctx).await,
+        E::UpdateServerSettings => update_settings(state, ctx).await,
+        E::ServerChannels => channels(state, ctx).await,
+        E::CreateChannel => create_channel(state, ctx).await,
+        E::CreateCategory => create_category(state, ctx).await,
+        E::RenameCategory => rename_category(state, ctx).await,
+        E::DeleteCategory => delete_category(state, ctx).await,
+        E::ChannelLayout => update_layout(state, ctx).await,
+        E::ServerMembers => members(state, ctx).await,
+        E::Messages => list_messages(state, ctx).await,
+        E::CreateMessage => create_message(state, ctx).await,
+        E::DeleteMessage => delete_message(state, ctx).await,
+        E::Attachment => attachment(state, ctx).await,
+        E::Mentions => mentions(state, ctx).await,
+        E::ReadAck => read_ack(state, ctx).await,
+        E::PutReadAck => put_read_ack(state, ctx).await,
+        E::MyProfile => my_profile(state, ctx).await,
+        E::UpdateMyProfile => update_my_profile(state, ctx).await,
+        E::UploadAvatar => upload_avatar(state, ctx).await,
+        E::Avatar => avatar(state, ctx).await,
+        E::ProfilesBatch => profiles_batch(state, ctx).await,
+        E::Realtime => realtime(state, ctx),
+    }
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = StatusDto)))]
+pub(crate) fn healthz() -> Response<Body> {
+    json(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// Readiness: 200 when the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, body = StatusDto),
+    (status = 503, description = "storage_unavailable", body = ErrorEnvelope),
+))]
+pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
+    state.store("ping", state.storage.ping()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({"status": "ready", "store": state.storage.kind().as_str()}),
+    ))
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
+pub(crate) fn metrics(state: &AppState) -> Response<Body> {
+    state
+        .metrics
+        .storage_queue_depth
+        .set(state.storage.queue_depth() as i64);
+    state.metrics.realtime_sockets.set(state.hub.sockets() as i64);
+    let mut response = Response::new(full(state.metrics.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, body = Object)))]
+pub(crate) fn openapi() -> Response<Body> {
+    json(StatusCode::OK, &crate::openapi::document())
+}
+
+/// The capabilities document (WIRE.md §3).
+#[utoipa::path(get, path = "/v1/client/capabilities", tag = "discovery", responses((status = 200, body = Object)))]
+pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let instance = state.store("instance", state.storage.instance()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &capabilities::document(&state.config, &instance),
+    ))
+}
+
+/// The capabilities document at the legacy path the client falls back to.
+#[utoipa::path(get, path = "/client/capabilities", tag = "discovery", responses((status = 200, body = Object)))]
+pub(crate) async fn legacy_capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
+    capabilities(state).await
+}
+
+/// The realtime WebSocket (WIRE.md §4); `server_id`, `user_uid`, `device_id` and
+/// `resume_from` in the query.
+#[utoipa::path(get, path = "/v1/realtime", tag = "realtime", responses(
+    (status = 101, description = "WebSocket upgrade"),
+    (status = 400, description = "websocket_required", body = ErrorEnvelope),
+))]
+pub(crate) fn realtime(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    crate::realtime::upgrade(state.clone(), ctx.request)
+}
+
+/// 16 random bytes as 32 lowercase hex characters.
+pub(crate) fn random_hex32() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A new short id (`prefix_<8 hex>`).
+pub(crate) fn new_id(prefix: &str) -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    openchat_core::short_id(prefix, [bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+pub(crate) fn sha256_hex(input: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, input)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

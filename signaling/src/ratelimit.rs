@@ -1,0 +1,77 @@
+//! Rate limits: per user on authed routes (`limits.rate_limit_per_minute`), per client IP
+//! on public routes. Keyed token buckets from `governor`; keys that went quiet are pruned so
+//! memory stays bounded.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// Public requests one IP may make per minute (images of a long history are many GETs).
+pub const PUBLIC_REQUESTS_PER_MINUTE_PER_IP: u32 = 1200;
+/// Keys tracked before idle ones are pruned.
+pub const TRACKED_KEYS_MAX: usize = 100_000;
+
+#[derive(Debug)]
+pub struct Limiters {
+    users: DefaultKeyedRateLimiter<String>,
+    ips: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+fn quota(per_minute: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN))
+}
+
+impl Limiters {
+    pub fn new(user_per_minute: u32, ip_per_minute: u32) -> Self {
+        Self {
+            users: RateLimiter::keyed(quota(user_per_minute)),
+            ips: RateLimiter::keyed(quota(ip_per_minute)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the user is over their limit.
+    pub fn check_user(&self, user: &str) -> Result<(), u64> {
+        self.prune();
+        self.users
+            .check_key(&user.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+    }
+
+    /// `Err(seconds to wait)` when the IP is over its limit.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), u64> {
+        self.prune();
+        self.ips
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+    }
+
+    fn prune(&self) {
+        if self.users.len() > TRACKED_KEYS_MAX {
+            self.users.retain_recent();
+        }
+        if self.ips.len() > TRACKED_KEYS_MAX {
+            self.ips.retain_recent();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_over_their_limit_are_told_when_to_retry() {
+        let limiters = Limiters::new(3, 100);
+        for _ in 0..3 {
+            assert!(limiters.check_user("uid_a").is_ok());
+        }
+        let wait = limiters.check_user("uid_a").unwrap_err();
+        assert!((1..=61).contains(&wait), "{wait}");
+        assert!(limiters.check_user("uid_b").is_ok(), "limits are per user");
+        assert!(limiters.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,883 @@
+//! The realtime chat gateway, `GET /v1/realtime` (WIRE.md §4): one WebSocket per client
+//! and server, the hub that fans events out to them, and replay on reconnect.
+//!
+//! The hub is a registry of sockets plus an ordered log of recent events. Every published
+//! event gets an opaque `event_id` (`<boot id>:<sequence>`; the boot id is new each start,
+//! so a restart never reuses one) and goes to the sockets that [`visible`] admits. A client
+//! reconnecting with `?resume_from=<event_id>` gets the logged events after it that
+//! [`visible`] admits for that socket, before any live event; live delivery and replay use
+//! that one check, so later rules (e2ee membership) plug in at one place. Ephemeral events
+//! (typing, presence) are never logged: the presence snapshot on subscribe restores them.
+//!
+//! Each socket has a bounded send queue ([`SEND_QUEUE_MAX`]); a socket whose queue is full
+//! when an event arrives is disconnected (close 1008), never buffered without limit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Response, StatusCode, header};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use openchat_core::{ChannelId, ServerId, UserUid};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::error::ApiError;
+use crate::service::{AppState, Body, full};
+
+/// Frames waiting to be written to one socket.
+pub const SEND_QUEUE_MAX: usize = 256;
+/// Events kept for replay.
+pub const EVENT_LOG_MAX: usize = 4096;
+/// Events replayed to one reconnecting socket; beyond this it must resync.
+pub const REPLAY_MAX: usize = SEND_QUEUE_MAX / 2;
+/// Channels one socket may be subscribed to at once (the client uses one).
+pub const SUBSCRIPTIONS_MAX: usize = 32;
+/// Open realtime sockets.
+pub const SOCKETS_MAX: usize = 10_000;
+/// Largest inbound frame.
+pub const INBOUND_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+/// A socket that sends nothing (not even a pong) for this long is closed.
+pub const READ_DEADLINE: Duration = Duration::from_secs(60);
+
+const _: () = assert!(REPLAY_MAX < SEND_QUEUE_MAX);
+const _: () = assert!(PING_INTERVAL.as_secs() * 2 <= READ_DEADLINE.as_secs());
+
+/// Who receives an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Subscribers of the channel, and every socket of the channel's server (§8.6).
+    ChannelAndServer { channel: ChannelId, server: ServerId },
+    /// Subscribers of the channel only, optionally not the socket that caused it.
+    Subscribers { channel: ChannelId, except: Option<u64> },
+    /// Every socket of the server.
+    Server(ServerId),
+    /// Every socket of one user.
+    User(UserUid),
+    /// Every socket.
+    Everyone,
+}
+
+/// What [`visible`] knows about a socket.
+#[derive(Debug, Clone)]
+pub struct SocketView {
+    pub id: u64,
+    pub server: Option<ServerId>,
+    pub user_uid: UserUid,
+    pub subscriptions: Vec<ChannelId>,
+}
+
+/// The one per-recipient visibility check, for live delivery and for replay alike.
+pub fn visible(audience: &Audience, socket: &SocketView) -> bool {
+    match audience {
+        Audience::ChannelAndServer { channel, server } => {
+            socket.subscriptions.contains(channel) || socket.server.as_ref() == Some(server)
+        }
+        Audience::Subscribers { channel, except } => {
+            socket.subscriptions.contains(channel) && *except != Some(socket.id)
+        }
+        Audience::Server(server) => socket.server.as_ref() == Some(server),
+        Audience::User(user) => socket.user_uid == *user,
+        Audience::Everyone => true,
+    }
+}
+
+/// A socket's identity on the wire (`member` in WIRE.md §4).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    pub client_id: String,
+    pub user_uid: String,
+    pub device_id: String,
+}
+
+struct Socket {
+    view: SocketView,
+    member: Member,
+    tx: mpsc::Sender<Utf8Bytes>,
+    kick: Arc<Notify>,
+}
+
+struct Logged {
+    seq: u64,
+    audience: Audience,
+    frame: Utf8Bytes,
+}
+
+#[derive(Default)]
+struct HubState {
+    next_socket: u64,
+    sockets: HashMap<u64, Socket>,
+    seq: u64,
+    log: VecDeque<Logged>,
+    /// Sequence number of the newest event dropped from the log.
+    evicted_upto: u64,
+}
+
+/// Why a resume cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncReason {
+    UnknownEventId,
+    TooOld,
+    TooMany,
+}
+
+impl ResyncReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::UnknownEventId => "unknown_event_id",
+            ResyncReason::TooOld => "too_old",
+            ResyncReason::TooMany => "too_many_missed_events",
+        }
+    }
+}
+
+/// A registered socket: its id, its send queue, its kick signal, and whether a requested
+/// resume could not be served.
+struct Registered {
+    id: u64,
+    rx: mpsc::Receiver<Utf8Bytes>,
+    kick: Arc<Notify>,
+    resync: Option<ResyncReason>,
+}
+
+/// The registry of realtime sockets and the replay log.
+#[derive(Debug)]
+pub struct Hub {
+    boot: String,
+    state: Mutex<HubState>,
+}
+
+impl std::fmt::Debug for HubState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubState")
+            .field("sockets", &self.sockets.len())
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+fn frame(kind: &str, request_id: Option<&str>, payload: &Value, event_id: Option<&str>) -> Utf8Bytes {
+    let mut envelope = json!({"type": kind, "payload": payload});
+    if let Some(request_id) = request_id {
+        envelope["request_id"] = json!(request_id);
+    }
+    if let Some(event_id) = event_id {
+        envelope["event_id"] = json!(event_id);
+    }
+    Utf8Bytes::from(envelope.to_string())
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            boot: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            state: Mutex::new(HubState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // A panic while holding the lock cannot leave the registry half-updated in a way
+        // that matters more than losing realtime entirely; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn sockets(&self) -> usize {
+        self.lock().sockets.len()
+    }
+
+    /// Publishes an event: numbers it, logs it (unless ephemeral) and queues it for every
+    /// visible socket. Sockets whose queue is full are disconnected.
+    pub fn publish(&self, kind: &str, audience: Audience, payload: &Value, ephemeral: bool) {
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        let event_id = format!("{}:{seq}", self.boot);
+        let frame = frame(kind, None, payload, Some(&event_id));
+        let mut overflowed = Vec::new();
+        for (id, socket) in &state.sockets {
+            if visible(&audience, &socket.view) && socket.tx.try_send(frame.clone()).is_err() {
+                overflowed.push(*id);
+            }
+        }
+        if !ephemeral {
+            state.log.push_back(Logged { seq, audience, frame });
+            while state.log.len() > EVENT_LOG_MAX {
+                if let Some(old) = state.log.pop_front() {
+                    state.evicted_upto = old.seq;
+                }
+            }
+        }
+        for id in overflowed {
+            if let Some(socket) = state.sockets.remove(&id) {
+                tracing::info!(socket = id, "realtime socket too slow; disconnecting");
+                socket.kick.notify_one();
+            }
+        }
+    }
+
+    /// Registers a socket and, for a resume, queues the missed events first, atomically
+    /// with the registration so that no live event is lost or doubled.
+    fn register(
+        &self,
+        server: Option<ServerId>,
+        member: Member,
+        user_uid: UserUid,
+        resume_from: Option<&str>,
+    ) -> Result<Registered, ApiError> {
+        let mut state = self.lock();
+        if state.sockets.len() >= SOCKETS_MAX {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "realtime is full",
+            )
+            .retryable());
+        }
+        state.next_socket += 1;
+        let id = state.next_socket;
+        let view = SocketView {
+            id,
+            server,
+            user_uid,
+            subscriptions: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel(SEND_QUEUE_MAX);
+        let mut resync = None;
+        if let Some(from) = resume_from {
+            match self.replay(&state, &view, from) {
+                Ok(frames) => {
+                    for frame in frames {
+                        // Cannot fail: the queue is new and REPLAY_MAX < SEND_QUEUE_MAX.
+                        let _ = tx.try_send(frame);
+                    }
+                }
+                Err(reason) => resync = Some(reason),
+            }
+        }
+        let kick = Arc::new(Notify::new());
+        state.sockets.insert(
+            id,
+            Socket {
+                view,
+                member,
+                tx,
+                kick: kick.clone(),
+            },
+        );
+        Ok(Registered { id, rx, kick, resync })
+    }
+
+    fn replay(
+        &self,
+        state: &HubState,
+        view: &SocketView,
+        from: &str,
+    ) -> Result<Vec<Utf8Bytes>, ResyncReason> {
+        let (boot, seq) = from.rsplit_once(':').ok_or(ResyncReason::UnknownEventId)?;
+        let seq: u64 = seq.parse().map_err(|_| ResyncReason::UnknownEventId)?;
+        if boot != self.boot || seq > state.seq {
+            return Err(ResyncReason::UnknownEventId);
+        }
+        if seq < state.evicted_upto {
+            return Err(ResyncReason::TooOld);
+        }
+        let frames: Vec<Utf8Bytes> = state
+            .log
+            .iter()
+            .filter(|logged| logged.seq > seq && visible(&logged.audience, view))
+            .map(|logged| logged.frame.clone())
+            .collect();
+        if frames.len() > REPLAY_MAX {
+            return Err(ResyncReason::TooMany);
+        }
+        Ok(frames)
+    }
+
+    fn unregister(&self, id: u64) -> Option<Socket> {
+        self.lock().sockets.remove(&id)
+    }
+
+    /// Queues a reply to one socket; a full queue disconnects it.
+    fn reply(&self, id: u64, frame: Utf8Bytes) {
+        let mut state = self.lock();
+        let full = state
+            .sockets
+            .get(&id)
+            .is_some_and(|socket| socket.tx.try_send(frame).is_err());
+        if full && let Some(socket) = state.sockets.remove(&id) {
+            socket.kick.notify_one();
+        }
+    }
+
+    /// Adds a subscription; returns the channel's presence (including this socket) and
+    /// whether the subscription is new.
+    fn subscribe(&self, id: u64, channel: &ChannelId) -> Result<(Vec<Member>, bool), &'static str> {
+        let mut state = self.lock();
+        let Some(socket) = state.sockets.get_mut(&id) else {
+            return Err("chat_not_connected");
+        };
+        let new = !socket.view.subscriptions.contains(channel);
+        if new {
+            if socket.view.subscriptions.len() >= SUBSCRIPTIONS_MAX {
+                return Err("chat_too_many_subscriptions");
+            }
+            socket.view.subscriptions.push(channel.clone());
+        }
+        let members = state
+            .sockets
+            .values()
+            .filter(|socket| socket.view.subscriptions.contains(channel))
+            .map(|socket| socket.member.clone())
+            .collect();
+        Ok((members, new))
+    }
+
+    /// Removes a subscription; returns whether there was one.
+    fn unsubscribe(&self, id: u64, channel: &ChannelId) -> bool {
+        let mut state = self.lock();
+        let Some(socket) = state.sockets.get_mut(&id) else {
+            return false;
+        };
+        let before = socket.view.subscriptions.len();
+        socket.view.subscriptions.retain(|c| c != channel);
+        before != socket.view.subscriptions.len()
+    }
+
+    fn is_subscribed(&self, id: u64, channel: &ChannelId) -> bool {
+        self.lock()
+            .sockets
+            .get(&id)
+            .is_some_and(|socket| socket.view.subscriptions.contains(channel))
+    }
+}
+
+/// Connection query (WIRE.md §4): `server_id`, `user_uid`, `device_id`, and `resume_from`.
+#[derive(Debug, Default, Deserialize)]
+struct ConnectQuery {
+    server_id: Option<String>,
+    user_uid: Option<String>,
+    device_id: Option<String>,
+    resume_from: Option<String>,
+}
+
+/// Answers the upgrade and starts the session.
+pub fn upgrade(
+    state: Arc<AppState>,
+    mut request: http::Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
+    let (true, Some(key)) = (is_upgrade, key) else {
+        return Err(ApiError::bad_request(
+            "websocket_required",
+            "this endpoint needs a WebSocket upgrade",
+        ));
+    };
+    let query: ConnectQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""));
+    let header_value = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let user_uid = header_value(crate::wire::USER_UID_HEADER)
+        .or(query.user_uid.clone().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| crate::wire::DEFAULT_USER_UID.to_owned());
+    let user_uid = UserUid::parse(user_uid.trim())
+        .map_err(|e| ApiError::unauthorized(format!("invalid user_uid: {e}")))?;
+    let device_id = header_value(crate::wire::DEVICE_ID_HEADER)
+        .or(query.device_id.clone().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| crate::wire::DEFAULT_DEVICE_ID.to_owned());
+    let device_id: String = device_id
+        .chars()
+        .take(openchat_core::limits::ID_BYTES_MAX)
+        .collect();
+    let server = query
+        .server_id
+        .as_deref()
+        .and_then(|raw| ServerId::parse(raw).ok());
+    let member = Member {
+        client_id: uuid::Uuid::new_v4().to_string(),
+        user_uid: user_uid.to_string(),
+        device_id,
+    };
+    let Registered { id, rx, kick, resync } =
+        state
+            .hub
+            .register(server, member.clone(), user_uid, query.resume_from.as_deref())?;
+
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut config = WebSocketConfig::default();
+                config.max_message_size = Some(INBOUND_MESSAGE_BYTES_MAX);
+                config.max_frame_size = Some(INBOUND_MESSAGE_BYTES_MAX);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                    .await;
+                if let Some(reason) = resync {
+                    state.hub.reply(
+                        id,
+                        frame(
+                            "chat.resync_required",
+                            None,
+                            &json!({"reason": reason.as_str()}),
+                            None,
+                        ),
+                    );
+                }
+                session(state.clone(), id, member, ws, rx, kick).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "realtime upgrade failed"),
+        }
+        // Cleanup runs however the session ended.
+        leave(&state, id);
+    });
+    let mut response = Response::new(full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = header::HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", accept);
+    }
+    Ok(response)
+}
+
+/// Parses a query string leniently (unknown keys ignored; a bad one means "absent").
+fn serde_urlencoded_query(raw: &str) -> ConnectQuery {
+    let mut query = ConnectQuery::default();
+    for (key, value) in form_pairs(raw) {
+        match key.as_str() {
+            "server_id" => query.server_id = Some(value),
+            "user_uid" => query.user_uid = Some(value),
+            "device_id" => query.device_id = Some(value),
+            "resume_from" => query.resume_from = Some(value),
+            _ => {}
+        }
+    }
+    query
+}
+
+/// `application/x-www-form-urlencoded` pairs of a query string (at most 64).
+pub fn form_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes())
+        .take(64)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn leave(state: &AppState, id: u64) {
+    if let Some(socket) = state.hub.unregister(id) {
+        for channel in socket.view.subscriptions {
+            let payload = json!({"channel_id": channel, "member": socket.member});
+            state.hub.publish(
+                "chat.presence.left",
+                Audience::Subscribers {
+                    channel,
+                    except: Some(id),
+                },
+                &payload,
+                true,
+            );
+        }
+    }
+}
+
+/// An inbound envelope.
+#[derive(Debug, Deserialize)]
+struct Inbound {
+    #[serde(rename = "type")]
+    kind: String,
+    request_id: Option<String>,
+    #[serde(default)]
+    payload: Value,
+}
+
+fn error_payload(code: &str, message: &str) -> Value {
+    json!({"code": code, "message": message, "retryable": false})
+}
+
+async fn session(
+    state: Arc<AppState>,
+    id: u64,
+    member: Member,
+    ws: WebSocketStream<TokioIo<Upgraded>>,
+    mut rx: mpsc::Receiver<Utf8Bytes>,
+    kick: Arc<Notify>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let writer = async {
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(text) => if sink.send(Message::Text(text)).await.is_err() { break },
+                    None => break,
+                },
+                _ = ping.tick() => if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break },
+                () = kick.notified() => {
+                    let close = CloseFrame { code: CloseCode::Policy, reason: "send queue full".into() };
+                    let _ = sink.send(Message::Close(Some(close))).await;
+                    break;
+                }
+            }
+        }
+    };
+    let reader = async {
+        loop {
+            let next = match tokio::time::timeout(READ_DEADLINE, stream.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(err))) => {
+                    tracing::debug!(socket = id, error = %err, "realtime read failed");
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!(socket = id, "realtime read deadline passed");
+                    break;
+                }
+            };
+            match next {
+                Message::Text(text) => handle_inbound(&state, id, &member, text.as_str()).await,
+                Message::Close(_) => break,
+                // Pings are answered by tungstenite; pongs and binary frames only count as life.
+                _ => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => {},
+        () = reader => {},
+    }
+}
+
+async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &str) {
+    let hub = &state.hub;
+    let inbound: Inbound = match serde_json::from_str(text) {
+        Ok(inbound) => inbound,
+        Err(_) => {
+            hub.reply(
+                id,
+                frame(
+                    "chat.error",
+                    None,
+                    &error_payload("chat_invalid_message", "expected a JSON envelope"),
+                    None,
+                ),
+            );
+            return;
+        }
+    };
+    let request_id = inbound.request_id.as_deref();
+    let channel = inbound
+        .payload
+        .get("channel_id")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("");
+    match inbound.kind.as_str() {
+        "chat.subscribe" => {
+            let Ok(channel_id) = ChannelId::parse(channel) else {
+                hub.reply(
+                    id,
+                    frame(
+                        "chat.error",
+                        request_id,
+                        &error_payload("chat_channel_required", "channel_id is required"),
+                        None,
+                    ),
+                );
+                return;
+            };
+            if let Err(err) = state
+                .store("channel", state.storage.channel(channel_id.clone()))
+                .await
+            {
+                hub.reply(
+                    id,
+                    frame(
+                        "chat.error",
+                        request_id,
+                        &error_payload(err.code, &err.message),
+                        None,
+                    ),
+                );
+                return;
+            }
+            match hub.subscribe(id, &channel_id) {
+                Ok((members, new)) => {
+                    hub.reply(
+                        id,
+                        frame(
+                            "chat.subscribed",
+                            request_id,
+                            &json!({"channel_id": channel_id}),
+                            None,
+                        ),
+                    );
+                    hub.reply(
+                        id,
+                        frame(
+                            "chat.presence.snapshot",
+                            None,
+                            &json!({"channel_id": channel_id, "members": members}),
+                            None,
+                        ),
+                    );
+                    if new {
+                        let payload = json!({"channel_id": channel_id, "member": member});
+                        hub.publish(
+                            "chat.presence.joined",
+                            Audience::Subscribers {
+                                channel: channel_id,
+                                except: Some(id),
+                            },
+                            &payload,
+                            true,
+                        );
+                    }
+                }
+                Err(code) => hub.reply(
+                    id,
+                    frame(
+                        "chat.error",
+                        request_id,
+                        &error_payload(code, "cannot subscribe"),
+                        None,
+                    ),
+                ),
+            }
+        }
+        "chat.unsubscribe" => {
+            let Ok(channel_id) = ChannelId::parse(channel) else {
+                return;
+            };
+            let was = hub.unsubscribe(id, &channel_id);
+            hub.reply(
+                id,
+                frame(
+                    "chat.unsubscribed",
+                    request_id,
+                    &json!({"channel_id": channel_id}),
+                    None,
+                ),
+            );
+            if was {
+                let payload = json!({"channel_id": channel_id, "member": member});
+                hub.publish(
+                    "chat.presence.left",
+                    Audience::Subscribers {
+                        channel: channel_id,
+                        except: Some(id),
+                    },
+                    &payload,
+                    true,
+                );
+            }
+        }
+        "chat.typing.update" => {
+            let subscribed = ChannelId::parse(channel)
+                .ok()
+                .filter(|c| hub.is_subscribed(id, c));
+            let Some(channel_id) = subscribed else {
+                hub.reply(
+                    id,
+                    frame(
+                        "chat.error",
+                        request_id,
+                        &error_payload("chat_not_subscribed", "subscribe first"),
+                        None,
+                    ),
+                );
+                return;
+            };
+            let is_typing = inbound
+                .payload
+                .get("is_typing")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let payload = json!({"channel_id": channel_id, "member": member, "is_typing": is_typing});
+            hub.publish(
+                "chat.typing.updated",
+                Audience::Subscribers {
+                    channel: channel_id,
+                    except: Some(id),
+                },
+                &payload,
+                true,
+            );
+        }
+        "chat.ping" => {
+            let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+            hub.reply(id, frame("chat.pong", request_id, &json!({"ts": ts}), None));
+        }
+        other => {
+            let message = format!(
+                "unknown event type {:?}",
+                other.chars().take(64).collect::<String>()
+            );
+            hub.reply(
+                id,
+                frame(
+                    "chat.error",
+                    request_id,
+                    &error_payload("chat_unknown_event", &message),
+                    None,
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, server: Option<&str>, user: &str, subs: &[&str]) -> SocketView {
+        SocketView {
+            id,
+            server: server.map(|s| ServerId::parse(s).unwrap()),
+            user_uid: UserUid::parse(user).unwrap(),
+            subscriptions: subs.iter().map(|c| ChannelId::parse(c).unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn messages_reach_subscribers_and_sockets_of_the_same_server_only() {
+        let audience = Audience::ChannelAndServer {
+            channel: ChannelId::parse("ch_a").unwrap(),
+            server: ServerId::parse("srv_1").unwrap(),
+        };
+        assert!(visible(&audience, &view(1, None, "uid_x", &["ch_a"])));
+        assert!(visible(&audience, &view(2, Some("srv_1"), "uid_x", &[])));
+        assert!(!visible(&audience, &view(3, Some("srv_2"), "uid_x", &["ch_b"])));
+    }
+
+    #[test]
+    fn typing_excludes_the_sender() {
+        let audience = Audience::Subscribers {
+            channel: ChannelId::parse("ch_a").unwrap(),
+            except: Some(1),
+        };
+        assert!(!visible(&audience, &view(1, None, "uid_x", &["ch_a"])));
+        assert!(visible(&audience, &view(2, None, "uid_y", &["ch_a"])));
+        assert!(!visible(&audience, &view(3, Some("srv_1"), "uid_z", &[])));
+    }
+
+    fn member() -> Member {
+        Member {
+            client_id: "c".into(),
+            user_uid: "uid_r".into(),
+            device_id: "d".into(),
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            out.push(serde_json::from_str(frame.as_str()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_missed_visible_events() {
+        let hub = Hub::new();
+        let server = ServerId::parse("srv_1").unwrap();
+        let uid = UserUid::parse("uid_r").unwrap();
+        let Registered {
+            id: first, mut rx, ..
+        } = hub
+            .register(Some(server.clone()), member(), uid.clone(), None)
+            .unwrap();
+        hub.publish("e.one", Audience::Server(server.clone()), &json!({"n": 1}), false);
+        let seen = drain(&mut rx);
+        let last = seen[0]["event_id"].as_str().unwrap().to_owned();
+        hub.unregister(first);
+        hub.publish("e.two", Audience::Server(server.clone()), &json!({"n": 2}), false);
+        hub.publish(
+            "e.other",
+            Audience::Server(ServerId::parse("srv_2").unwrap()),
+            &json!({"n": 0}),
+            false,
+        );
+        hub.publish(
+            "e.typing",
+            Audience::Server(server.clone()),
+            &json!({"n": 9}),
+            true,
+        );
+        hub.publish(
+            "e.three",
+            Audience::Server(server.clone()),
+            &json!({"n": 3}),
+            false,
+        );
+        let Registered { mut rx, resync, .. } = hub
+            .register(Some(server.clone()), member(), uid.clone(), Some(&last))
+            .unwrap();
+        assert_eq!(resync, None);
+        let replayed: Vec<i64> = drain(&mut rx)
+            .iter()
+            .map(|e| e["payload"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(replayed, [2, 3]);
+        let Registered { resync, .. } = hub
+            .register(Some(server.clone()), member(), uid.clone(), Some("nope:1"))
+            .unwrap();
+        assert_eq!(resync, Some(ResyncReason::UnknownEventId));
+    }
+
+    #[test]
+    fn a_full_send_queue_disconnects_the_socket() {
+        let hub = Hub::new();
+        let server = ServerId::parse("srv_1").unwrap();
+        let Registered { rx: _rx, kick, .. } = hub
+            .register(
+                Some(server.clone()),
+                member(),
+                UserUid::parse("uid_r").unwrap(),
+                None,
+            )
+            .unwrap();
+        for n in 0..=SEND_QUEUE_MAX {
+            hub.publish("e", Audience::Server(server.clone()), &json!({"n": n}), true);
+        }
+        assert_eq!(hub.sockets(), 0);
+        // The kick was signalled (a stored permit completes at once).
+        let notified = kick.notified();
+        futures_util::pin_mut!(notified);
+        assert!(futures_util::FutureExt::now_or_never(notified).is_some());
+    }
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let pairs = form_pairs("server_id=srv_1&user_uid=uid%5F1&x=a+b");
+        assert_eq!(pairs[1], ("user_uid".into(), "uid_1".into()));
+        assert_eq!(pairs[2].1, "a b");
+    }
+}
