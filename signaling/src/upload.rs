@@ -249,6 +249,27 @@ pub(crate) mod tests {
         );
     }
 
+    /// A VP8L (lossless) WebP header.
+    pub(crate) fn webp(width: u32, height: u32) -> Vec<u8> {
+        let bits = (width - 1) | ((height - 1) << 14);
+        let mut bytes = b"RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f".to_vec();
+        bytes.extend_from_slice(&bits.to_le_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        bytes
+    }
+
+    #[test]
+    fn webp_avatars_are_recognised() {
+        assert_eq!(
+            sniff(&webp(640, 480)),
+            Sniffed::Image(ImageInfo {
+                mime: "image/webp",
+                width: 640,
+                height: 480
+            })
+        );
+    }
+
     #[test]
     fn declared_types_drop_parameters_and_generic_values() {
         assert_eq!(

@@ -276,3 +276,58 @@ pub fn stores() -> Vec<(Store, Option<PgDatabase>)> {
     }
     stores
 }
+
+/// A PNG header of the given size (enough for any image header reader), plus padding.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = vec![
+        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, b'I', b'H', b'D', b'R',
+    ];
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0]);
+    bytes.extend((0..64u8).map(|i| i.wrapping_mul(37)));
+    bytes
+}
+
+/// A GIF header of the given size, plus padding.
+pub fn gif(width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = b"GIF89a".to_vec();
+    bytes.extend_from_slice(&width.to_le_bytes());
+    bytes.extend_from_slice(&height.to_le_bytes());
+    bytes.extend_from_slice(&[0; 16]);
+    bytes
+}
+
+/// A lossless WebP header of the given size.
+pub fn webp(width: u32, height: u32) -> Vec<u8> {
+    let bits = (width - 1) | ((height - 1) << 14);
+    let mut bytes = b"RIFF\x1a\0\0\0WEBPVP8L\x0d\0\0\0\x2f".to_vec();
+    bytes.extend_from_slice(&bits.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes
+}
+
+/// An authed JSON request helper: method, URL, user uid, optional JSON body.
+pub fn call(
+    method: reqwest::Method,
+    url: &str,
+    uid: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = client()
+        .request(method, url)
+        .header("X-OpenChat-User-UID", uid)
+        .header("X-OpenChat-Device-ID", "desktop_test");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status();
+    let text = response.text().unwrap();
+    let value = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    (status, value)
+}
