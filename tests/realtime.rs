@@ -1,0 +1,297 @@
+//! The realtime gateway with several real WebSocket clients against the real binary:
+//! fan-out by channel and server, typing, presence, replies, and resume after reconnect.
+//!
+//! Absence is shown by order, not by waiting: events reach a socket in publication order,
+//! so a socket that must not see event X is checked to see a later event Y first.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::{HANG_GUARD, Server, Store};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn connect(server: &Server, query: &str) -> Ws {
+    let url = format!("ws://{}/v1/realtime?{query}", server.addr);
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next JSON envelope (pings are skipped), within the hang guard.
+async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("an event within the hang guard");
+        match message.expect("socket open").expect("frame") {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).unwrap(),
+            Message::Close(frame) => panic!("socket closed: {frame:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// The next envelope of the given type, skipping others (presence noise).
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let event = next(ws).await;
+        if event["type"] == kind {
+            return event;
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+async fn subscribe(ws: &mut Ws, channel: &str) -> Value {
+    send(ws, json!({"type": "chat.subscribe", "request_id": format!("sub_{channel}"), "payload": {"channel_id": channel}})).await;
+    let subscribed = next_of(ws, "chat.subscribed").await;
+    assert_eq!(subscribed["request_id"], format!("sub_{channel}"));
+    next_of(ws, "chat.presence.snapshot").await
+}
+
+async fn post(server: &Server, channel: &str, uid: &str, body: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(server.url(&format!("/v1/channels/{channel}/messages")))
+        .header("X-OpenChat-User-UID", uid)
+        .json(&json!({"body": body}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["message"].clone()
+}
+
+fn start() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
+    (dir, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_reach_channel_subscribers_and_the_same_server_not_other_servers() {
+    let (_dir, server) = start();
+    // A: another server's socket, but subscribed to the channel. B: same server, not
+    // subscribed. C: the other server only.
+    let mut a = connect(
+        &server,
+        "server_id=srv_testlab&user_uid=uid_aaaa0001&device_id=desktop_a",
+    )
+    .await;
+    subscribe(&mut a, "ch_general").await;
+    let mut b = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_bbbb0002&device_id=desktop_b",
+    )
+    .await;
+    let mut c = connect(
+        &server,
+        "server_id=srv_testlab&user_uid=uid_cccc0003&device_id=desktop_c",
+    )
+    .await;
+
+    let message = post(&server, "ch_general", "uid_bbbb0002", "hello harbor").await;
+    for ws in [&mut a, &mut b] {
+        let event = next_of(ws, "chat.message.created").await;
+        assert_eq!(event["payload"]["message"], message);
+        let event_id = event["event_id"].as_str().unwrap();
+        assert!(event_id.contains(':'), "{event_id}");
+    }
+    let other = post(&server, "tl_ch_general", "uid_cccc0003", "hello testlab").await;
+    let first_for_c = next_of(&mut c, "chat.message.created").await;
+    assert_eq!(
+        first_for_c["payload"]["message"]["id"], other["id"],
+        "C never saw the harbor message"
+    );
+    // B is not on testlab and not subscribed: its next message event is the next harbor one.
+    let later = post(&server, "ch_design", "uid_aaaa0001", "design note").await;
+    assert_eq!(
+        next_of(&mut b, "chat.message.created").await["payload"]["message"]["id"],
+        later["id"]
+    );
+
+    // profile_updated goes to everyone; chat.read_ack.updated only to that user's sockets.
+    let response = reqwest::Client::new()
+        .put(server.url("/v1/channels/ch_general/read-ack"))
+        .header("X-OpenChat-User-UID", "uid_cccc0003")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ack = next_of(&mut c, "chat.read_ack.updated").await;
+    assert_eq!(
+        (
+            ack["payload"]["user_uid"].as_str(),
+            ack["payload"]["channel_id"].as_str()
+        ),
+        (Some("uid_cccc0003"), Some("ch_general"))
+    );
+    let response = reqwest::Client::new()
+        .put(server.url("/v1/profile/me"))
+        .header("X-OpenChat-User-UID", "uid_aaaa0001")
+        .json(&json!({"display_name": "Ada", "avatar_mode": "generated", "avatar_preset_id": "reef"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for ws in [&mut a, &mut b] {
+        // A and B reach the profile event without ever seeing C's read ack.
+        let event = loop {
+            let event = next(ws).await;
+            assert_ne!(
+                event["type"], "chat.read_ack.updated",
+                "read acks go to their user only"
+            );
+            if event["type"] == "profile_updated" {
+                break event;
+            }
+        };
+        assert_eq!(
+            (
+                event["payload"]["user_uid"].as_str(),
+                event["payload"]["display_name"].as_str()
+            ),
+            (Some("uid_aaaa0001"), Some("Ada"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_includes_self_and_typing_excludes_the_sender() {
+    let (_dir, server) = start();
+    let mut a = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_aaaa0001&device_id=desktop_a",
+    )
+    .await;
+    let snapshot = subscribe(&mut a, "ch_design").await;
+    let members = snapshot["payload"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(
+        (members[0]["user_uid"].as_str(), members[0]["device_id"].as_str()),
+        (Some("uid_aaaa0001"), Some("desktop_a"))
+    );
+    let a_client = members[0]["client_id"].as_str().unwrap().to_owned();
+
+    let mut b = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_bbbb0002&device_id=desktop_b",
+    )
+    .await;
+    let snapshot = subscribe(&mut b, "ch_design").await;
+    let users: Vec<&str> = snapshot["payload"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), 2);
+    assert!(users.contains(&"uid_aaaa0001") && users.contains(&"uid_bbbb0002"));
+    let joined = next_of(&mut a, "chat.presence.joined").await;
+    assert_eq!(joined["payload"]["member"]["user_uid"], "uid_bbbb0002");
+
+    send(&mut a, json!({"type": "chat.typing.update", "request_id": "typing_1", "payload": {"channel_id": "ch_design", "is_typing": true}})).await;
+    let typing = next_of(&mut b, "chat.typing.updated").await;
+    assert_eq!(typing["payload"]["member"]["client_id"], a_client.as_str());
+    assert_eq!(typing["payload"]["is_typing"], true);
+    send(
+        &mut b,
+        json!({"type": "chat.typing.update", "payload": {"channel_id": "ch_design", "is_typing": false}}),
+    )
+    .await;
+    let first_typing_for_a = next_of(&mut a, "chat.typing.updated").await;
+    assert_eq!(
+        first_typing_for_a["payload"]["member"]["user_uid"], "uid_bbbb0002",
+        "A never got its own typing"
+    );
+
+    // Requests without a subscription, pings and unknown events.
+    send(&mut a, json!({"type": "chat.typing.update", "request_id": "t2", "payload": {"channel_id": "ch_general", "is_typing": true}})).await;
+    let error = next_of(&mut a, "chat.error").await;
+    assert_eq!(
+        (error["payload"]["code"].as_str(), error["request_id"].as_str()),
+        (Some("chat_not_subscribed"), Some("t2"))
+    );
+    send(&mut a, json!({"type": "chat.ping", "request_id": "p1"})).await;
+    let pong = next_of(&mut a, "chat.pong").await;
+    assert_eq!(pong["request_id"], "p1");
+    assert!(
+        pong["payload"]["ts"].as_str().unwrap().contains('.'),
+        "nanosecond timestamp"
+    );
+    send(&mut a, json!({"type": "chat.dance"})).await;
+    assert_eq!(
+        next_of(&mut a, "chat.error").await["payload"]["code"],
+        "chat_unknown_event"
+    );
+    a.send(Message::text("not json")).await.unwrap();
+    assert_eq!(
+        next_of(&mut a, "chat.error").await["payload"]["code"],
+        "chat_invalid_message"
+    );
+    send(
+        &mut a,
+        json!({"type": "chat.subscribe", "payload": {"channel_id": ""}}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut a, "chat.error").await["payload"]["code"],
+        "chat_channel_required"
+    );
+
+    // B leaves by closing: A sees it go.
+    b.close(None).await.unwrap();
+    let left = next_of(&mut a, "chat.presence.left").await;
+    assert_eq!(left["payload"]["member"]["user_uid"], "uid_bbbb0002");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_exactly_the_missed_events() {
+    let (_dir, server) = start();
+    let query = "server_id=srv_harbor&user_uid=uid_aaaa0001&device_id=desktop_a";
+    let mut a = connect(&server, query).await;
+    post(&server, "ch_general", "uid_x", "one").await;
+    let seen = next_of(&mut a, "chat.message.created").await;
+    let last = seen["event_id"].as_str().unwrap().to_owned();
+    a.close(None).await.unwrap();
+    drop(a);
+
+    let two = post(&server, "ch_general", "uid_x", "two").await;
+    post(&server, "tl_ch_general", "uid_x", "not for harbor").await;
+    let three = post(&server, "ch_design", "uid_x", "three").await;
+
+    let mut a = connect(&server, &format!("{query}&resume_from={last}")).await;
+    let first = next(&mut a).await;
+    let second = next(&mut a).await;
+    assert_eq!(
+        [
+            first["payload"]["message"]["id"].clone(),
+            second["payload"]["message"]["id"].clone()
+        ],
+        [two["id"].clone(), three["id"].clone()]
+    );
+    let four = post(&server, "ch_general", "uid_x", "four").await;
+    let live = next(&mut a).await;
+    assert_eq!(
+        live["payload"]["message"]["id"], four["id"],
+        "live events follow the replay without duplicates"
+    );
+
+    let mut stranger = connect(&server, "server_id=srv_harbor&resume_from=abc:1").await;
+    let resync = next(&mut stranger).await;
+    assert_eq!(
+        (resync["type"].as_str(), resync["payload"]["reason"].as_str()),
+        (Some("chat.resync_required"), Some("unknown_event_id"))
+    );
+}
