@@ -1007,6 +1007,22 @@ fn rate_limits_answer_429_with_retry_after() {
         .0,
         StatusCode::OK
     );
+    // Public routes are limited per client IP, at ten times the per-user rate.
+    for _ in 0..30 {
+        let status = client()
+            .get(server.url("/v1/servers/srv_harbor/channels"))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK);
+    }
+    let response = client()
+        .get(server.url("/v1/servers/srv_harbor/members"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    // Probes are never limited.
     assert_eq!(
         client().get(server.url("/healthz")).send().unwrap().status(),
         StatusCode::OK

@@ -19,6 +19,9 @@ pub const JSON_BODY_BYTES_MAX: usize = 256 * 1024;
 /// Open HTTP connections; accepting pauses beyond this.
 pub const HTTP_CONNECTIONS_MAX: usize = 10_000;
 
+/// Members listed by `GET /servers/{id}/members`.
+pub const MEMBERS_LIST_MAX: usize = 1000;
+
 /// Servers listed by the directory.
 pub const DIRECTORY_SERVERS_MAX: usize = 1000;
 

@@ -8,8 +8,9 @@ use std::num::NonZeroU32;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// Public requests one IP may make per minute (images of a long history are many GETs).
-pub const PUBLIC_REQUESTS_PER_MINUTE_PER_IP: u32 = 1200;
+/// Public requests one IP may make per minute, as a multiple of the per-user limit
+/// (rendering a long history fetches many images; several users may share one address).
+pub const PUBLIC_REQUESTS_PER_IP_FACTOR: u32 = 10;
 /// Keys tracked before idle ones are pruned.
 pub const TRACKED_KEYS_MAX: usize = 100_000;
 

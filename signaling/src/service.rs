@@ -88,10 +88,9 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: FrontConfig, storage: StorageHandle, metrics: Metrics, blobs: BlobStore) -> Self {
-        let limiters = Limiters::new(
-            config.limits.rate_limit_per_minute,
-            crate::ratelimit::PUBLIC_REQUESTS_PER_MINUTE_PER_IP,
-        );
+        let per_user = config.limits.rate_limit_per_minute;
+        let per_ip = per_user.saturating_mul(crate::ratelimit::PUBLIC_REQUESTS_PER_IP_FACTOR);
+        let limiters = Limiters::new(per_user, per_ip);
         Self {
             config,
             storage,

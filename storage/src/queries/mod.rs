@@ -292,8 +292,11 @@ pub(crate) async fn members<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<Memb
     let rows = db
         .query(
             "SELECT member_id, display_name, status FROM server_members \
-             WHERE server_id = $1 AND left_at IS NULL ORDER BY position, member_id",
-            &[Param::Text(id.as_str())],
+             WHERE server_id = $1 AND left_at IS NULL ORDER BY position, member_id LIMIT $2",
+            &[
+                Param::Text(id.as_str()),
+                Param::Int(openchat_core::limits::MEMBERS_LIST_MAX as i64),
+            ],
         )
         .await?;
     rows.iter()
