@@ -295,3 +295,204 @@ async fn resume_replays_exactly_the_missed_events() {
         (Some("chat.resync_required"), Some("unknown_event_id"))
     );
 }
+
+async fn call_json(
+    method: reqwest::Method,
+    server: &Server,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, server.url(path))
+        .header("X-OpenChat-User-UID", "uid_aaaa0001");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The client drops a category event whose channels are not all valid (WIRE.md §4).
+fn assert_valid_group(group: &Value) {
+    assert!(group["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert!(group["label"].is_string());
+    assert!(["text", "voice"].contains(&group["kind"].as_str().unwrap()));
+    for channel in group["channels"].as_array().unwrap() {
+        assert!(channel["id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(channel["name"].as_str().is_some_and(|name| !name.is_empty()));
+        assert!(["text", "voice"].contains(&channel["type"].as_str().unwrap()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_management_answers_and_announces_valid_shapes() {
+    use reqwest::Method;
+    let (_dir, server) = start();
+    let mut watcher = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_watch001&device_id=desktop_w",
+    )
+    .await;
+
+    let (status, category) = call_json(
+        Method::POST,
+        &server,
+        "/v1/servers/srv_harbor/categories",
+        Some(json!({"name": "Projects", "kind": "text"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{category}");
+    assert_valid_group(&category["group"]);
+    let group_id = category["group"]["id"].as_str().unwrap().to_owned();
+    let event = next_of(&mut watcher, "chat.category.created").await;
+    assert_eq!(event["payload"]["server_id"], "srv_harbor");
+    assert_valid_group(&event["payload"]["group"]);
+
+    let body = json!({"name": "roadmap", "type": "text", "group_id": group_id});
+    let (status, created) = call_json(
+        Method::POST,
+        &server,
+        "/v1/servers/srv_harbor/channels",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["group_id"].as_str(), created["channel"]["name"].as_str()),
+        (Some(group_id.as_str()), Some("roadmap"))
+    );
+    assert_eq!(created["created_by_uid"], "uid_aaaa0001");
+    let channel_id = created["channel"]["id"].as_str().unwrap().to_owned();
+    assert!(channel_id.starts_with("ch_"));
+    let event = next_of(&mut watcher, "chat.channel.created").await;
+    assert_eq!(event["payload"]["channel"]["id"], channel_id.as_str());
+
+    let (status, renamed) = call_json(
+        Method::PUT,
+        &server,
+        &format!("/v1/servers/srv_harbor/categories/{group_id}"),
+        Some(json!({"name": "Plans"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(renamed["group"]["label"], "Plans");
+    assert_eq!(
+        renamed["group"]["channels"][0]["id"],
+        channel_id.as_str(),
+        "a rename keeps the channels"
+    );
+    assert_valid_group(&next_of(&mut watcher, "chat.category.updated").await["payload"]["group"]);
+
+    // Move the new channel to the front of "general" and the empty category to the front.
+    let (_, layout) = call_json(Method::GET, &server, "/v1/servers/srv_harbor/channels", None).await;
+    let mut groups: Vec<Value> = Vec::new();
+    for group in layout["groups"].as_array().unwrap() {
+        let mut ids: Vec<String> = group["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.retain(|id| *id != channel_id);
+        if group["id"] == "grp_general" {
+            ids.insert(0, channel_id.clone());
+        }
+        groups.push(json!({"id": group["id"], "channel_ids": ids}));
+    }
+    let moved = groups.pop().unwrap();
+    groups.insert(0, moved);
+    let (status, changed) = call_json(
+        Method::PUT,
+        &server,
+        "/v1/servers/srv_harbor/channel-layout",
+        Some(json!({"groups": groups})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["groups"][0]["id"], group_id.as_str());
+    let general = changed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "grp_general")
+        .unwrap();
+    assert_eq!(general["channels"][0]["id"], channel_id.as_str());
+    changed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .for_each(assert_valid_group);
+    let event = next_of(&mut watcher, "chat.channel.layout.updated").await;
+    assert_eq!(event["payload"]["groups"], changed["groups"]);
+
+    let (status, after_delete) = call_json(
+        Method::DELETE,
+        &server,
+        &format!("/v1/servers/srv_harbor/categories/{group_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "the category is empty now: {after_delete}");
+    assert!(
+        after_delete["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["id"] != group_id.as_str())
+    );
+    next_of(&mut watcher, "chat.channel.layout.updated").await;
+
+    let (status, settings) = call_json(
+        Method::PUT,
+        &server,
+        "/v1/servers/srv_harbor/settings",
+        Some(json!({"display_name": "Harbor Two", "description": "d", "banner_preset": "teal"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            settings["updated_by_uid"].as_str(),
+            settings["banner_preset"].as_str()
+        ),
+        (Some("uid_aaaa0001"), Some("teal"))
+    );
+    let event = next_of(&mut watcher, "chat.server.updated").await;
+    assert_eq!(event["payload"]["display_name"], "Harbor Two");
+
+    let (status, mentions) = call_json(
+        Method::GET,
+        &server,
+        "/v1/channels/ch_general/mentions:resolve?query=&limit=12",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let results = mentions["results"].as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 12);
+    for result in results {
+        assert!(["user", "channel"].contains(&result["type"].as_str().unwrap()));
+        for key in ["token", "target_id", "display_text"] {
+            assert!(
+                result[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{key}: {result}"
+            );
+        }
+    }
+    let (_, mira) = call_json(
+        Method::GET,
+        &server,
+        "/v1/channels/ch_general/mentions:resolve?query=mi",
+        None,
+    )
+    .await;
+    assert_eq!(mira["results"][0]["display_text"], "Mira");
+
+    let (status, openapi) = call_json(Method::GET, &server, "/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(openapi["paths"]["/v1/profiles:batch"]["get"].is_object());
+}

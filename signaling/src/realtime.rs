@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{Response, StatusCode, header};
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use openchat_core::{ChannelId, ServerId, UserUid};
 use serde::Deserialize;
@@ -45,6 +44,8 @@ pub const SOCKETS_MAX: usize = 10_000;
 /// Largest inbound frame.
 pub const INBOUND_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+/// How long a kicked socket gets to take its close frame.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// A socket that sends nothing (not even a pong) for this long is closed.
 pub const READ_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -520,14 +521,19 @@ fn error_payload(code: &str, message: &str) -> Value {
     json!({"code": code, "message": message, "retryable": false})
 }
 
-async fn session(
+/// Drives one socket until it closes, goes silent past [`READ_DEADLINE`], or is kicked
+/// for a full send queue. Generic over the transport so tests can run it over an in-memory
+/// pipe under a paused clock.
+async fn session<S>(
     state: Arc<AppState>,
     id: u64,
     member: Member,
-    ws: WebSocketStream<TokioIo<Upgraded>>,
+    ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Utf8Bytes>,
     kick: Arc<Notify>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut sink, mut stream) = ws.split();
     let writer = async {
         let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -539,11 +545,6 @@ async fn session(
                     None => break,
                 },
                 _ = ping.tick() => if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break },
-                () = kick.notified() => {
-                    let close = CloseFrame { code: CloseCode::Policy, reason: "send queue full".into() };
-                    let _ = sink.send(Message::Close(Some(close))).await;
-                    break;
-                }
             }
         }
     };
@@ -569,9 +570,18 @@ async fn session(
             }
         }
     };
-    tokio::select! {
-        () = writer => {},
-        () = reader => {},
+    let kicked = tokio::select! {
+        () = writer => false,
+        () = reader => false,
+        () = kick.notified() => true,
+    };
+    if kicked {
+        // Best effort: a consumer too slow for its queue may be too slow for this too.
+        let close = CloseFrame {
+            code: CloseCode::Policy,
+            reason: "send queue full".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
     }
 }
 
@@ -872,6 +882,96 @@ mod tests {
         let notified = kick.notified();
         futures_util::pin_mut!(notified);
         assert!(futures_util::FutureExt::now_or_never(notified).is_some());
+    }
+
+    /// Shared state over a fresh SQLite store, for session tests.
+    fn test_state() -> (tempfile::TempDir, Arc<AppState>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = openchat_storage::StoreConfig::Sqlite {
+            data_dir: dir.path().join("data"),
+        };
+        let (storage, thread) = openchat_storage::start(config).unwrap();
+        std::mem::forget(thread);
+        let front = crate::service::FrontConfig {
+            public_base_url: "http://localhost".into(),
+            production: false,
+            limits: crate::service::Limits {
+                max_message_bytes: 1000,
+                max_upload_bytes: 1000,
+                rate_limit_per_minute: 100,
+                max_call_participants: 10,
+            },
+            build: crate::service::BuildInfo {
+                version: "t".into(),
+                commit: "t".into(),
+                time: "t".into(),
+            },
+        };
+        let labels = crate::metrics::BuildLabels {
+            version: "t".into(),
+            commit: "t".into(),
+            store: "sqlite",
+        };
+        let blobs = crate::blobs::BlobStore::open(dir.path()).unwrap();
+        let state = AppState::new(front, storage, crate::metrics::Metrics::new(labels), blobs);
+        (dir, Arc::new(state))
+    }
+
+    /// A registered socket whose session runs over an in-memory pipe; returns the client end.
+    async fn piped_session(
+        state: &Arc<AppState>,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let client_ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let server = ServerId::parse("srv_1").unwrap();
+        let Registered { id, rx, kick, .. } = state
+            .hub
+            .register(Some(server), member(), UserUid::parse("uid_r").unwrap(), None)
+            .unwrap();
+        let task = tokio::spawn(session(state.clone(), id, member(), server_ws, rx, kick));
+        (task, client_ws)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_socket_is_closed_at_the_read_deadline_not_before() {
+        let (_dir, state) = test_state();
+        let (mut task, _client) = piped_session(&state).await;
+        // The client never answers the server's pings: virtual time runs to the deadline.
+        let early = READ_DEADLINE - Duration::from_secs(1);
+        assert!(
+            tokio::time::timeout(early, &mut task).await.is_err(),
+            "closed before the deadline"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_ok(),
+            "still open after it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_does_not_read_is_disconnected_when_its_queue_fills() {
+        let (_dir, state) = test_state();
+        let (mut task, _client) = piped_session(&state).await;
+        let server = ServerId::parse("srv_1").unwrap();
+        let big = json!({"padding": "x".repeat(4096)});
+        // The pipe holds 16 KiB, the queue 256 frames: far fewer than this many 4 KiB events.
+        for _ in 0..(SEND_QUEUE_MAX + 16) {
+            state
+                .hub
+                .publish("e", Audience::Server(server.clone()), &big, true);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(state.hub.sockets(), 0, "the slow socket was dropped from the hub");
+        assert!(
+            tokio::time::timeout(CLOSE_TIMEOUT * 2, &mut task).await.is_ok(),
+            "its session ended"
+        );
     }
 
     #[test]
