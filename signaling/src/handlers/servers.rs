@@ -38,6 +38,24 @@ fn publish(state: &AppState, kind: &str, server: &ServerId, payload: &impl serde
     }
 }
 
+/// Answers a layout change and announces it with `chat.channel.layout.updated`.
+fn announce_layout(
+    state: &AppState,
+    server: &ServerId,
+    layout: &[openchat_storage::GroupRecord],
+    who: &UserUid,
+    now: openchat_core::UnixSeconds,
+) -> Response<Body> {
+    let body = LayoutChangedDto {
+        server_id: server.to_string(),
+        groups: groups(layout),
+        updated_by_uid: who.to_string(),
+        updated_at: rfc3339(now),
+    };
+    publish(state, "chat.channel.layout.updated", server, &body);
+    json(StatusCode::OK, &body)
+}
+
 fn kind(raw: &str) -> Result<ChannelKind, ApiError> {
     ChannelKind::parse(raw.trim()).map_err(|e| ApiError::bad_request("invalid_channel_type", e.to_string()))
 }
@@ -327,14 +345,7 @@ pub(crate) async fn delete_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
             state.storage.delete_category(server.clone(), group, who.clone()),
         )
         .await?;
-    let body = LayoutChangedDto {
-        server_id: server.to_string(),
-        groups: groups(&layout),
-        updated_by_uid: who.to_string(),
-        updated_at: rfc3339(ctx.now),
-    };
-    publish(state, "chat.channel.layout.updated", &server, &body);
-    Ok(json(StatusCode::OK, &body))
+    Ok(announce_layout(state, &server, &layout, &who, ctx.now))
 }
 
 /// Applies a complete new order of categories and channels. Emits
@@ -364,14 +375,7 @@ pub(crate) async fn update_layout(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
             state.storage.update_layout(server.clone(), order, who.clone()),
         )
         .await?;
-    let body = LayoutChangedDto {
-        server_id: server.to_string(),
-        groups: groups(&layout),
-        updated_by_uid: who.to_string(),
-        updated_at: rfc3339(ctx.now),
-    };
-    publish(state, "chat.channel.layout.updated", &server, &body);
-    Ok(json(StatusCode::OK, &body))
+    Ok(announce_layout(state, &server, &layout, &who, ctx.now))
 }
 
 #[utoipa::path(get, path = "/v1/servers/{server_id}/members", tag = "servers",
