@@ -14,8 +14,11 @@ pub mod limits;
 pub mod model;
 pub mod policy;
 pub mod profile;
+pub mod protocol;
 pub mod seed;
 pub mod settings;
+pub mod shard;
+pub mod ticket;
 
 pub use ids::{
     AssetId, AttachmentId, ChannelId, GroupId, IdError, MemberId, MessageId, ServerId, UserUid, short_id,
