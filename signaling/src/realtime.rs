@@ -19,6 +19,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
+use openchat_core::protocol::{ChatMessage, WireError, parse_chat};
 use openchat_core::{ChannelId, ServerId, UserUid};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -507,16 +508,6 @@ fn leave(state: &AppState, id: u64) {
     }
 }
 
-/// An inbound envelope.
-#[derive(Debug, Deserialize)]
-struct Inbound {
-    #[serde(rename = "type")]
-    kind: String,
-    request_id: Option<String>,
-    #[serde(default)]
-    payload: Value,
-}
-
 fn error_payload(code: &str, message: &str) -> Value {
     json!({"code": code, "message": message, "retryable": false})
 }
@@ -587,178 +578,58 @@ async fn session<S>(
 
 async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &str) {
     let hub = &state.hub;
-    let inbound: Inbound = match serde_json::from_str(text) {
-        Ok(inbound) => inbound,
-        Err(_) => {
-            hub.reply(
-                id,
-                frame(
-                    "chat.error",
-                    None,
-                    &error_payload("chat_invalid_message", "expected a JSON envelope"),
-                    None,
-                ),
-            );
-            return;
-        }
+    let reply_error = |request_id: Option<&str>, code: &str, message: &str| {
+        hub.reply(id, frame("chat.error", request_id, &error_payload(code, message), None));
     };
-    let request_id = inbound.request_id.as_deref();
-    let channel = inbound
-        .payload
-        .get("channel_id")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or("");
-    match inbound.kind.as_str() {
-        "chat.subscribe" => {
-            let Ok(channel_id) = ChannelId::parse(channel) else {
-                hub.reply(
-                    id,
-                    frame(
-                        "chat.error",
-                        request_id,
-                        &error_payload("chat_channel_required", "channel_id is required"),
-                        None,
-                    ),
-                );
-                return;
-            };
-            if let Err(err) = state
-                .store("channel", state.storage.channel(channel_id.clone()))
-                .await
-            {
-                hub.reply(
-                    id,
-                    frame(
-                        "chat.error",
-                        request_id,
-                        &error_payload(err.code, &err.message),
-                        None,
-                    ),
-                );
-                return;
+    let envelope = match parse_chat(text.as_bytes()) {
+        Ok(envelope) => envelope,
+        Err(WireError::UnknownType(kind)) => {
+            return reply_error(None, "chat_unknown_event", &format!("unknown event type {kind:?}"));
+        }
+        Err(WireError::BadField { kind: "chat.subscribe", .. }) => {
+            return reply_error(None, "chat_channel_required", "channel_id is required");
+        }
+        Err(err) => return reply_error(None, "chat_invalid_message", &err.to_string()),
+    };
+    let request_id = envelope.request_id.as_deref();
+    match envelope.message {
+        ChatMessage::Subscribe { channel: channel_id } => {
+            if let Err(err) = state.store("channel", state.storage.channel(channel_id.clone())).await {
+                return reply_error(request_id, err.code, &err.message);
             }
             match hub.subscribe(id, &channel_id) {
                 Ok((members, new)) => {
-                    hub.reply(
-                        id,
-                        frame(
-                            "chat.subscribed",
-                            request_id,
-                            &json!({"channel_id": channel_id}),
-                            None,
-                        ),
-                    );
-                    hub.reply(
-                        id,
-                        frame(
-                            "chat.presence.snapshot",
-                            None,
-                            &json!({"channel_id": channel_id, "members": members}),
-                            None,
-                        ),
-                    );
+                    hub.reply(id, frame("chat.subscribed", request_id, &json!({"channel_id": channel_id}), None));
+                    let snapshot = json!({"channel_id": channel_id, "members": members});
+                    hub.reply(id, frame("chat.presence.snapshot", None, &snapshot, None));
                     if new {
                         let payload = json!({"channel_id": channel_id, "member": member});
-                        hub.publish(
-                            "chat.presence.joined",
-                            Audience::Subscribers {
-                                channel: channel_id,
-                                except: Some(id),
-                            },
-                            &payload,
-                            true,
-                        );
+                        let audience = Audience::Subscribers { channel: channel_id, except: Some(id) };
+                        hub.publish("chat.presence.joined", audience, &payload, true);
                     }
                 }
-                Err(code) => hub.reply(
-                    id,
-                    frame(
-                        "chat.error",
-                        request_id,
-                        &error_payload(code, "cannot subscribe"),
-                        None,
-                    ),
-                ),
+                Err(code) => reply_error(request_id, code, "cannot subscribe"),
             }
         }
-        "chat.unsubscribe" => {
-            let Ok(channel_id) = ChannelId::parse(channel) else {
-                return;
-            };
+        ChatMessage::Unsubscribe { channel: None } => {}
+        ChatMessage::Unsubscribe { channel: Some(channel_id) } => {
             let was = hub.unsubscribe(id, &channel_id);
-            hub.reply(
-                id,
-                frame(
-                    "chat.unsubscribed",
-                    request_id,
-                    &json!({"channel_id": channel_id}),
-                    None,
-                ),
-            );
+            hub.reply(id, frame("chat.unsubscribed", request_id, &json!({"channel_id": channel_id}), None));
             if was {
                 let payload = json!({"channel_id": channel_id, "member": member});
-                hub.publish(
-                    "chat.presence.left",
-                    Audience::Subscribers {
-                        channel: channel_id,
-                        except: Some(id),
-                    },
-                    &payload,
-                    true,
-                );
+                hub.publish("chat.presence.left", Audience::Subscribers { channel: channel_id, except: Some(id) }, &payload, true);
             }
         }
-        "chat.typing.update" => {
-            let subscribed = ChannelId::parse(channel)
-                .ok()
-                .filter(|c| hub.is_subscribed(id, c));
-            let Some(channel_id) = subscribed else {
-                hub.reply(
-                    id,
-                    frame(
-                        "chat.error",
-                        request_id,
-                        &error_payload("chat_not_subscribed", "subscribe first"),
-                        None,
-                    ),
-                );
-                return;
+        ChatMessage::Typing { channel, is_typing } => {
+            let Some(channel_id) = channel.filter(|c| hub.is_subscribed(id, c)) else {
+                return reply_error(request_id, "chat_not_subscribed", "subscribe first");
             };
-            let is_typing = inbound
-                .payload
-                .get("is_typing")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
             let payload = json!({"channel_id": channel_id, "member": member, "is_typing": is_typing});
-            hub.publish(
-                "chat.typing.updated",
-                Audience::Subscribers {
-                    channel: channel_id,
-                    except: Some(id),
-                },
-                &payload,
-                true,
-            );
+            hub.publish("chat.typing.updated", Audience::Subscribers { channel: channel_id, except: Some(id) }, &payload, true);
         }
-        "chat.ping" => {
+        ChatMessage::Ping => {
             let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
             hub.reply(id, frame("chat.pong", request_id, &json!({"ts": ts}), None));
-        }
-        other => {
-            let message = format!(
-                "unknown event type {:?}",
-                other.chars().take(64).collect::<String>()
-            );
-            hub.reply(
-                id,
-                frame(
-                    "chat.error",
-                    request_id,
-                    &error_payload("chat_unknown_event", &message),
-                    None,
-                ),
-            );
         }
     }
 }
