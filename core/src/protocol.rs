@@ -79,11 +79,24 @@ pub enum SignalingMessage {
     Join { ticket: String },
     /// `rtc.offer[.publish|.subscribe]` / `rtc.answer[...]`: an SDP with its direction
     /// (from the type name, or the payload's `direction`), and the legacy relay target.
-    Description { kind: DescriptionKind, direction: Option<Direction>, sdp: String, target: Option<String>, payload: Map<String, Value> },
+    Description {
+        kind: DescriptionKind,
+        direction: Option<Direction>,
+        sdp: String,
+        target: Option<String>,
+        payload: Map<String, Value>,
+    },
     /// `rtc.ice.candidate`.
-    IceCandidate { direction: Option<Direction>, target: Option<String>, payload: Map<String, Value> },
+    IceCandidate {
+        direction: Option<Direction>,
+        target: Option<String>,
+        payload: Map<String, Value>,
+    },
     /// `rtc.media.state`: relayed intact; `stream_kind` decides the permission needed.
-    MediaState { stream_kind: Option<String>, payload: Map<String, Value> },
+    MediaState {
+        stream_kind: Option<String>,
+        payload: Map<String, Value>,
+    },
     /// `rtc.leave {"reason"?}`.
     Leave { reason: Option<String> },
     /// `rtc.ping`.
@@ -93,10 +106,17 @@ pub enum SignalingMessage {
 /// A client -> server realtime chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatMessage {
-    Subscribe { channel: ChannelId },
+    Subscribe {
+        channel: ChannelId,
+    },
     /// An empty or invalid channel is ignored (as Go does), hence the `Option`.
-    Unsubscribe { channel: Option<ChannelId> },
-    Typing { channel: Option<ChannelId>, is_typing: bool },
+    Unsubscribe {
+        channel: Option<ChannelId>,
+    },
+    Typing {
+        channel: Option<ChannelId>,
+        is_typing: bool,
+    },
     Ping,
 }
 
@@ -119,7 +139,9 @@ fn raw(bytes: &[u8], limit: usize) -> Result<Raw, WireError> {
         _ => return Err(WireError::MissingType),
     };
     let request_id = match object.remove("request_id") {
-        Some(Value::String(id)) if !id.is_empty() => Some(id.chars().take(REQUEST_ID_BYTES_MAX).collect::<String>()),
+        Some(Value::String(id)) if !id.is_empty() => {
+            Some(id.chars().take(REQUEST_ID_BYTES_MAX).collect::<String>())
+        }
         _ => None,
     };
     let request_id = request_id.filter(|id| id.len() <= REQUEST_ID_BYTES_MAX);
@@ -131,7 +153,12 @@ fn raw(bytes: &[u8], limit: usize) -> Result<Raw, WireError> {
         Some(Value::Object(payload)) => payload,
         _ => Map::new(),
     };
-    Ok(Raw { kind, request_id, channel_id, payload })
+    Ok(Raw {
+        kind,
+        request_id,
+        channel_id,
+        payload,
+    })
 }
 
 fn string<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -139,48 +166,98 @@ fn string<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn target(payload: &Map<String, Value>) -> Option<String> {
-    string(payload, "target_participant_id").filter(|t| !t.is_empty()).map(str::to_owned)
+    string(payload, "target_participant_id")
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// Parses one signaling message.
 pub fn parse_signaling(bytes: &[u8]) -> Result<Envelope<SignalingMessage>, WireError> {
-    let Raw { kind, request_id, channel_id, payload } = raw(bytes, SIGNALING_MESSAGE_BYTES_MAX)?;
+    let Raw {
+        kind,
+        request_id,
+        channel_id,
+        payload,
+    } = raw(bytes, SIGNALING_MESSAGE_BYTES_MAX)?;
     let description = |kind_name: &'static str, kind: DescriptionKind, named: Option<Direction>| {
         let direction = named.or_else(|| string(&payload, "direction").and_then(Direction::parse));
         let sdp = string(&payload, "sdp").filter(|sdp| !sdp.is_empty());
-        let sdp = sdp.ok_or(WireError::BadField { kind: kind_name, field: "sdp" })?;
-        Ok(SignalingMessage::Description { kind, direction, sdp: sdp.to_owned(), target: target(&payload), payload: payload.clone() })
+        let sdp = sdp.ok_or(WireError::BadField {
+            kind: kind_name,
+            field: "sdp",
+        })?;
+        Ok(SignalingMessage::Description {
+            kind,
+            direction,
+            sdp: sdp.to_owned(),
+            target: target(&payload),
+            payload: payload.clone(),
+        })
     };
     let message = match kind.as_str() {
         "rtc.join" => {
             let ticket = string(&payload, "ticket").filter(|t| !t.is_empty());
-            let ticket = ticket.ok_or(WireError::BadField { kind: "rtc.join", field: "ticket" })?;
-            SignalingMessage::Join { ticket: ticket.to_owned() }
+            let ticket = ticket.ok_or(WireError::BadField {
+                kind: "rtc.join",
+                field: "ticket",
+            })?;
+            SignalingMessage::Join {
+                ticket: ticket.to_owned(),
+            }
         }
         "rtc.offer" => description("rtc.offer", DescriptionKind::Offer, None)?,
-        "rtc.offer.publish" => description("rtc.offer.publish", DescriptionKind::Offer, Some(Direction::Publish))?,
-        "rtc.offer.subscribe" => description("rtc.offer.subscribe", DescriptionKind::Offer, Some(Direction::Subscribe))?,
+        "rtc.offer.publish" => description(
+            "rtc.offer.publish",
+            DescriptionKind::Offer,
+            Some(Direction::Publish),
+        )?,
+        "rtc.offer.subscribe" => description(
+            "rtc.offer.subscribe",
+            DescriptionKind::Offer,
+            Some(Direction::Subscribe),
+        )?,
         "rtc.answer" => description("rtc.answer", DescriptionKind::Answer, None)?,
-        "rtc.answer.publish" => description("rtc.answer.publish", DescriptionKind::Answer, Some(Direction::Publish))?,
-        "rtc.answer.subscribe" => {
-            description("rtc.answer.subscribe", DescriptionKind::Answer, Some(Direction::Subscribe))?
-        }
+        "rtc.answer.publish" => description(
+            "rtc.answer.publish",
+            DescriptionKind::Answer,
+            Some(Direction::Publish),
+        )?,
+        "rtc.answer.subscribe" => description(
+            "rtc.answer.subscribe",
+            DescriptionKind::Answer,
+            Some(Direction::Subscribe),
+        )?,
         "rtc.ice.candidate" => {
             if !payload.contains_key("candidate") {
-                return Err(WireError::BadField { kind: "rtc.ice.candidate", field: "candidate" });
+                return Err(WireError::BadField {
+                    kind: "rtc.ice.candidate",
+                    field: "candidate",
+                });
             }
             let direction = string(&payload, "direction").and_then(Direction::parse);
-            SignalingMessage::IceCandidate { direction, target: target(&payload), payload }
+            SignalingMessage::IceCandidate {
+                direction,
+                target: target(&payload),
+                payload,
+            }
         }
         "rtc.media.state" => {
-            let stream_kind = string(&payload, "stream_kind").filter(|k| !k.is_empty()).map(str::to_owned);
+            let stream_kind = string(&payload, "stream_kind")
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned);
             SignalingMessage::MediaState { stream_kind, payload }
         }
-        "rtc.leave" => SignalingMessage::Leave { reason: string(&payload, "reason").map(str::to_owned) },
+        "rtc.leave" => SignalingMessage::Leave {
+            reason: string(&payload, "reason").map(str::to_owned),
+        },
         "rtc.ping" => SignalingMessage::Ping,
         _ => return Err(WireError::UnknownType(kind.chars().take(64).collect())),
     };
-    Ok(Envelope { request_id, channel_id, message })
+    Ok(Envelope {
+        request_id,
+        channel_id,
+        message,
+    })
 }
 
 fn channel(payload: &Map<String, Value>) -> Result<ChannelId, IdError> {
@@ -189,12 +266,22 @@ fn channel(payload: &Map<String, Value>) -> Result<ChannelId, IdError> {
 
 /// Parses one realtime chat message.
 pub fn parse_chat(bytes: &[u8]) -> Result<Envelope<ChatMessage>, WireError> {
-    let Raw { kind, request_id, channel_id, payload } = raw(bytes, CHAT_MESSAGE_BYTES_MAX)?;
+    let Raw {
+        kind,
+        request_id,
+        channel_id,
+        payload,
+    } = raw(bytes, CHAT_MESSAGE_BYTES_MAX)?;
     let message = match kind.as_str() {
         "chat.subscribe" => ChatMessage::Subscribe {
-            channel: channel(&payload).map_err(|_| WireError::BadField { kind: "chat.subscribe", field: "channel_id" })?,
+            channel: channel(&payload).map_err(|_| WireError::BadField {
+                kind: "chat.subscribe",
+                field: "channel_id",
+            })?,
         },
-        "chat.unsubscribe" => ChatMessage::Unsubscribe { channel: channel(&payload).ok() },
+        "chat.unsubscribe" => ChatMessage::Unsubscribe {
+            channel: channel(&payload).ok(),
+        },
         "chat.typing.update" => ChatMessage::Typing {
             channel: channel(&payload).ok(),
             is_typing: payload.get("is_typing").and_then(Value::as_bool).unwrap_or(false),
@@ -202,7 +289,11 @@ pub fn parse_chat(bytes: &[u8]) -> Result<Envelope<ChatMessage>, WireError> {
         "chat.ping" => ChatMessage::Ping,
         _ => return Err(WireError::UnknownType(kind.chars().take(64).collect())),
     };
-    Ok(Envelope { request_id, channel_id, message })
+    Ok(Envelope {
+        request_id,
+        channel_id,
+        message,
+    })
 }
 
 #[cfg(test)]
@@ -211,28 +302,58 @@ mod tests {
 
     #[test]
     fn signaling_messages_of_the_client_parse() {
-        let join = parse_signaling(br#"{"type":"rtc.join","request_id":"join_1","payload":{"ticket":"abc.def"}}"#).unwrap();
+        let join =
+            parse_signaling(br#"{"type":"rtc.join","request_id":"join_1","payload":{"ticket":"abc.def"}}"#)
+                .unwrap();
         assert_eq!(join.request_id.as_deref(), Some("join_1"));
-        assert_eq!(join.message, SignalingMessage::Join { ticket: "abc.def".into() });
+        assert_eq!(
+            join.message,
+            SignalingMessage::Join {
+                ticket: "abc.def".into()
+            }
+        );
         let offer = parse_signaling(
             br#"{"type":"rtc.offer.publish","channel_id":"vc_1","payload":{"type":"offer","sdp":"v=0","direction":"publish"}}"#,
         )
         .unwrap();
         assert!(matches!(
             offer.message,
-            SignalingMessage::Description { kind: DescriptionKind::Offer, direction: Some(Direction::Publish), .. }
+            SignalingMessage::Description {
+                kind: DescriptionKind::Offer,
+                direction: Some(Direction::Publish),
+                ..
+            }
         ));
         assert_eq!(offer.channel_id.as_deref(), Some("vc_1"));
         let legacy = parse_signaling(
             br#"{"type":"rtc.offer","payload":{"target_participant_id":"p2","description_type":"offer","sdp":"v=0"}}"#,
         )
         .unwrap();
-        assert!(matches!(legacy.message, SignalingMessage::Description { target: Some(ref t), direction: None, .. } if t == "p2"));
-        let media = parse_signaling(br#"{"type":"rtc.media.state","payload":{"stream_kind":"audio_file_chunks","seq":3}}"#).unwrap();
-        assert!(matches!(media.message, SignalingMessage::MediaState { stream_kind: Some(ref k), .. } if k == "audio_file_chunks"));
-        let ice = parse_signaling(br#"{"type":"rtc.ice.candidate","payload":{"candidate":"candidate:1","direction":"subscribe"}}"#).unwrap();
-        assert!(matches!(ice.message, SignalingMessage::IceCandidate { direction: Some(Direction::Subscribe), .. }));
-        assert_eq!(parse_signaling(br#"{"type":"rtc.leave"}"#).unwrap().message, SignalingMessage::Leave { reason: None });
+        assert!(
+            matches!(legacy.message, SignalingMessage::Description { target: Some(ref t), direction: None, .. } if t == "p2")
+        );
+        let media = parse_signaling(
+            br#"{"type":"rtc.media.state","payload":{"stream_kind":"audio_file_chunks","seq":3}}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(media.message, SignalingMessage::MediaState { stream_kind: Some(ref k), .. } if k == "audio_file_chunks")
+        );
+        let ice = parse_signaling(
+            br#"{"type":"rtc.ice.candidate","payload":{"candidate":"candidate:1","direction":"subscribe"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            ice.message,
+            SignalingMessage::IceCandidate {
+                direction: Some(Direction::Subscribe),
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_signaling(br#"{"type":"rtc.leave"}"#).unwrap().message,
+            SignalingMessage::Leave { reason: None }
+        );
     }
 
     #[test]
@@ -240,31 +361,75 @@ mod tests {
         assert_eq!(parse_signaling(b"not json"), Err(WireError::NotAnObject));
         assert_eq!(parse_signaling(b"[1]"), Err(WireError::NotAnObject));
         assert_eq!(parse_signaling(br#"{"payload":{}}"#), Err(WireError::MissingType));
-        assert_eq!(parse_signaling(br#"{"type":"rtc.dance"}"#), Err(WireError::UnknownType("rtc.dance".into())));
+        assert_eq!(
+            parse_signaling(br#"{"type":"rtc.dance"}"#),
+            Err(WireError::UnknownType("rtc.dance".into()))
+        );
         assert_eq!(
             parse_signaling(br#"{"type":"rtc.join","payload":{"ticket":""}}"#),
-            Err(WireError::BadField { kind: "rtc.join", field: "ticket" })
+            Err(WireError::BadField {
+                kind: "rtc.join",
+                field: "ticket"
+            })
         );
         assert_eq!(
             parse_signaling(br#"{"type":"rtc.offer.publish","payload":{}}"#),
-            Err(WireError::BadField { kind: "rtc.offer.publish", field: "sdp" })
+            Err(WireError::BadField {
+                kind: "rtc.offer.publish",
+                field: "sdp"
+            })
         );
-        assert_eq!(parse_signaling(&vec![b' '; SIGNALING_MESSAGE_BYTES_MAX + 1]), Err(WireError::TooLarge(SIGNALING_MESSAGE_BYTES_MAX)));
+        assert_eq!(
+            parse_signaling(&vec![b' '; SIGNALING_MESSAGE_BYTES_MAX + 1]),
+            Err(WireError::TooLarge(SIGNALING_MESSAGE_BYTES_MAX))
+        );
         let long_id = format!(r#"{{"type":"rtc.ping","request_id":"{}"}}"#, "r".repeat(500));
-        assert_eq!(parse_signaling(long_id.as_bytes()).unwrap().request_id.unwrap().len(), REQUEST_ID_BYTES_MAX);
+        assert_eq!(
+            parse_signaling(long_id.as_bytes())
+                .unwrap()
+                .request_id
+                .unwrap()
+                .len(),
+            REQUEST_ID_BYTES_MAX
+        );
     }
 
     #[test]
     fn chat_messages_parse_with_go_semantics_for_empty_channels() {
-        let sub = parse_chat(br#"{"type":"chat.subscribe","request_id":"sub_1","payload":{"channel_id":"ch_general"}}"#).unwrap();
-        assert_eq!(sub.message, ChatMessage::Subscribe { channel: ChannelId::parse("ch_general").unwrap() });
+        let sub = parse_chat(
+            br#"{"type":"chat.subscribe","request_id":"sub_1","payload":{"channel_id":"ch_general"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            sub.message,
+            ChatMessage::Subscribe {
+                channel: ChannelId::parse("ch_general").unwrap()
+            }
+        );
         assert_eq!(
             parse_chat(br#"{"type":"chat.subscribe","payload":{"channel_id":""}}"#),
-            Err(WireError::BadField { kind: "chat.subscribe", field: "channel_id" })
+            Err(WireError::BadField {
+                kind: "chat.subscribe",
+                field: "channel_id"
+            })
         );
-        assert_eq!(parse_chat(br#"{"type":"chat.unsubscribe"}"#).unwrap().message, ChatMessage::Unsubscribe { channel: None });
-        let typing = parse_chat(br#"{"type":"chat.typing.update","payload":{"channel_id":"ch_a","is_typing":true}}"#).unwrap();
-        assert_eq!(typing.message, ChatMessage::Typing { channel: Some(ChannelId::parse("ch_a").unwrap()), is_typing: true });
-        assert!(matches!(parse_chat(br#"{"type":"chat.dance"}"#), Err(WireError::UnknownType(_))));
+        assert_eq!(
+            parse_chat(br#"{"type":"chat.unsubscribe"}"#).unwrap().message,
+            ChatMessage::Unsubscribe { channel: None }
+        );
+        let typing =
+            parse_chat(br#"{"type":"chat.typing.update","payload":{"channel_id":"ch_a","is_typing":true}}"#)
+                .unwrap();
+        assert_eq!(
+            typing.message,
+            ChatMessage::Typing {
+                channel: Some(ChannelId::parse("ch_a").unwrap()),
+                is_typing: true
+            }
+        );
+        assert!(matches!(
+            parse_chat(br#"{"type":"chat.dance"}"#),
+            Err(WireError::UnknownType(_))
+        ));
     }
 }

@@ -65,7 +65,10 @@ mod tests {
             }
             let even = 1000.0 / shards as f64;
             for count in &counts {
-                assert!((*count as f64 - even).abs() <= even * 0.25, "{shards} shards: {counts:?}");
+                assert!(
+                    (*count as f64 - even).abs() <= even * 0.25,
+                    "{shards} shards: {counts:?}"
+                );
             }
         }
     }

@@ -26,7 +26,11 @@ pub struct Permissions {
 }
 
 impl Permissions {
-    pub const ALL: Permissions = Permissions { speak: true, video: true, screenshare: true };
+    pub const ALL: Permissions = Permissions {
+        speak: true,
+        video: true,
+        screenshare: true,
+    };
 }
 
 /// The claims of a join ticket, in wire order.
@@ -71,7 +75,9 @@ impl std::fmt::Debug for TicketSigner {
 
 impl TicketSigner {
     pub fn new(secret: &[u8]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
     }
 
     pub fn sign(&self, claims: &TicketClaims) -> String {
@@ -88,9 +94,13 @@ impl TicketSigner {
             return Err(TicketError::Invalid);
         }
         let (payload, signature) = ticket.split_once('.').ok_or(TicketError::Invalid)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TicketError::Invalid)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TicketError::Invalid)?;
         hmac::verify(&self.key, payload.as_bytes(), &signature).map_err(|_| TicketError::Invalid)?;
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TicketError::Invalid)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TicketError::Invalid)?;
         let claims: TicketClaims = serde_json::from_slice(&json).map_err(|_| TicketError::Invalid)?;
         if claims.exp <= now {
             return Err(TicketError::Expired);
@@ -110,7 +120,11 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     pub fn new(capacity: usize) -> Self {
-        Self { seen: HashMap::new(), by_expiry: BTreeSet::new(), capacity: capacity.max(1) }
+        Self {
+            seen: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -166,7 +180,11 @@ mod tests {
             channel_id: "vc_general".into(),
             user_uid: "uid_1".into(),
             device_id: "desktop_1".into(),
-            permissions: Permissions { speak: true, video: false, screenshare: true },
+            permissions: Permissions {
+                speak: true,
+                video: false,
+                screenshare: true,
+            },
             exp,
             iat: exp - 60,
             jti: jti.into(),
@@ -179,7 +197,10 @@ mod tests {
         let ticket = signer.sign(&claims("j1", 1000));
         let (payload, _) = ticket.split_once('.').unwrap();
         let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        assert!(json.starts_with(r#"{"server_id":"srv_harbor","channel_id":"vc_general","user_uid""#), "{json}");
+        assert!(
+            json.starts_with(r#"{"server_id":"srv_harbor","channel_id":"vc_general","user_uid""#),
+            "{json}"
+        );
         assert!(json.ends_with(r#""exp":1000,"iat":940,"jti":"j1"}"#), "{json}");
         assert_eq!(signer.verify(&ticket, 999).unwrap(), claims("j1", 1000));
     }
@@ -189,15 +210,24 @@ mod tests {
         let signer = TicketSigner::new(b"secret-secret-secret");
         let ticket = signer.sign(&claims("j1", 1000));
         assert_eq!(signer.verify(&ticket, 1000), Err(TicketError::Expired));
-        assert_eq!(TicketSigner::new(b"other-secret-secret").verify(&ticket, 0), Err(TicketError::Invalid));
+        assert_eq!(
+            TicketSigner::new(b"other-secret-secret").verify(&ticket, 0),
+            Err(TicketError::Invalid)
+        );
         let (payload, signature) = ticket.split_once('.').unwrap();
         let mut forged = claims("j1", 1000);
         forged.permissions = Permissions::ALL;
         let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
-        assert_eq!(signer.verify(&format!("{forged_payload}.{signature}"), 0), Err(TicketError::Invalid));
+        assert_eq!(
+            signer.verify(&format!("{forged_payload}.{signature}"), 0),
+            Err(TicketError::Invalid)
+        );
         let mut bad_sig = signature.to_owned();
         bad_sig.replace_range(0..1, if bad_sig.starts_with('A') { "B" } else { "A" });
-        assert_eq!(signer.verify(&format!("{payload}.{bad_sig}"), 0), Err(TicketError::Invalid));
+        assert_eq!(
+            signer.verify(&format!("{payload}.{bad_sig}"), 0),
+            Err(TicketError::Invalid)
+        );
         for junk in ["", ".", "abc", "a.b.c", &"x".repeat(TICKET_BYTES_MAX + 1)] {
             assert_eq!(signer.verify(junk, 0), Err(TicketError::Invalid), "{junk:.20}");
         }
@@ -224,8 +254,15 @@ mod tests {
             assert!(guard.len() <= 1000);
         }
         assert_eq!(refused, 9_000);
-        assert_eq!(guard.use_once(&claims("late", 20_000), 1), Err(TicketError::ReplayMemoryFull));
-        assert_eq!(guard.use_once(&claims("j1", 20_000), 1), Err(TicketError::Replayed), "still remembered");
+        assert_eq!(
+            guard.use_once(&claims("late", 20_000), 1),
+            Err(TicketError::ReplayMemoryFull)
+        );
+        assert_eq!(
+            guard.use_once(&claims("j1", 20_000), 1),
+            Err(TicketError::Replayed),
+            "still remembered"
+        );
         // After the flood expires, there is room again.
         guard.use_once(&claims("after", 20_000), 10_000).unwrap();
         assert_eq!(guard.len(), 1);

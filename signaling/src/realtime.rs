@@ -579,14 +579,24 @@ async fn session<S>(
 async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &str) {
     let hub = &state.hub;
     let reply_error = |request_id: Option<&str>, code: &str, message: &str| {
-        hub.reply(id, frame("chat.error", request_id, &error_payload(code, message), None));
+        hub.reply(
+            id,
+            frame("chat.error", request_id, &error_payload(code, message), None),
+        );
     };
     let envelope = match parse_chat(text.as_bytes()) {
         Ok(envelope) => envelope,
         Err(WireError::UnknownType(kind)) => {
-            return reply_error(None, "chat_unknown_event", &format!("unknown event type {kind:?}"));
+            return reply_error(
+                None,
+                "chat_unknown_event",
+                &format!("unknown event type {kind:?}"),
+            );
         }
-        Err(WireError::BadField { kind: "chat.subscribe", .. }) => {
+        Err(WireError::BadField {
+            kind: "chat.subscribe",
+            ..
+        }) => {
             return reply_error(None, "chat_channel_required", "channel_id is required");
         }
         Err(err) => return reply_error(None, "chat_invalid_message", &err.to_string()),
@@ -594,17 +604,31 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
     let request_id = envelope.request_id.as_deref();
     match envelope.message {
         ChatMessage::Subscribe { channel: channel_id } => {
-            if let Err(err) = state.store("channel", state.storage.channel(channel_id.clone())).await {
+            if let Err(err) = state
+                .store("channel", state.storage.channel(channel_id.clone()))
+                .await
+            {
                 return reply_error(request_id, err.code, &err.message);
             }
             match hub.subscribe(id, &channel_id) {
                 Ok((members, new)) => {
-                    hub.reply(id, frame("chat.subscribed", request_id, &json!({"channel_id": channel_id}), None));
+                    hub.reply(
+                        id,
+                        frame(
+                            "chat.subscribed",
+                            request_id,
+                            &json!({"channel_id": channel_id}),
+                            None,
+                        ),
+                    );
                     let snapshot = json!({"channel_id": channel_id, "members": members});
                     hub.reply(id, frame("chat.presence.snapshot", None, &snapshot, None));
                     if new {
                         let payload = json!({"channel_id": channel_id, "member": member});
-                        let audience = Audience::Subscribers { channel: channel_id, except: Some(id) };
+                        let audience = Audience::Subscribers {
+                            channel: channel_id,
+                            except: Some(id),
+                        };
                         hub.publish("chat.presence.joined", audience, &payload, true);
                     }
                 }
@@ -612,12 +636,30 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
             }
         }
         ChatMessage::Unsubscribe { channel: None } => {}
-        ChatMessage::Unsubscribe { channel: Some(channel_id) } => {
+        ChatMessage::Unsubscribe {
+            channel: Some(channel_id),
+        } => {
             let was = hub.unsubscribe(id, &channel_id);
-            hub.reply(id, frame("chat.unsubscribed", request_id, &json!({"channel_id": channel_id}), None));
+            hub.reply(
+                id,
+                frame(
+                    "chat.unsubscribed",
+                    request_id,
+                    &json!({"channel_id": channel_id}),
+                    None,
+                ),
+            );
             if was {
                 let payload = json!({"channel_id": channel_id, "member": member});
-                hub.publish("chat.presence.left", Audience::Subscribers { channel: channel_id, except: Some(id) }, &payload, true);
+                hub.publish(
+                    "chat.presence.left",
+                    Audience::Subscribers {
+                        channel: channel_id,
+                        except: Some(id),
+                    },
+                    &payload,
+                    true,
+                );
             }
         }
         ChatMessage::Typing { channel, is_typing } => {
@@ -625,7 +667,15 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
                 return reply_error(request_id, "chat_not_subscribed", "subscribe first");
             };
             let payload = json!({"channel_id": channel_id, "member": member, "is_typing": is_typing});
-            hub.publish("chat.typing.updated", Audience::Subscribers { channel: channel_id, except: Some(id) }, &payload, true);
+            hub.publish(
+                "chat.typing.updated",
+                Audience::Subscribers {
+                    channel: channel_id,
+                    except: Some(id),
+                },
+                &payload,
+                true,
+            );
         }
         ChatMessage::Ping => {
             let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();

@@ -1,0 +1,445 @@
+//! The shard: a glommio executor pinned to one CPU that owns the rooms whose channels hash
+//! to it, and does their I/O.
+//!
+//! Run loop: take a [`ShardCommand`] from the shard's bounded queue, hand it to the room
+//! (creating the room on a join), drain the room's outputs into the participants' bounded
+//! outboxes, reply. Outboxes that are full are not waited on (that would stall every room
+//! of the shard): the room's later frames queue behind in a per-room backlog, retried every
+//! [`BACKLOG_RETRY`], and the sender of a relayed message gets its acknowledgement only
+//! once every recipient has taken the frame. So a fast sender slows to the pace of the
+//! slowest reader (it reads its socket only after the ack) and nothing is dropped; a reader
+//! whose outbox stays full for [`STALL_MAX`] is removed from the room and disconnected.
+//!
+//! A panic inside a room's state machine drops that room only: its participants get
+//! `rtc.error` and are disconnected, and the shard keeps serving its other rooms.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openchat_core::{ChannelId, UnixSeconds};
+
+use crate::room::{Frame, LeaveReason, ParticipantId, Room, RoomCommand, RoomError, RoomOutput};
+
+/// Commands waiting for one shard.
+pub const SHARD_QUEUE_MAX: usize = 4096;
+/// Frames waiting for one participant's connection (WIRE.md: at most 256).
+pub const OUTBOX_MAX: usize = 256;
+/// How often a room with a backlog retries full outboxes.
+pub const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+/// A participant whose outbox stays full this long is disconnected.
+pub const STALL_MAX: Duration = Duration::from_secs(10);
+/// glommio's registered I/O memory per shard; shards do no file I/O, so keep it small
+/// (it is locked memory, counted against `ulimit -l`).
+pub const SHARD_IO_MEMORY_BYTES: usize = 256 * 1024;
+
+const _: () = assert!(OUTBOX_MAX <= 256);
+
+/// Where a participant's frames go, and how it is told to go away.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub frames: flume::Sender<Frame>,
+    /// Receives one reason when the room disconnects the participant.
+    pub kick: flume::Sender<String>,
+}
+
+/// The receiving ends of an [`Outbox`], for the participant's connection.
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    pub frames: flume::Receiver<Frame>,
+    pub kick: flume::Receiver<String>,
+}
+
+/// A new outbox and its receiving ends.
+pub fn outbox() -> (Outbox, OutboxReceiver) {
+    let (frames_tx, frames_rx) = flume::bounded(OUTBOX_MAX);
+    let (kick_tx, kick_rx) = flume::bounded(1);
+    (
+        Outbox {
+            frames: frames_tx,
+            kick: kick_tx,
+        },
+        OutboxReceiver {
+            frames: frames_rx,
+            kick: kick_rx,
+        },
+    )
+}
+
+/// Where a room runs, observed by the shard driver (not by the room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub shard: usize,
+    /// The CPU the shard's thread was running on when it answered.
+    pub cpu: Option<usize>,
+    pub room_exists: bool,
+    pub participants: usize,
+}
+
+/// What the front-end asks of a shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Joins `participant` to `channel`'s room (created on demand). The reply tells whether
+    /// the room took it.
+    Join {
+        channel: ChannelId,
+        command: RoomCommand,
+        outbox: Outbox,
+        reply: flume::Sender<Result<(), RoomError>>,
+    },
+    /// Any other room command. `ack` is answered once every resulting frame has been
+    /// taken by its recipient's outbox (or the recipient was disconnected).
+    Room {
+        channel: ChannelId,
+        command: RoomCommand,
+        ack: Option<flume::Sender<()>>,
+    },
+    Probe {
+        channel: ChannelId,
+        reply: flume::Sender<Probe>,
+    },
+    /// Test hook: makes the room's state machine panic on its next command.
+    #[doc(hidden)]
+    PanicRoom { channel: ChannelId },
+}
+
+/// Counters a shard keeps for `/metrics`, read from other threads.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    pub rooms: AtomicI64,
+    pub participants: AtomicI64,
+    pub rooms_dropped_by_panic: AtomicI64,
+}
+
+struct Pending {
+    frame: Frame,
+    to: ParticipantId,
+    since: Instant,
+}
+
+/// One room with its participants' outboxes and the frames not yet taken.
+struct Slot {
+    room: Room,
+    outboxes: HashMap<ParticipantId, Outbox>,
+    /// Undelivered sends, in order; acks wait until everything queued before them is out.
+    backlog: VecDeque<Item>,
+    poisoned: bool,
+}
+
+enum Item {
+    Send(Pending),
+    Close { to: ParticipantId, reason: LeaveReason },
+    Ack(flume::Sender<()>),
+}
+
+fn unix_now() -> UnixSeconds {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The CPU this thread runs on, from `/proc/thread-self/stat` (field 39, "processor").
+pub fn current_cpu() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = stat.rsplit_once(')')?.1;
+    // Field 3 is the first after the name; "processor" is field 39.
+    after_name.split_whitespace().nth(39 - 3)?.parse().ok()
+}
+
+/// The shard's state, owned by its executor thread.
+pub struct Shard {
+    index: usize,
+    participants_max: usize,
+    rooms: HashMap<ChannelId, Slot>,
+    stats: Arc<ShardStats>,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .field("rooms", &self.rooms.len())
+            .finish()
+    }
+}
+
+impl Shard {
+    pub fn new(index: usize, participants_max: usize, stats: Arc<ShardStats>) -> Self {
+        Self {
+            index,
+            participants_max,
+            rooms: HashMap::new(),
+            stats,
+        }
+    }
+
+    fn has_backlog(&self) -> bool {
+        self.rooms.values().any(|slot| !slot.backlog.is_empty())
+    }
+
+    /// Runs one room step with panic isolation; a panicking room is dropped.
+    fn step(&mut self, channel: &ChannelId, command: RoomCommand) -> Result<(), RoomError> {
+        let Some(slot) = self.rooms.get_mut(channel) else {
+            return Err(RoomError::NotInRoom);
+        };
+        let now = unix_now();
+        let poisoned = slot.poisoned;
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            assert!(!poisoned, "test hook: this room was told to panic");
+            let result = slot.room.handle_command(now, command);
+            let mut outputs = Vec::new();
+            while let Some(output) = slot.room.poll_output() {
+                outputs.push(output);
+            }
+            (result, outputs)
+        }));
+        match result {
+            Ok((result, outputs)) => {
+                for output in outputs {
+                    let item = match output {
+                        RoomOutput::Send { to, frame } => Item::Send(Pending {
+                            frame,
+                            to,
+                            since: Instant::now(),
+                        }),
+                        RoomOutput::Close { to, reason } => Item::Close { to, reason },
+                    };
+                    slot.backlog.push_back(item);
+                }
+                result
+            }
+            Err(_) => {
+                tracing::error!(shard = self.index, channel = %channel, "room panicked; dropping it");
+                self.drop_room(channel);
+                Err(RoomError::NotInRoom)
+            }
+        }
+    }
+
+    fn drop_room(&mut self, channel: &ChannelId) {
+        if let Some(slot) = self.rooms.remove(channel) {
+            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+            self.stats
+                .participants
+                .fetch_sub(slot.outboxes.len() as i64, Ordering::Relaxed);
+            self.stats.rooms_dropped_by_panic.fetch_add(1, Ordering::Relaxed);
+            let error = serde_json::json!({
+                "type": "rtc.error",
+                "channel_id": channel.as_str(),
+                "payload": {"code": "rtc_room_failed", "message": "the voice room failed; rejoin", "retryable": true},
+            });
+            let frame: Frame = Arc::from(error.to_string());
+            for outbox in slot.outboxes.values() {
+                let _ = outbox.frames.try_send(frame.clone());
+                let _ = outbox.kick.try_send("room failed".into());
+            }
+            for item in slot.backlog {
+                if let Item::Ack(ack) = item {
+                    let _ = ack.try_send(());
+                }
+            }
+        }
+    }
+
+    /// Moves each room's backlog into outboxes, as far as they have room.
+    fn flush(&mut self) {
+        let channels: Vec<ChannelId> = self.rooms.keys().cloned().collect();
+        for channel in channels {
+            let mut stalled: Vec<ParticipantId> = Vec::new();
+            let mut closed: Vec<ParticipantId> = Vec::new();
+            if let Some(slot) = self.rooms.get_mut(&channel) {
+                while let Some(item) = slot.backlog.front() {
+                    match item {
+                        Item::Send(pending) => {
+                            let Some(outbox) = slot.outboxes.get(&pending.to) else {
+                                slot.backlog.pop_front();
+                                continue;
+                            };
+                            match outbox.frames.try_send(pending.frame.clone()) {
+                                Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {
+                                    slot.backlog.pop_front();
+                                }
+                                Err(flume::TrySendError::Full(_)) => {
+                                    if pending.since.elapsed() >= STALL_MAX {
+                                        stalled.push(pending.to.clone());
+                                    }
+                                    break;
+                                }
+                            }
+                        }
+                        Item::Close { to, reason } => {
+                            if let Some(outbox) = slot.outboxes.remove(to) {
+                                let _ = outbox.kick.try_send(reason.as_str().into());
+                                closed.push(to.clone());
+                            }
+                            slot.backlog.pop_front();
+                        }
+                        Item::Ack(_) => {
+                            if let Some(Item::Ack(ack)) = slot.backlog.pop_front() {
+                                let _ = ack.try_send(());
+                            }
+                        }
+                    }
+                }
+            }
+            self.stats
+                .participants
+                .fetch_sub(closed.len() as i64, Ordering::Relaxed);
+            for to in stalled {
+                tracing::info!(shard = self.index, channel = %channel, participant = %to, "outbox full too long; disconnecting");
+                self.remove_participant(&channel, &to, LeaveReason::TooSlow);
+            }
+        }
+    }
+
+    /// Removes a participant whose connection cannot keep up: its pending frames are
+    /// dropped, the room is told, and its connection is kicked.
+    fn remove_participant(&mut self, channel: &ChannelId, id: &ParticipantId, reason: LeaveReason) {
+        if let Some(slot) = self.rooms.get_mut(channel) {
+            slot.backlog
+                .retain(|item| !matches!(item, Item::Send(p) if p.to == *id));
+            if let Some(outbox) = slot.outboxes.remove(id) {
+                let _ = outbox.kick.try_send(reason.as_str().into());
+                self.stats.participants.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _ = self.step(
+            channel,
+            RoomCommand::Leave {
+                participant: id.clone(),
+                reason: LeaveReason::Left,
+            },
+        );
+        self.cleanup(channel);
+    }
+
+    fn cleanup(&mut self, channel: &ChannelId) {
+        let empty = self
+            .rooms
+            .get(channel)
+            .is_some_and(|slot| slot.room.is_empty() && slot.backlog.is_empty());
+        if empty {
+            self.rooms.remove(channel);
+            self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Handles one command (the shard loop calls [`Shard::flush`] after it).
+    pub fn handle(&mut self, command: ShardCommand) {
+        match command {
+            ShardCommand::Join {
+                channel,
+                command,
+                outbox,
+                reply,
+            } => {
+                let RoomCommand::Join { participant, .. } = &command else {
+                    let _ = reply.try_send(Err(RoomError::NotInRoom));
+                    return;
+                };
+                let id = participant.id.clone();
+                if !self.rooms.contains_key(&channel) {
+                    let slot = Slot {
+                        room: Room::new(channel.as_str(), self.participants_max),
+                        outboxes: HashMap::new(),
+                        backlog: VecDeque::new(),
+                        poisoned: false,
+                    };
+                    self.rooms.insert(channel.clone(), slot);
+                    self.stats.rooms.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(slot) = self.rooms.get_mut(&channel) {
+                    slot.outboxes.insert(id.clone(), outbox);
+                }
+                let result = self.step(&channel, command);
+                match &result {
+                    Ok(()) => {
+                        self.stats.participants.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        if let Some(slot) = self.rooms.get_mut(&channel) {
+                            slot.outboxes.remove(&id);
+                        }
+                        self.cleanup(&channel);
+                    }
+                }
+                let _ = reply.try_send(result);
+            }
+            ShardCommand::Room {
+                channel,
+                command,
+                ack,
+            } => {
+                let leaving = match &command {
+                    RoomCommand::Leave { participant, .. } => Some(participant.clone()),
+                    _ => None,
+                };
+                let result = self.step(&channel, command);
+                if let Some(id) = leaving
+                    && result.is_ok()
+                    && let Some(slot) = self.rooms.get_mut(&channel)
+                {
+                    slot.backlog
+                        .retain(|item| !matches!(item, Item::Send(p) if p.to == id));
+                    if slot.outboxes.remove(&id).is_some() {
+                        self.stats.participants.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(ack) = ack {
+                    match self.rooms.get_mut(&channel) {
+                        Some(slot) => slot.backlog.push_back(Item::Ack(ack)),
+                        None => {
+                            let _ = ack.try_send(());
+                        }
+                    }
+                }
+                self.cleanup(&channel);
+            }
+            ShardCommand::Probe { channel, reply } => {
+                let slot = self.rooms.get(&channel);
+                let _ = reply.try_send(Probe {
+                    shard: self.index,
+                    cpu: current_cpu(),
+                    room_exists: slot.is_some(),
+                    participants: slot.map_or(0, |slot| slot.room.len()),
+                });
+            }
+            ShardCommand::PanicRoom { channel } => {
+                if let Some(slot) = self.rooms.get_mut(&channel) {
+                    slot.poisoned = true;
+                }
+            }
+        }
+    }
+
+    /// The executor's loop: until every sender of `commands` is gone.
+    pub async fn run(mut self, commands: flume::Receiver<ShardCommand>) {
+        loop {
+            let next = if self.has_backlog() {
+                match glommio::timer::timeout(BACKLOG_RETRY, async { Ok(commands.recv_async().await) }).await
+                {
+                    Ok(Ok(command)) => Some(command),
+                    Ok(Err(_)) => break,
+                    Err(_) => None,
+                }
+            } else {
+                match commands.recv_async().await {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            };
+            if let Some(command) = next {
+                self.handle(command);
+                // Take whatever else is already queued before flushing.
+                while let Ok(command) = commands.try_recv() {
+                    self.handle(command);
+                }
+            }
+            self.flush();
+        }
+        tracing::info!(shard = self.index, "shard stopped");
+    }
+}
