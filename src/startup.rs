@@ -97,6 +97,36 @@ pub fn run(mut config: Config) -> ExitCode {
         }
     };
 
+    // The media shards: one glommio executor per configured CPU.
+    let shards = match openchat_media::ShardSet::start(
+        &config.media.cpus,
+        config.limits.max_call_participants as usize,
+    ) {
+        Ok(shards) => Arc::new(shards),
+        Err(err) => {
+            let var = "OPENCHAT_MEDIA_CPUS";
+            return config_failure(&ConfigError {
+                var,
+                message: err.to_string(),
+            });
+        }
+    };
+    tracing::info!(shards = shards.len(), cpus = ?shards.cpus(), "media shards running");
+    let rtc_config = openchat_signaling::rtc::RtcConfig {
+        signaling_path: config.signaling_path.clone(),
+        ticket_secret: config.join_ticket_secret.0.as_bytes().to_vec(),
+        ticket_ttl_seconds: config.join_ticket_ttl.as_secs() as i64,
+        stun_urls: config.stun_urls.clone(),
+        turn: config
+            .turn
+            .as_ref()
+            .map(|turn| openchat_signaling::rtc::TurnSettings {
+                urls: turn.urls.clone(),
+                secret: turn.secret.0.as_bytes().to_vec(),
+                ttl_seconds: turn.ttl.as_secs() as i64,
+            }),
+    };
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::thread::available_parallelism()
@@ -160,7 +190,9 @@ pub fn run(mut config: Config) -> ExitCode {
             limits: config.limits,
             build: build.clone(),
         };
-        let state = Arc::new(AppState::new(front, storage.clone(), metrics, blobs));
+        let mut state = AppState::new(front, storage.clone(), metrics, blobs);
+        state.rtc = Some(openchat_signaling::rtc::RtcState::new(rtc_config, shards.clone()));
+        let state = Arc::new(state);
         tracing::info!(
             addr = %local,
             scheme = if tls.is_some() { "https" } else { "http" },
@@ -177,6 +209,11 @@ pub fn run(mut config: Config) -> ExitCode {
     drop(storage);
     // The runtime's tasks (open connections past their grace) are dropped here.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // With the front-end gone, the shards' queues have no senders left: they stop.
+    match Arc::try_unwrap(shards) {
+        Ok(shards) => shards.shutdown(),
+        Err(_) => tracing::warn!("media shards still referenced at shutdown"),
+    }
     match storage_thread.shutdown(STORAGE_SHUTDOWN_GRACE) {
         Ok(()) => tracing::info!("storage closed; bye"),
         Err(err) => tracing::error!(error = %err, "storage did not close cleanly"),

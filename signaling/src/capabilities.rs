@@ -20,7 +20,18 @@ pub const FALLBACK_SERVER_NAME: &str = "OpenChat";
 
 /// Builds the document. `server_id` is the primary community (WIRE.md §0.1); on a store
 /// with no server at all (`OPENCHAT_SEED=none`, nothing created yet) it is empty.
-pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
+/// What the `rtc` block needs; present only when voice signaling runs.
+#[derive(Debug, Clone)]
+pub struct RtcBlock {
+    pub signaling_url: String,
+    pub ice_servers: Vec<Value>,
+}
+
+/// The `subscribe_receive_policy` the client v0.0.7 needs (WIRE.md §8.2).
+pub const RECEIVE_VIDEO_TRACKS_MAX: u32 = 8;
+pub const RECEIVE_AUDIO_TRACKS_MAX: u32 = 16;
+
+pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&RtcBlock>) -> Value {
     let primary = instance.primary_server.as_ref();
     let server_name = instance
         .name
@@ -29,7 +40,7 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
         .unwrap_or_else(|| FALLBACK_SERVER_NAME.to_owned());
     let uid_policy = primary.map_or(UidPolicy::ServerScoped, |server| server.uid_policy);
     let limits = &config.limits;
-    json!({
+    let mut doc = json!({
         "server_name": server_name,
         "server_id": primary.map_or("", |server| server.id.as_str()),
         "api_version": API_VERSION,
@@ -86,7 +97,30 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord) -> Value {
             "realtime_event": "profile_updated",
             "message_author_profile_mode": "snapshot"
         }
-    })
+    });
+    if let Some(rtc) = rtc {
+        // The signaling protocol works; the media path (the SFU) does not yet, so the
+        // media features stay false until it does.
+        doc["rtc"] = json!({
+            "protocol_version": "1.0",
+            "signaling_url": rtc.signaling_url,
+            "signaling_transport": "websocket",
+            "topologies": ["sfu"],
+            "features": {"voice": false, "video": false, "screenshare": false, "simulcast": false},
+            "ice_servers": rtc.ice_servers,
+            "connection_policy": {
+                "join_timeout_ms": 12000,
+                "answer_timeout_ms": 10000,
+                "ice_restart_enabled": false,
+                "reconnect_backoff_ms": [250, 500, 1000, 2000, 5000]
+            },
+            "subscribe_receive_policy": {
+                "max_video_tracks": RECEIVE_VIDEO_TRACKS_MAX,
+                "max_audio_tracks": RECEIVE_AUDIO_TRACKS_MAX
+            }
+        });
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -120,6 +154,7 @@ mod tests {
                 name: None,
                 primary_server: None,
             },
+            None,
         );
         for key in ["transport", "features", "limits", "security"] {
             assert!(doc[key].is_object(), "{key}");
@@ -131,6 +166,28 @@ mod tests {
     }
 
     #[test]
+    fn the_rtc_block_has_every_object_the_client_dereferences() {
+        let rtc = RtcBlock {
+            signaling_url: "ws://h/v1/rtc/signaling".into(),
+            ice_servers: vec![],
+        };
+        let doc = document(
+            &config(),
+            &InstanceRecord {
+                name: None,
+                primary_server: None,
+            },
+            Some(&rtc),
+        );
+        for key in ["features", "connection_policy", "subscribe_receive_policy"] {
+            assert!(doc["rtc"][key].is_object(), "rtc.{key}");
+        }
+        assert!(doc["rtc"]["ice_servers"].is_array());
+        assert_eq!(doc["rtc"]["subscribe_receive_policy"]["max_audio_tracks"], 16);
+        assert_eq!(doc["rtc"]["signaling_url"], "ws://h/v1/rtc/signaling");
+    }
+
+    #[test]
     fn limits_report_the_configured_values() {
         let doc = document(
             &config(),
@@ -138,6 +195,7 @@ mod tests {
                 name: Some("X".into()),
                 primary_server: None,
             },
+            None,
         );
         assert_eq!(doc["limits"]["max_message_bytes"], 1234);
         assert_eq!(doc["limits"]["max_upload_bytes"], 5678);

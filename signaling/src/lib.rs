@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;
 pub mod routes;
+pub mod rtc;
 pub mod server;
 pub mod service;
 pub mod upload;

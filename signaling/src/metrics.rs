@@ -30,6 +30,16 @@ pub struct StorageLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub commit: String,
@@ -51,6 +61,11 @@ pub struct Metrics {
     pub storage_queue_depth: Gauge,
     pub http_connections: Gauge,
     pub realtime_sockets: Gauge,
+    pub rtc_active_rooms: Gauge,
+    pub rtc_active_participants: Gauge,
+    pub rtc_shard_rooms: Family<ShardLabels, Gauge>,
+    pub rtc_tickets_issued: Counter,
+    pub rtc_join_failures: Family<ReasonLabels, Counter>,
     encode_lock: Mutex<()>,
 }
 
@@ -97,6 +112,36 @@ impl Metrics {
             "Open realtime WebSocket connections",
             realtime_sockets.clone(),
         );
+        let rtc_active_rooms = Gauge::default();
+        registry.register(
+            "rtc_active_rooms",
+            "Voice rooms with participants",
+            rtc_active_rooms.clone(),
+        );
+        let rtc_active_participants = Gauge::default();
+        registry.register(
+            "rtc_active_participants",
+            "Participants in voice rooms",
+            rtc_active_participants.clone(),
+        );
+        let rtc_shard_rooms = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "rtc_shard_rooms",
+            "Voice rooms per media shard",
+            rtc_shard_rooms.clone(),
+        );
+        let rtc_tickets_issued = Counter::default();
+        registry.register(
+            "rtc_join_ticket_issued",
+            "Join tickets issued",
+            rtc_tickets_issued.clone(),
+        );
+        let rtc_join_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rtc_join_fail",
+            "Refused joins, by reason",
+            rtc_join_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
         registry.register(
@@ -112,6 +157,11 @@ impl Metrics {
             storage_queue_depth,
             http_connections,
             realtime_sockets,
+            rtc_active_rooms,
+            rtc_active_participants,
+            rtc_shard_rooms,
+            rtc_tickets_issued,
+            rtc_join_failures,
             encode_lock: Mutex::new(()),
         }
     }

@@ -78,6 +78,8 @@ pub enum GenericErrors {
         handlers::upload_avatar,
         handlers::avatar,
         handlers::profiles_batch,
+        handlers::join_ticket,
+        handlers::signaling,
     )
 )]
 struct ApiDoc;

@@ -45,7 +45,12 @@ pub enum Endpoint {
     Avatar,
     ProfilesBatch,
     Realtime,
+    JoinTicket,
+    Signaling,
 }
+
+/// The signaling socket's default path (`OPENCHAT_SIGNALING_PATH` may add another).
+pub const SIGNALING_PATH: &str = "/v1/rtc/signaling";
 
 /// Who may call a route without identity headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +267,14 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     spec(Method::GET, "/v1/profiles:batch", E::ProfilesBatch, Authed, Json),
     spec(Method::GET, "/v1/realtime", E::Realtime, Public, Json),
+    spec(
+        Method::POST,
+        "/v1/rtc/channels/{channel_id}/join-ticket",
+        E::JoinTicket,
+        Authed,
+        Json,
+    ),
+    spec(Method::GET, SIGNALING_PATH, E::Signaling, Public, Json),
 ];
 
 /// Path parameters captured by a match (at most two per route).

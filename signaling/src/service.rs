@@ -84,6 +84,8 @@ pub struct AppState {
     pub hub: Hub,
     pub blobs: BlobStore,
     pub limiters: Limiters,
+    /// Voice; `None` when no shards run (then the RTC routes answer 503).
+    pub rtc: Option<crate::rtc::RtcState>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             hub: Hub::new(),
             blobs,
             limiters,
+            rtc: None,
         }
     }
 
@@ -294,7 +297,13 @@ pub async fn handle(
         *response.status_mut() = StatusCode::NO_CONTENT;
         ("OPTIONS", response)
     } else {
-        match routes::route(&method, request.uri().path()) {
+        // The signaling socket answers at its configured path too.
+        let path = request.uri().path();
+        let path = match &state.rtc {
+            Some(rtc) if path == rtc.config.signaling_path => routes::SIGNALING_PATH,
+            _ => path,
+        };
+        match routes::route(&method, path) {
             Err(err) => ("unmatched", error_response(&err)),
             Ok(matched) => {
                 let name = matched.spec.pattern;

@@ -4,6 +4,7 @@
 
 mod messages;
 mod profiles;
+mod rtc;
 mod servers;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::service::{AppState, Body, Ctx, full, json};
 
 pub(crate) use messages::*;
 pub(crate) use profiles::*;
+pub(crate) use rtc::*;
 pub(crate) use servers::*;
 
 /// The 413 answer of a route whose declared body is over its limit.
@@ -72,6 +74,8 @@ pub(crate) async fn dispatch(
         E::Avatar => avatar(state, ctx).await,
         E::ProfilesBatch => profiles_batch(state, ctx).await,
         E::Realtime => realtime(state, ctx),
+        E::JoinTicket => join_ticket(state, ctx).await,
+        E::Signaling => signaling(state, ctx),
     }
 }
 
@@ -102,6 +106,22 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
         .storage_queue_depth
         .set(state.storage.queue_depth() as i64);
     state.metrics.realtime_sockets.set(state.hub.sockets() as i64);
+    if let Some(rtc) = &state.rtc {
+        let (mut rooms, mut participants) = (0, 0);
+        for (shard, stats) in rtc.shards.stats().iter().enumerate() {
+            let shard_rooms = stats.rooms.load(std::sync::atomic::Ordering::Relaxed);
+            rooms += shard_rooms;
+            participants += stats.participants.load(std::sync::atomic::Ordering::Relaxed);
+            let labels = crate::metrics::ShardLabels { shard: shard as u32 };
+            state
+                .metrics
+                .rtc_shard_rooms
+                .get_or_create(&labels)
+                .set(shard_rooms);
+        }
+        state.metrics.rtc_active_rooms.set(rooms);
+        state.metrics.rtc_active_participants.set(participants);
+    }
     let mut response = Response::new(full(state.metrics.encode()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -120,9 +140,13 @@ pub(crate) fn openapi() -> Response<Body> {
 #[utoipa::path(get, path = "/v1/client/capabilities", tag = "discovery", responses((status = 200, body = Object)))]
 pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
     let instance = state.store("instance", state.storage.instance()).await?;
+    let rtc = state.rtc.as_ref().map(|rtc| capabilities::RtcBlock {
+        signaling_url: rtc.signaling_url(state.base_url()),
+        ice_servers: rtc.ice_servers("capabilities", crate::wire::unix_now()),
+    });
     Ok(json(
         StatusCode::OK,
-        &capabilities::document(&state.config, &instance),
+        &capabilities::document(&state.config, &instance, rtc.as_ref()),
     ))
 }
 

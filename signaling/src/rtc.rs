@@ -1,0 +1,640 @@
+//! Voice: join tickets (WIRE.md §2.6, §5.1) and the signaling WebSocket (§5.2-§5.4).
+//!
+//! The session of one signaling socket runs on the front-end's runtime. It checks the
+//! ticket of the first message, joins the room on the shard that owns the channel, then
+//! shuttles: parsed client messages become room commands (relays wait for the shard's
+//! acknowledgement before the next message is read: that is the backpressure), and frames
+//! from the participant's outbox become WebSocket messages.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Response, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use openchat_core::protocol::{SignalingMessage, WireError, parse_signaling};
+use openchat_core::ticket::{ReplayGuard, TicketClaims, TicketError, TicketSigner, turn_credentials};
+use openchat_core::{ChannelId, UnixSeconds};
+use openchat_media::ShardSet;
+use openchat_media::room::{Frame, LeaveReason, ParticipantId, ParticipantInfo, RoomCommand, RoomError};
+use openchat_media::shard::{OutboxReceiver, ShardCommand, outbox};
+use serde_json::{Value, json};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::error::ApiError;
+use crate::service::{AppState, Body, full};
+use crate::wire::{rfc3339, unix_now};
+
+/// The first message (`rtc.join`) must arrive within this (WIRE.md §5.2).
+pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(12);
+/// A joined socket that sends nothing (not even a pong) for this long is closed.
+pub const IDLE_DEADLINE: Duration = Duration::from_secs(40);
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Used ticket ids remembered at once; beyond this, joins are refused until some expire.
+pub const TICKET_IDS_REMEMBERED_MAX: usize = 100_000;
+/// Tickets one user may mint per minute.
+pub const TICKETS_PER_MINUTE_PER_USER: u32 = 30;
+/// Responses remembered per socket for retransmitted `request_id`s.
+pub const RESPONSES_REMEMBERED_MAX: usize = 64;
+/// How long the shard may take to acknowledge a command before the socket gives up.
+pub const SHARD_ACK_DEADLINE: Duration = Duration::from_secs(30);
+
+const _: () = assert!(SHARD_ACK_DEADLINE.as_secs() > openchat_media::shard::STALL_MAX.as_secs());
+
+/// TURN REST settings.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub urls: Vec<String>,
+    pub secret: Vec<u8>,
+    pub ttl_seconds: i64,
+}
+
+/// Voice configuration.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    pub signaling_path: String,
+    pub ticket_secret: Vec<u8>,
+    pub ticket_ttl_seconds: i64,
+    pub stun_urls: Vec<String>,
+    pub turn: Option<TurnSettings>,
+}
+
+/// Voice state of the front-end: ticket signing and replay memory, and the shards.
+#[derive(Debug)]
+pub struct RtcState {
+    pub config: RtcConfig,
+    pub signer: TicketSigner,
+    pub replay: Mutex<ReplayGuard>,
+    pub shards: Arc<ShardSet>,
+    pub ticket_limiter: crate::ratelimit::Limiters,
+}
+
+impl RtcState {
+    pub fn new(config: RtcConfig, shards: Arc<ShardSet>) -> Self {
+        Self {
+            signer: TicketSigner::new(&config.ticket_secret),
+            replay: Mutex::new(ReplayGuard::new(TICKET_IDS_REMEMBERED_MAX)),
+            shards,
+            ticket_limiter: crate::ratelimit::Limiters::new(
+                TICKETS_PER_MINUTE_PER_USER,
+                TICKETS_PER_MINUTE_PER_USER,
+            ),
+            config,
+        }
+    }
+
+    /// The absolute signaling URL for clients: the public origin with `ws`/`wss`.
+    pub fn signaling_url(&self, public_base_url: &str) -> String {
+        let (scheme, rest) = match public_base_url.split_once("://") {
+            Some(("https", rest)) => ("wss", rest),
+            Some((_, rest)) => ("ws", rest),
+            None => ("ws", public_base_url),
+        };
+        let host = rest.split('/').next().unwrap_or(rest);
+        format!("{scheme}://{host}{}", self.config.signaling_path)
+    }
+
+    /// ICE servers for a user: the STUN URLs, and TURN with fresh REST credentials.
+    pub fn ice_servers(&self, user: &str, now: UnixSeconds) -> Vec<Value> {
+        let mut servers = Vec::new();
+        if !self.config.stun_urls.is_empty() {
+            servers.push(json!({"urls": self.config.stun_urls, "credential_type": "none"}));
+        }
+        if let Some(turn) = &self.config.turn {
+            let expires_at = now + turn.ttl_seconds;
+            let (username, credential) = turn_credentials(&turn.secret, user, expires_at);
+            servers.push(json!({
+                "urls": turn.urls,
+                "username": username,
+                "credential": credential,
+                "credential_type": "ephemeral",
+                "expires_at": rfc3339(expires_at),
+            }));
+        }
+        servers
+    }
+}
+
+fn error_frame(
+    code: &str,
+    message: &str,
+    retryable: bool,
+    request_id: Option<&str>,
+    channel: Option<&str>,
+) -> Utf8Bytes {
+    let mut envelope =
+        json!({"type": "rtc.error", "payload": {"code": code, "message": message, "retryable": retryable}});
+    if let Some(request_id) = request_id {
+        envelope["request_id"] = json!(request_id);
+    }
+    if let Some(channel) = channel {
+        envelope["channel_id"] = json!(channel);
+    }
+    Utf8Bytes::from(envelope.to_string())
+}
+
+/// Answers the upgrade and starts the session.
+pub fn upgrade(
+    state: Arc<AppState>,
+    mut request: http::Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if state.rtc.is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rtc_unavailable",
+            "voice is not enabled",
+        ));
+    }
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
+    let (true, Some(key)) = (is_upgrade, key) else {
+        return Err(ApiError::bad_request(
+            "websocket_required",
+            "this endpoint needs a WebSocket upgrade",
+        ));
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut config = WebSocketConfig::default();
+                config.max_message_size = Some(openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX);
+                config.max_frame_size = Some(openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX);
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                    .await;
+                session(state, ws).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "signaling upgrade failed"),
+        }
+    });
+    let mut response = Response::new(full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = header::HeaderValue::from_str(&accept) {
+        headers.insert("sec-websocket-accept", accept);
+    }
+    Ok(response)
+}
+
+/// A joined participant, as the session knows it.
+struct Joined {
+    id: ParticipantId,
+    channel: ChannelId,
+    outbox: OutboxReceiver,
+    shard: flume::Sender<ShardCommand>,
+}
+
+type Ws<S> = WebSocketStream<S>;
+
+async fn close<S>(ws: &mut Ws<S>, code: CloseCode, reason: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Reads the join, or answers why not; `None` when the socket ends.
+async fn join<S>(state: &Arc<AppState>, ws: &mut Ws<S>) -> Option<(Joined, Option<String>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let rtc = state.rtc.as_ref()?;
+    let deny = |reason: &str, request_id: Option<&str>| {
+        error_frame("rtc_join_denied", reason, false, request_id, None)
+    };
+    let text = loop {
+        match tokio::time::timeout(FIRST_MESSAGE_DEADLINE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return None,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => {
+                let _ = ws
+                    .send(Message::Text(deny(
+                        "no rtc.join within the first message deadline",
+                        None,
+                    )))
+                    .await;
+                close(ws, CloseCode::Normal, "join timeout").await;
+                return None;
+            }
+        }
+    };
+    let refuse = |reason: &str, request_id: Option<&str>| {
+        state
+            .metrics
+            .rtc_join_failures
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: short_reason(reason),
+            })
+            .inc();
+        deny(reason, request_id)
+    };
+    let envelope = match parse_signaling(text.as_bytes()) {
+        Ok(envelope) => envelope,
+        Err(_) => {
+            let _ = ws
+                .send(Message::Text(refuse(
+                    "the first message must be rtc.join with a ticket",
+                    None,
+                )))
+                .await;
+            close(ws, CloseCode::Normal, "join denied").await;
+            return None;
+        }
+    };
+    let request_id = envelope.request_id.clone();
+    let SignalingMessage::Join { ticket } = &envelope.message else {
+        let _ = ws
+            .send(Message::Text(refuse(
+                "the first message must be rtc.join",
+                request_id.as_deref(),
+            )))
+            .await;
+        close(ws, CloseCode::Normal, "join denied").await;
+        return None;
+    };
+    let now = unix_now();
+    let checked = rtc.signer.verify(ticket, now).and_then(|claims| {
+        match envelope.channel_id.as_deref() {
+            Some(channel) if channel != claims.channel_id => return Err(TicketError::WrongChannel),
+            _ => {}
+        }
+        rtc.replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .use_once(&claims, now)?;
+        Ok(claims)
+    });
+    let claims: TicketClaims = match checked {
+        Ok(claims) => claims,
+        Err(err) => {
+            let _ = ws
+                .send(Message::Text(refuse(&err.to_string(), request_id.as_deref())))
+                .await;
+            close(ws, CloseCode::Normal, "join denied").await;
+            return None;
+        }
+    };
+    let Ok(channel) = ChannelId::parse(&claims.channel_id) else {
+        let _ = ws
+            .send(Message::Text(refuse(
+                "invalid join ticket",
+                request_id.as_deref(),
+            )))
+            .await;
+        return None;
+    };
+    let id = ParticipantId(uuid::Uuid::new_v4().to_string());
+    let (tx, rx) = outbox();
+    let shard = rtc.shards.sender(&channel).clone();
+    let info = ParticipantInfo {
+        id: id.clone(),
+        server_id: claims.server_id.clone(),
+        user_uid: claims.user_uid.clone(),
+        device_id: claims.device_id.clone(),
+        permissions: claims.permissions,
+    };
+    let (reply, answer) = flume::bounded(1);
+    let command = RoomCommand::Join {
+        participant: info,
+        request_id: request_id.clone(),
+    };
+    let sent = shard
+        .send_async(ShardCommand::Join {
+            channel: channel.clone(),
+            command,
+            outbox: tx,
+            reply,
+        })
+        .await;
+    let result = match sent {
+        Ok(()) => tokio::time::timeout(SHARD_ACK_DEADLINE, answer.recv_async())
+            .await
+            .ok()
+            .and_then(Result::ok),
+        Err(_) => None,
+    };
+    match result {
+        Some(Ok(())) => Some((
+            Joined {
+                id,
+                channel,
+                outbox: rx,
+                shard,
+            },
+            request_id,
+        )),
+        Some(Err(RoomError::Full(max))) => {
+            let frame = error_frame(
+                "rtc_room_full",
+                &format!("the voice channel is full ({max})"),
+                true,
+                request_id.as_deref(),
+                Some(channel.as_str()),
+            );
+            let _ = ws.send(Message::Text(frame)).await;
+            close(ws, CloseCode::Normal, "room full").await;
+            None
+        }
+        _ => {
+            let frame = error_frame(
+                "rtc_unavailable",
+                "the voice room did not answer",
+                true,
+                request_id.as_deref(),
+                Some(channel.as_str()),
+            );
+            let _ = ws.send(Message::Text(frame)).await;
+            close(ws, CloseCode::Normal, "unavailable").await;
+            None
+        }
+    }
+}
+
+fn short_reason(reason: &str) -> &'static str {
+    match reason {
+        "invalid join ticket" => "invalid",
+        "join ticket expired" => "expired",
+        "join ticket replayed" => "replayed",
+        "join ticket is for another channel" => "wrong_channel",
+        _ => "other",
+    }
+}
+
+/// Remembers the responses this socket got, by `request_id`, to answer retransmissions.
+#[derive(Default)]
+struct Responses {
+    recent: VecDeque<(String, Vec<Utf8Bytes>)>,
+}
+
+impl Responses {
+    fn seen(&self, request_id: &str) -> Option<&Vec<Utf8Bytes>> {
+        self.recent
+            .iter()
+            .find(|(id, _)| id == request_id)
+            .map(|(_, frames)| frames)
+    }
+
+    fn begin(&mut self, request_id: &str) {
+        if self.recent.len() >= RESPONSES_REMEMBERED_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((request_id.to_owned(), Vec::new()));
+    }
+
+    /// Records an outgoing frame that answers one of this socket's requests.
+    fn record(&mut self, request_id: &str, frame: &Utf8Bytes) {
+        if let Some((_, frames)) = self.recent.iter_mut().rev().find(|(id, _)| id == request_id)
+            && frames.len() < 4
+        {
+            frames.push(frame.clone());
+        }
+    }
+}
+
+fn request_id_of(frame: &str) -> Option<String> {
+    // Frames are small JSON objects built by the room; only those with a request_id matter.
+    if !frame.contains("\"request_id\"") {
+        return None;
+    }
+    serde_json::from_str::<Value>(frame)
+        .ok()?
+        .get("request_id")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn session<S>(state: Arc<AppState>, mut ws: Ws<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some((joined, join_request)) = join(&state, &mut ws).await else {
+        return;
+    };
+    let Joined {
+        id,
+        channel,
+        outbox,
+        shard,
+    } = joined;
+    let responses = Mutex::new(Responses::default());
+    if let Some(request_id) = &join_request {
+        responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .begin(request_id);
+    }
+    let (mut sink, mut stream) = ws.split();
+    // Frames for the socket come from the room's outbox and from the session itself.
+    let (local_tx, local_rx) = flume::bounded::<Utf8Bytes>(openchat_media::shard::OUTBOX_MAX);
+    let own_requests: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    if let Some(request_id) = &join_request {
+        own_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request_id.clone());
+    }
+    let kicked = {
+        let writer = async {
+            let mut ping = tokio::time::interval(PING_INTERVAL);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    frame = outbox.frames.recv_async() => match frame {
+                        Ok(frame) => {
+                            let text = Utf8Bytes::from(frame_to_string(&frame));
+                            if let Some(request_id) = request_id_of(&frame)
+                                && own_requests.lock().unwrap_or_else(|p| p.into_inner()).contains(&request_id)
+                            {
+                                responses.lock().unwrap_or_else(|p| p.into_inner()).record(&request_id, &text);
+                            }
+                            if sink.send(Message::Text(text)).await.is_err() { break }
+                        }
+                        Err(_) => break,
+                    },
+                    frame = local_rx.recv_async() => match frame {
+                        Ok(text) => if sink.send(Message::Text(text)).await.is_err() { break },
+                        Err(_) => break,
+                    },
+                    _ = ping.tick() => if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break },
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                let text = match tokio::time::timeout(IDLE_DEADLINE, stream.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return LeaveReason::Left,
+                    Ok(Some(Ok(_))) => continue,
+                    Err(_) => {
+                        tracing::debug!(participant = %id, "signaling idle deadline passed");
+                        return LeaveReason::Left;
+                    }
+                };
+                let envelope = match parse_signaling(text.as_bytes()) {
+                    Ok(envelope) => envelope,
+                    Err(err) => {
+                        let message = match err {
+                            WireError::UnknownType(kind) => format!("unsupported event type {kind:?}"),
+                            other => other.to_string(),
+                        };
+                        let _ = local_tx.try_send(error_frame(
+                            "rtc_unknown_event",
+                            &message,
+                            false,
+                            None,
+                            Some(channel.as_str()),
+                        ));
+                        continue;
+                    }
+                };
+                let request_id = envelope.request_id.clone();
+                if let Some(request_id) = &request_id {
+                    let earlier = responses
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .seen(request_id)
+                        .cloned();
+                    if let Some(frames) = earlier {
+                        // A retransmission: answer again, do not apply again.
+                        for frame in frames {
+                            let _ = local_tx.try_send(frame);
+                        }
+                        continue;
+                    }
+                    responses
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .begin(request_id);
+                    let mut own = own_requests.lock().unwrap_or_else(|p| p.into_inner());
+                    if own.len() >= RESPONSES_REMEMBERED_MAX {
+                        own.remove(0);
+                    }
+                    own.push(request_id.clone());
+                }
+                let command = match envelope.message {
+                    SignalingMessage::Join { .. } => {
+                        let frame = error_frame(
+                            "rtc_join_denied",
+                            "already joined",
+                            false,
+                            request_id.as_deref(),
+                            Some(channel.as_str()),
+                        );
+                        responses
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(request_id.as_deref().unwrap_or(""), &frame);
+                        let _ = local_tx.try_send(frame);
+                        continue;
+                    }
+                    SignalingMessage::Leave { .. } => return LeaveReason::Left,
+                    SignalingMessage::Ping => RoomCommand::Ping {
+                        from: id.clone(),
+                        request_id,
+                    },
+                    SignalingMessage::MediaState { stream_kind, payload } => RoomCommand::MediaState {
+                        from: id.clone(),
+                        stream_kind,
+                        payload,
+                        request_id,
+                    },
+                    SignalingMessage::Description {
+                        kind,
+                        direction,
+                        target,
+                        payload,
+                        ..
+                    } => {
+                        let kind = match (kind, direction) {
+                            (openchat_core::protocol::DescriptionKind::Offer, Some(d)) => {
+                                format!("rtc.offer.{}", d.as_str())
+                            }
+                            (openchat_core::protocol::DescriptionKind::Offer, None) => "rtc.offer".to_owned(),
+                            (openchat_core::protocol::DescriptionKind::Answer, Some(d)) => {
+                                format!("rtc.answer.{}", d.as_str())
+                            }
+                            (openchat_core::protocol::DescriptionKind::Answer, None) => {
+                                "rtc.answer".to_owned()
+                            }
+                        };
+                        RoomCommand::Relay {
+                            from: id.clone(),
+                            kind,
+                            target,
+                            payload,
+                            request_id,
+                        }
+                    }
+                    SignalingMessage::IceCandidate { target, payload, .. } => RoomCommand::Relay {
+                        from: id.clone(),
+                        kind: "rtc.ice.candidate".into(),
+                        target,
+                        payload,
+                        request_id,
+                    },
+                };
+                // Backpressure: the next message is read only once every recipient took this one.
+                let (ack, acked) = flume::bounded(1);
+                let command = ShardCommand::Room {
+                    channel: channel.clone(),
+                    command,
+                    ack: Some(ack),
+                };
+                if shard.send_async(command).await.is_err() {
+                    return LeaveReason::Left;
+                }
+                if tokio::time::timeout(SHARD_ACK_DEADLINE, acked.recv_async())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(participant = %id, "shard did not acknowledge; closing");
+                    return LeaveReason::Left;
+                }
+            }
+        };
+        tokio::select! {
+            () = writer => None,
+            _reason = reader => None,
+            reason = outbox.kick.recv_async() => Some(reason.unwrap_or_default()),
+        }
+    };
+    if kicked.is_none() {
+        let leave = RoomCommand::Leave {
+            participant: id.clone(),
+            reason: LeaveReason::Left,
+        };
+        let _ = shard
+            .send_async(ShardCommand::Room {
+                channel: channel.clone(),
+                command: leave,
+                ack: None,
+            })
+            .await;
+    }
+    let reason = kicked.unwrap_or_else(|| "left".into());
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+}
+
+fn frame_to_string(frame: &Frame) -> String {
+    frame.to_string()
+}
