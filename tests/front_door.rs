@@ -154,8 +154,21 @@ fn check_capabilities(doc: &Value) {
     if let Some(profile) = doc.get("profile") {
         assert!(profile["display_name"].is_object());
     }
-    // Until voice works, `rtc` must be absent rather than advertised.
-    assert!(doc.get("rtc").is_none());
+    // Voice signaling runs: the rtc block carries every object the client dereferences,
+    // and the media features stay false until the SFU forwards media.
+    let rtc = &doc["rtc"];
+    for object in ["features", "connection_policy", "subscribe_receive_policy"] {
+        assert!(rtc[object].is_object(), "rtc.{object}: {doc}");
+    }
+    assert!(rtc["ice_servers"].is_array());
+    assert!(
+        rtc["signaling_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/v1/rtc/signaling")
+    );
+    assert_eq!(rtc["features"]["voice"], false);
+    assert_eq!(rtc["features"]["simulcast"], false);
 }
 
 fn exercise(store: &Store) {
