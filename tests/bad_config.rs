@@ -146,3 +146,24 @@ fn help_documents_every_option_with_its_default() {
         assert!(help.contains(default), "--help lacks {default}");
     }
 }
+
+#[test]
+fn no_locked_memory_for_the_media_shards_exits_2_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!("ulimit -l 0 && exec '{}'", support::binary()));
+    let inner = command(dir.path(), &Store::Sqlite);
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let (status, stderr) = run_to_exit(cmd);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_refused(&stderr, "OPENCHAT_MEDIA_CPUS", "ulimit -l");
+}
