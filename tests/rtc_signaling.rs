@@ -494,3 +494,74 @@ async fn a_rejoin_evicts_the_old_participant_and_retransmissions_apply_once() {
     let again = next_of(&mut second, "rtc.joined").await;
     assert_eq!(again["payload"]["participant_id"], joined["participant_id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_carry_configured_stun_and_ephemeral_turn_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Store::Sqlite,
+        &[
+            ("OPENCHAT_STUN_URLS", "stun:stun.internal:3478"),
+            (
+                "OPENCHAT_TURN_URLS",
+                "turn:turn.internal:3478?transport=udp,turns:turn.internal:5349",
+            ),
+            ("OPENCHAT_TURN_SECRET", "coturn-shared-secret"),
+            ("OPENCHAT_TURN_TTL_SECONDS", "600"),
+        ],
+    );
+    let ticket = ticket(&server, "vc_party", "uid_turn", "dt").await;
+    assert!(
+        ticket["signaling_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("ws://localhost:")
+    );
+    let ice = ticket["ice_servers"].as_array().unwrap();
+    assert_eq!(ice[0]["urls"], json!(["stun:stun.internal:3478"]));
+    let turn = &ice[1];
+    assert_eq!(
+        turn["urls"],
+        json!([
+            "turn:turn.internal:3478?transport=udp",
+            "turns:turn.internal:5349"
+        ])
+    );
+    assert_eq!(turn["credential_type"], "ephemeral");
+    let username = turn["username"].as_str().unwrap();
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "uid_turn");
+    let expiry: i64 = expiry.parse().unwrap();
+    let (_, expected) = openchat_core::ticket::turn_credentials(b"coturn-shared-secret", "uid_turn", expiry);
+    assert_eq!(turn["credential"], expected.as_str());
+    // A text channel has no tickets.
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/rtc/channels/ch_general/join-ticket"))
+        .header("X-OpenChat-User-UID", "uid_turn")
+        .json(&json!({"server_id": "srv_harbor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_channel_type"
+    );
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/rtc/channels/vc_nowhere/join-ticket"))
+        .header("X-OpenChat-User-UID", "uid_turn")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap()["code"]
+                .as_str()
+                .map(str::to_owned)
+        ),
+        (404, Some("channel_not_found".to_owned()))
+    );
+}
