@@ -685,7 +685,7 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn view(id: u64, server: Option<&str>, user: &str, subs: &[&str]) -> SocketView {
@@ -806,7 +806,7 @@ mod tests {
     }
 
     /// Shared state over a fresh SQLite store, for session tests.
-    fn test_state() -> (tempfile::TempDir, Arc<AppState>) {
+    pub(crate) fn test_state() -> (tempfile::TempDir, Arc<AppState>) {
         let dir = tempfile::tempdir().unwrap();
         let config = openchat_storage::StoreConfig::Sqlite {
             data_dir: dir.path().join("data"),

@@ -638,3 +638,62 @@ where
 fn frame_to_string(frame: &Frame) -> String {
     frame.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_one_shard() -> (tempfile::TempDir, Arc<AppState>) {
+        let (dir, state) = crate::realtime::tests::test_state();
+        let mut state = Arc::try_unwrap(state).unwrap();
+        let shards = Arc::new(ShardSet::start(&[0], 4).unwrap());
+        let config = RtcConfig {
+            signaling_path: "/v1/rtc/signaling".into(),
+            ticket_secret: b"0123456789abcdef0123".to_vec(),
+            ticket_ttl_seconds: 60,
+            stun_urls: vec![],
+            turn: None,
+        };
+        state.rtc = Some(RtcState::new(config, shards));
+        (dir, Arc::new(state))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_never_joins_is_refused_at_the_first_message_deadline() {
+        let (_dir, state) = state_with_one_shard();
+        let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+        let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut task = tokio::spawn(session(state, server_ws));
+        let early = FIRST_MESSAGE_DEADLINE - Duration::from_secs(1);
+        assert!(
+            tokio::time::timeout(early, &mut task).await.is_err(),
+            "refused before the deadline"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_ok(),
+            "still open after it"
+        );
+        let Some(Ok(Message::Text(text))) = client.next().await else {
+            panic!("expected the refusal")
+        };
+        let refusal: Value = serde_json::from_str(text.as_str()).unwrap();
+        assert_eq!(refusal["payload"]["code"], "rtc_join_denied");
+    }
+
+    #[test]
+    fn signaling_urls_follow_the_public_origin() {
+        let (_dir, state) = state_with_one_shard();
+        let rtc = state.rtc.as_ref().unwrap();
+        assert_eq!(
+            rtc.signaling_url("http://localhost:8080"),
+            "ws://localhost:8080/v1/rtc/signaling"
+        );
+        assert_eq!(
+            rtc.signaling_url("https://chat.example.org/prefix"),
+            "wss://chat.example.org/v1/rtc/signaling"
+        );
+    }
+}
