@@ -14,6 +14,8 @@
 
 pub mod ops;
 pub mod room;
+#[cfg(feature = "sfu")]
+pub mod sfu;
 #[cfg(feature = "shards")]
 pub mod shard;
 

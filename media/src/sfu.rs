@@ -1,0 +1,335 @@
+//! The WebRTC forwarding core of a room: one str0m `Rtc` per PeerConnection (each
+//! participant has a publish and a subscribe connection, WIRE.md §5.3), ICE-lite on the
+//! shard's address, media from every publisher forwarded to every other participant's
+//! subscribe connection.
+//!
+//! Sans-IO like str0m itself: datagrams in (`handle_datagram(now, from, bytes)`), timeouts
+//! in (`handle_timeout(now)`), datagrams out (`poll_transmit()`), next deadline out
+//! (`poll_timeout()`). No sockets, no clock, no executor. Demultiplexing is O(1): a map from
+//! the remote address to the connection, with str0m's `accepts` only on a miss (the first
+//! STUN binding from a new address).
+//!
+//! Forwarding keeps the payload shared (`Arc<[u8]>` from str0m's `MediaData` is handed to
+//! every subscriber's writer); the per-subscriber work is str0m's packetising, SRTP and send.
+//!
+//! Status: this is the forwarding core with its simulation test. The shard's UDP socket, the
+//! signaling glue (answers, `rtc.track.published`, msid) and the browser test are the rest
+//! of the SFU issue.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+use crate::room::ParticipantId;
+
+/// Which of a participant's two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Publish,
+    Subscribe,
+}
+
+/// Why the SFU refused something; the error concerns one peer only.
+#[derive(Debug, thiserror::Error)]
+pub enum SfuError {
+    #[error("invalid SDP offer: {0}")]
+    BadOffer(String),
+    #[error("negotiation failed: {0}")]
+    Negotiation(String),
+    #[error("unknown connection")]
+    UnknownPeer,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+struct Peer {
+    participant: ParticipantId,
+    leg: Leg,
+    rtc: Rtc,
+    /// For subscribe connections: which publisher track each sending m-line carries.
+    sending: HashMap<Mid, (usize, Mid)>,
+    /// Sending m-lines not yet carrying a track, by kind.
+    free: Vec<(Mid, MediaKind)>,
+    alive: bool,
+}
+
+/// The forwarding state of one room.
+pub struct Sfu {
+    local: SocketAddr,
+    peers: Vec<Peer>,
+    by_address: HashMap<SocketAddr, usize>,
+    transmits: VecDeque<Transmit>,
+    /// Packets forwarded to subscribers, and ones that found no subscriber m-line.
+    pub forwarded: u64,
+    pub unrouted: u64,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("local", &self.local)
+            .field("peers", &self.peers.len())
+            .finish()
+    }
+}
+
+impl Sfu {
+    /// An SFU answering with one ICE-lite host candidate: `local` (the shard's socket,
+    /// advertised with the public IP).
+    pub fn new(local: SocketAddr) -> Self {
+        Self {
+            local,
+            peers: Vec::new(),
+            by_address: HashMap::new(),
+            transmits: VecDeque::new(),
+            forwarded: 0,
+            unrouted: 0,
+        }
+    }
+
+    fn find(&self, participant: &ParticipantId, leg: Leg) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.alive && p.participant == *participant && p.leg == leg)
+    }
+
+    /// Answers a client's offer for one of its connections (a new one, or a renegotiation).
+    pub fn accept_offer(
+        &mut self,
+        now: Instant,
+        participant: &ParticipantId,
+        leg: Leg,
+        sdp: &str,
+    ) -> Result<String, SfuError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let index = match self.find(participant, leg) {
+            Some(index) => index,
+            None => {
+                let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+                let candidate =
+                    Candidate::host(self.local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
+                rtc.add_local_candidate(candidate);
+                self.peers.push(Peer {
+                    participant: participant.clone(),
+                    leg,
+                    rtc,
+                    sending: HashMap::new(),
+                    free: Vec::new(),
+                    alive: true,
+                });
+                self.peers.len() - 1
+            }
+        };
+        let answer = self.peers[index]
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.drain(now, index);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Removes a participant's connections; nothing is forwarded to it afterwards.
+    pub fn remove(&mut self, participant: &ParticipantId) {
+        for (index, peer) in self.peers.iter_mut().enumerate() {
+            if peer.participant == *participant && peer.alive {
+                peer.alive = false;
+                peer.rtc.disconnect();
+                self.by_address.retain(|_, i| *i != index);
+            }
+        }
+        // Subscribers stop carrying the departed publisher's tracks.
+        let gone: Vec<usize> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.alive)
+            .map(|(i, _)| i)
+            .collect();
+        for peer in self.peers.iter_mut().filter(|p| p.alive) {
+            let freed: Vec<Mid> = peer
+                .sending
+                .iter()
+                .filter(|(_, (pub_index, _))| gone.contains(pub_index))
+                .map(|(mid, _)| *mid)
+                .collect();
+            for mid in freed {
+                peer.sending.remove(&mid);
+                if let Some(media) = peer.rtc.media(mid) {
+                    peer.free.push((mid, media.kind()));
+                }
+            }
+        }
+    }
+
+    /// One datagram from the network; an error concerns the peer that sent it only.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), SfuError> {
+        let receive = Receive::new(Protocol::Udp, from, self.local, contents)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let input = Input::Receive(now, receive);
+        let index = match self.by_address.get(&from) {
+            Some(index) => *index,
+            None => {
+                let index = self
+                    .peers
+                    .iter()
+                    .position(|p| p.alive && p.rtc.accepts(&input))
+                    .ok_or(SfuError::UnknownPeer)?;
+                self.by_address.insert(from, index);
+                index
+            }
+        };
+        self.peers[index]
+            .rtc
+            .handle_input(input)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.drain(now, index);
+        Ok(())
+    }
+
+    /// Lets every connection act on time passing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for index in 0..self.peers.len() {
+            if self.peers[index].alive {
+                if let Err(err) = self.peers[index].rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(error = %err, "peer timeout handling failed");
+                    self.peers[index].alive = false;
+                }
+                self.drain(now, index);
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The earliest time any connection needs [`Sfu::handle_timeout`].
+    pub fn poll_timeout(&mut self, now: Instant) -> Instant {
+        let mut earliest = now + std::time::Duration::from_millis(100);
+        for index in 0..self.peers.len() {
+            if self.peers[index].alive
+                && let Some(deadline) = self.drain(now, index)
+            {
+                earliest = earliest.min(deadline);
+            }
+        }
+        earliest
+    }
+
+    /// Drains one connection's outputs: transmits are queued, events acted on (media is
+    /// forwarded). Returns its next timeout.
+    fn drain(&mut self, now: Instant, index: usize) -> Option<Instant> {
+        loop {
+            let output = match self.peers[index].rtc.poll_output() {
+                Ok(output) => output,
+                Err(err) => {
+                    tracing::debug!(error = %err, "peer failed; dropping it");
+                    self.peers[index].alive = false;
+                    return None;
+                }
+            };
+            match output {
+                Output::Timeout(deadline) => return Some(deadline),
+                Output::Transmit(transmit) => {
+                    self.transmits.push_back(Transmit {
+                        destination: transmit.destination,
+                        contents: transmit.contents.into(),
+                    });
+                }
+                Output::Event(event) => self.handle_event(now, index, event),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, index: usize, event: Event) {
+        match event {
+            Event::MediaAdded(added) => {
+                let peer = &mut self.peers[index];
+                if peer.leg == Leg::Subscribe
+                    && matches!(added.direction, Direction::SendOnly | Direction::SendRecv)
+                {
+                    peer.free.push((added.mid, added.kind));
+                }
+            }
+            Event::MediaData(data) => {
+                if self.peers[index].leg != Leg::Publish {
+                    return;
+                }
+                let publisher = self.peers[index].participant.clone();
+                let kind = if data.params.spec().codec.is_audio() {
+                    MediaKind::Audio
+                } else {
+                    MediaKind::Video
+                };
+                for sub in 0..self.peers.len() {
+                    let peer = &mut self.peers[sub];
+                    if !peer.alive || peer.leg != Leg::Subscribe || peer.participant == publisher {
+                        continue;
+                    }
+                    let mid = match peer
+                        .sending
+                        .iter()
+                        .find(|(_, track)| **track == (index, data.mid))
+                        .map(|(mid, _)| *mid)
+                    {
+                        Some(mid) => mid,
+                        None => match peer.free.iter().position(|(_, k)| *k == kind) {
+                            Some(free) => {
+                                let (mid, _) = peer.free.remove(free);
+                                peer.sending.insert(mid, (index, data.mid));
+                                mid
+                            }
+                            None => {
+                                self.unrouted += 1;
+                                continue;
+                            }
+                        },
+                    };
+                    let Some(writer) = peer.rtc.writer(mid) else {
+                        continue;
+                    };
+                    let Some(pt) = writer.match_params(data.params) else {
+                        continue;
+                    };
+                    match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                        Ok(()) => self.forwarded += 1,
+                        Err(err) => tracing::trace!(error = %err, "forward write failed"),
+                    }
+                    self.drain(now, sub);
+                }
+            }
+            Event::KeyframeRequest(request) => {
+                // A subscriber wants a keyframe: ask the publisher of that m-line's track.
+                let Some((publisher, source_mid)) = self.peers[index].sending.get(&request.mid).copied()
+                else {
+                    return;
+                };
+                if let Some(mut writer) = self
+                    .peers
+                    .get_mut(publisher)
+                    .and_then(|p| p.rtc.writer(source_mid))
+                {
+                    let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+                }
+            }
+            _ => {}
+        }
+    }
+}
