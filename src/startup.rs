@@ -98,20 +98,35 @@ pub fn run(mut config: Config) -> ExitCode {
     };
 
     // The media shards: one glommio executor per configured CPU.
+    let media_net = openchat_media::MediaNet {
+        port_base: config.media.port_base,
+        public_ip: config
+            .media
+            .public_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+    };
+    if config.media.public_ip.is_none() && config.production {
+        tracing::warn!("OPENCHAT_MEDIA_PUBLIC_IP is not set: media candidates advertise 127.0.0.1");
+    }
     let shards = match openchat_media::ShardSet::start(
         &config.media.cpus,
         config.limits.max_call_participants as usize,
+        Some(media_net),
     ) {
         Ok(shards) => Arc::new(shards),
         Err(err) => {
-            let var = "OPENCHAT_MEDIA_CPUS";
+            let var = if err.to_string().contains("UDP port") {
+                "OPENCHAT_MEDIA_PORT_BASE"
+            } else {
+                "OPENCHAT_MEDIA_CPUS"
+            };
             return config_failure(&ConfigError {
                 var,
                 message: err.to_string(),
             });
         }
     };
-    tracing::info!(shards = shards.len(), cpus = ?shards.cpus(), "media shards running");
+    tracing::info!(shards = shards.len(), cpus = ?shards.cpus(), media = ?shards.media_addrs(), "media shards running");
     let rtc_config = openchat_signaling::rtc::RtcConfig {
         signaling_path: config.signaling_path.clone(),
         ticket_secret: config.join_ticket_secret.0.as_bytes().to_vec(),

@@ -22,4 +22,4 @@ pub mod shard;
 #[cfg(feature = "shards")]
 mod shards;
 #[cfg(feature = "shards")]
-pub use shards::{ShardError, ShardSet};
+pub use shards::{MediaNet, ShardError, ShardSet};

@@ -36,6 +36,109 @@ pub struct ParticipantInfo {
 /// One JSON text frame, shared by all its recipients.
 pub type Frame = Arc<str>;
 
+/// Track kinds remembered per room from `rtc.media.state` before their tracks are offered.
+pub const STREAM_KINDS_REMEMBERED_MAX: usize = 1024;
+
+/// Which of a participant's two PeerConnections (WIRE.md §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Publish,
+    Subscribe,
+}
+
+impl Leg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leg::Publish => "publish",
+            Leg::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// A track a participant publishes, as announced with `rtc.track.published`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub owner: ParticipantId,
+    pub track_id: String,
+    pub stream_id: String,
+    /// `audio` or `video`.
+    pub media_kind: &'static str,
+    /// `audio_microphone`, `video_camera`, `video_screen`, ... (from `rtc.media.state`).
+    pub stream_kind: String,
+}
+
+/// A sending m-line of an offer: its kind and its `a=msid:<stream> <track>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedTrack {
+    pub mid: String,
+    pub media_kind: &'static str,
+    pub stream_id: String,
+    pub track_id: String,
+}
+
+/// One m-line section while an SDP is read.
+struct Section {
+    media_kind: &'static str,
+    mid: String,
+    msid: Option<(String, String)>,
+    sending: bool,
+}
+
+impl Section {
+    fn finish(self, out: &mut Vec<OfferedTrack>) {
+        if let (Some((stream_id, track_id)), true, false) =
+            (self.msid, self.sending, self.media_kind == "other")
+        {
+            out.push(OfferedTrack {
+                mid: self.mid,
+                media_kind: self.media_kind,
+                stream_id,
+                track_id,
+            });
+        }
+    }
+}
+
+/// The tracks an offer sends (m-lines that are `sendonly`/`sendrecv` with an `a=msid`).
+pub fn offered_tracks(sdp: &str) -> Vec<OfferedTrack> {
+    let mut tracks = Vec::new();
+    let mut current: Option<Section> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if let Some(section) = current.take() {
+                section.finish(&mut tracks);
+            }
+            let media_kind = match rest.split_whitespace().next() {
+                Some("audio") => "audio",
+                Some("video") => "video",
+                _ => "other",
+            };
+            // Without a direction attribute an m-line is sendrecv (RFC 4566).
+            current = Some(Section {
+                media_kind,
+                mid: String::new(),
+                msid: None,
+                sending: true,
+            });
+        } else if let Some(section) = current.as_mut() {
+            if let Some(value) = line.strip_prefix("a=mid:") {
+                section.mid = value.to_owned();
+            } else if let Some(value) = line.strip_prefix("a=msid:") {
+                let mut parts = value.split_whitespace();
+                if let (Some(stream), Some(track)) = (parts.next(), parts.next()) {
+                    section.msid = Some((stream.to_owned(), track.to_owned()));
+                }
+            } else if line == "a=recvonly" || line == "a=inactive" {
+                section.sending = false;
+            }
+        }
+    }
+    if let Some(section) = current.take() {
+        section.finish(&mut tracks);
+    }
+    tracks
+}
+
 /// Why a participant leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveReason {
@@ -89,6 +192,15 @@ pub enum RoomCommand {
         from: ParticipantId,
         request_id: Option<String>,
     },
+    /// `rtc.offer.publish` / `rtc.offer.subscribe` for the SFU; `at` is the monotonic time
+    /// the media state machines run on.
+    Offer {
+        from: ParticipantId,
+        leg: Leg,
+        sdp: String,
+        request_id: Option<String>,
+        at: std::time::Instant,
+    },
 }
 
 /// What the shard must do.
@@ -123,6 +235,13 @@ pub struct Room {
     /// In join order.
     participants: Vec<Participant>,
     outputs: VecDeque<RoomOutput>,
+    /// Published tracks, in publication order.
+    tracks: Vec<Track>,
+    /// `track_id -> stream_kind` learnt from `rtc.media.state` (it may precede the offer).
+    stream_kinds: std::collections::HashMap<String, String>,
+    /// The WebRTC forwarding core, when the shard has a media socket.
+    #[cfg(feature = "sfu")]
+    sfu: Option<crate::sfu::Sfu>,
 }
 
 fn rfc3339(at: UnixSeconds) -> String {
@@ -147,7 +266,151 @@ impl Room {
             participants_max,
             participants: Vec::new(),
             outputs: VecDeque::new(),
+            tracks: Vec::new(),
+            stream_kinds: std::collections::HashMap::new(),
+            #[cfg(feature = "sfu")]
+            sfu: None,
         }
+    }
+
+    /// A room whose media goes through the SFU, advertising `media_addr` as its ICE-lite
+    /// host candidate.
+    #[cfg(feature = "sfu")]
+    pub fn with_media(
+        channel_id: impl Into<String>,
+        participants_max: usize,
+        media_addr: std::net::SocketAddr,
+    ) -> Self {
+        let mut room = Self::new(channel_id, participants_max);
+        room.sfu = Some(crate::sfu::Sfu::new(media_addr));
+        room
+    }
+
+    /// The tracks published in the room.
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    fn track_frame(&self, kind: &str, track: &Track) -> Frame {
+        let owner = self.participants.iter().find(|p| p.info.id == track.owner);
+        self.frame(
+            kind,
+            None,
+            json!({
+                "participant_id": track.owner.0,
+                "track_id": track.track_id,
+                "media_kind": track.media_kind,
+                "stream_id": track.stream_id,
+                "stream_kind": track.stream_kind,
+                "user_uid": owner.map(|p| p.info.user_uid.as_str()),
+                "device_id": owner.map(|p| p.info.device_id.as_str()),
+            }),
+        )
+    }
+
+    /// Replaces a publisher's track list, announcing what appeared and what went away.
+    fn set_tracks(&mut self, owner: &ParticipantId, offered: Vec<OfferedTrack>) {
+        let old: Vec<Track> = self
+            .tracks
+            .iter()
+            .filter(|t| t.owner == *owner)
+            .cloned()
+            .collect();
+        for gone in old
+            .iter()
+            .filter(|t| !offered.iter().any(|o| o.track_id == t.track_id))
+        {
+            let frame = self.track_frame("rtc.track.unpublished", gone);
+            self.broadcast(&frame, Some(owner));
+            self.tracks
+                .retain(|t| !(t.owner == *owner && t.track_id == gone.track_id));
+        }
+        for new in offered
+            .iter()
+            .filter(|o| !old.iter().any(|t| t.track_id == o.track_id))
+        {
+            let stream_kind = self.stream_kinds.get(&new.track_id).cloned().unwrap_or_else(|| {
+                if new.media_kind == "audio" {
+                    "audio_microphone".into()
+                } else {
+                    "video_camera".into()
+                }
+            });
+            let track = Track {
+                owner: owner.clone(),
+                track_id: new.track_id.clone(),
+                stream_id: new.stream_id.clone(),
+                media_kind: new.media_kind,
+                stream_kind,
+            };
+            let frame = self.track_frame("rtc.track.published", &track);
+            self.broadcast(&frame, Some(owner));
+            self.tracks.push(track);
+        }
+    }
+
+    /// Answers an offer through the SFU.
+    fn offer(
+        &mut self,
+        from: ParticipantId,
+        leg: Leg,
+        sdp: String,
+        request_id: Option<String>,
+        at: std::time::Instant,
+    ) -> Result<(), RoomError> {
+        let index = self.position(&from).ok_or(RoomError::NotInRoom)?;
+        let permissions = self.participants[index].info.permissions;
+        let rid = request_id.as_deref();
+        let offered = if leg == Leg::Publish {
+            offered_tracks(&sdp)
+        } else {
+            Vec::new()
+        };
+        for track in &offered {
+            let kind = self.stream_kinds.get(&track.track_id).map(String::as_str);
+            let allowed = match (track.media_kind, kind) {
+                ("audio", _) => permissions.speak,
+                (_, Some("video_screen")) => permissions.screenshare,
+                (_, Some("video_camera")) => permissions.video,
+                _ => permissions.video || permissions.screenshare,
+            };
+            if !allowed {
+                let message = format!(
+                    "not permitted to publish {} track {}",
+                    track.media_kind, track.track_id
+                );
+                self.error(&from, rid, "rtc_media_denied", &message, false);
+                return Ok(());
+            }
+        }
+        #[cfg(feature = "sfu")]
+        if let Some(sfu) = self.sfu.as_mut() {
+            match sfu.accept_offer(at, &from, leg, &sdp) {
+                Ok(answer) => {
+                    let kind = format!("rtc.answer.{}", leg.as_str());
+                    let frame = self.frame(
+                        &kind,
+                        rid,
+                        json!({"type": "answer", "sdp": answer, "direction": leg.as_str()}),
+                    );
+                    self.send_to(&from, frame);
+                    if leg == Leg::Publish {
+                        self.set_tracks(&from, offered);
+                    }
+                }
+                Err(err) => self.error(&from, rid, "rtc_negotiation_failed", &err.to_string(), false),
+            }
+            return Ok(());
+        }
+        let _ = (at, sdp, offered);
+        self.error(
+            &from,
+            rid,
+            "rtc_negotiation_failed",
+            "this room has no media path",
+            false,
+        );
+        Ok(())
     }
 
     pub fn channel_id(&self) -> &str {
@@ -230,6 +493,11 @@ impl Room {
 
     fn remove(&mut self, id: &ParticipantId, reason: LeaveReason) -> Result<(), RoomError> {
         let index = self.position(id).ok_or(RoomError::NotInRoom)?;
+        self.set_tracks(id, Vec::new());
+        #[cfg(feature = "sfu")]
+        if let Some(sfu) = self.sfu.as_mut() {
+            sfu.remove(id);
+        }
         let gone = self.participants.remove(index);
         let frame = self.frame(
             "rtc.participant.left",
@@ -283,9 +551,25 @@ impl Room {
                 self.broadcast(&announce, None);
                 self.participants.push(joined);
                 self.send_to(&id, welcome);
+                // The newcomer learns every track already published.
+                let existing: Vec<Frame> = self
+                    .tracks
+                    .iter()
+                    .map(|t| self.track_frame("rtc.track.published", t))
+                    .collect();
+                for frame in existing {
+                    self.send_to(&id, frame);
+                }
                 Ok(())
             }
             RoomCommand::Leave { participant, reason } => self.remove(&participant, reason),
+            RoomCommand::Offer {
+                from,
+                leg,
+                sdp,
+                request_id,
+                at,
+            } => self.offer(from, leg, sdp, request_id, at),
             RoomCommand::MediaState {
                 from,
                 stream_kind,
@@ -304,6 +588,31 @@ impl Room {
                         false,
                     );
                     return Ok(());
+                }
+                // Learn the track's kind (the client tells screen from camera only by this); a
+                // published track whose kind changes is announced again.
+                if let (Some(track_id), Some(kind)) = (
+                    payload.get("track_id").and_then(Value::as_str),
+                    stream_kind.as_deref(),
+                ) && !track_id.is_empty()
+                {
+                    if self.stream_kinds.len() < STREAM_KINDS_REMEMBERED_MAX
+                        || self.stream_kinds.contains_key(track_id)
+                    {
+                        self.stream_kinds.insert(track_id.to_owned(), kind.to_owned());
+                    }
+                    let changed = self
+                        .tracks
+                        .iter_mut()
+                        .find(|t| t.owner == from && t.track_id == track_id && t.stream_kind != kind)
+                        .map(|t| {
+                            t.stream_kind = kind.to_owned();
+                            t.clone()
+                        });
+                    if let Some(track) = changed {
+                        let frame = self.track_frame("rtc.track.published", &track);
+                        self.broadcast(&frame, Some(&from));
+                    }
                 }
                 payload.insert("participant_id".into(), json!(sender.id.0));
                 payload.insert("user_uid".into(), json!(sender.user_uid));
@@ -347,6 +656,53 @@ impl Room {
                 Ok(())
             }
         }
+    }
+}
+
+/// The media path of a room (with the `sfu` feature): datagrams, timeouts, transmits.
+#[cfg(feature = "sfu")]
+impl Room {
+    pub fn has_media(&self) -> bool {
+        self.sfu.is_some()
+    }
+
+    /// Whether a datagram from `from` belongs to one of this room's connections.
+    pub fn accepts_datagram(
+        &self,
+        now: std::time::Instant,
+        from: std::net::SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        self.sfu
+            .as_ref()
+            .is_some_and(|sfu| sfu.accepts(now, from, contents))
+    }
+
+    /// One datagram for this room; an error concerns the sending peer only.
+    pub fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        from: std::net::SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), crate::sfu::SfuError> {
+        match self.sfu.as_mut() {
+            Some(sfu) => sfu.handle_datagram(now, from, contents),
+            None => Err(crate::sfu::SfuError::UnknownPeer),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: std::time::Instant) {
+        if let Some(sfu) = self.sfu.as_mut() {
+            sfu.handle_timeout(now);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<crate::sfu::Transmit> {
+        self.sfu.as_mut()?.poll_transmit()
+    }
+
+    pub fn poll_timeout(&mut self, now: std::time::Instant) -> Option<std::time::Instant> {
+        self.sfu.as_mut().map(|sfu| sfu.poll_timeout(now))
     }
 }
 
@@ -527,6 +883,29 @@ mod tests {
             ("p1", Some("rtc_target_not_found"))
         );
         assert_eq!(out[0].1["payload"]["retryable"], true);
+    }
+
+    #[test]
+    fn offered_tracks_are_the_sending_m_lines_with_msid() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:streamA trackA\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:streamA trackV\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\na=msid:- x\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
+        let tracks = offered_tracks(sdp);
+        assert_eq!(tracks.len(), 2);
+        assert_eq!(
+            (
+                tracks[0].mid.as_str(),
+                tracks[0].media_kind,
+                tracks[0].track_id.as_str()
+            ),
+            ("0", "audio", "trackA")
+        );
+        assert_eq!(
+            (tracks[1].media_kind, tracks[1].stream_id.as_str()),
+            ("video", "streamA")
+        );
+        assert!(offered_tracks("garbage").is_empty());
     }
 
     #[test]

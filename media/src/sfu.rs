@@ -27,12 +27,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::room::ParticipantId;
 
-/// Which of a participant's two connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Leg {
-    Publish,
-    Subscribe,
-}
+pub use crate::room::Leg;
 
 /// Why the SFU refused something; the error concerns one peer only.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +165,18 @@ impl Sfu {
                 }
             }
         }
+    }
+
+    /// Whether a datagram from `from` belongs to one of these connections.
+    pub fn accepts(&self, now: Instant, from: SocketAddr, contents: &[u8]) -> bool {
+        if self.by_address.contains_key(&from) {
+            return true;
+        }
+        let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, contents) else {
+            return false;
+        };
+        let input = Input::Receive(now, receive);
+        self.peers.iter().any(|p| p.alive && p.rtc.accepts(&input))
     }
 
     /// One datagram from the network; an error concerns the peer that sent it only.

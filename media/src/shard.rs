@@ -108,6 +108,10 @@ pub enum ShardCommand {
 /// Counters a shard keeps for `/metrics`, read from other threads.
 #[derive(Debug, Default)]
 pub struct ShardStats {
+    pub packets_in: AtomicI64,
+    pub packets_out: AtomicI64,
+    pub packets_dropped: AtomicI64,
+    pub packets_unknown: AtomicI64,
     pub rooms: AtomicI64,
     pub participants: AtomicI64,
     pub rooms_dropped_by_panic: AtomicI64,
@@ -149,12 +153,24 @@ pub fn current_cpu() -> Option<usize> {
     after_name.split_whitespace().nth(39 - 3)?.parse().ok()
 }
 
+/// Remote addresses remembered for demultiplexing before stale ones are pruned.
+pub const BY_ADDRESS_MAX: usize = 65_536;
+/// Datagrams received but not yet handled by the shard loop; beyond this they are dropped
+/// (counted), as a router would.
+pub const DATAGRAM_QUEUE_MAX: usize = 4096;
+/// Largest datagram read from the media socket.
+pub const DATAGRAM_BYTES_MAX: usize = 2048;
+
 /// The shard's state, owned by its executor thread.
 pub struct Shard {
     index: usize,
     participants_max: usize,
     rooms: HashMap<ChannelId, Slot>,
     stats: Arc<ShardStats>,
+    /// The address advertised as the ICE-lite candidate of this shard's rooms.
+    media_addr: Option<std::net::SocketAddr>,
+    /// O(1) demultiplexing: remote address -> room.
+    by_address: HashMap<std::net::SocketAddr, ChannelId>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -173,6 +189,77 @@ impl Shard {
             participants_max,
             rooms: HashMap::new(),
             stats,
+            media_addr: None,
+            by_address: HashMap::new(),
+        }
+    }
+
+    /// Gives the shard's rooms a media path advertised at `addr`.
+    pub fn with_media_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.media_addr = Some(addr);
+        self
+    }
+
+    /// Routes one datagram to its room: by remote address, else by asking the rooms.
+    pub fn handle_datagram(&mut self, now: Instant, from: std::net::SocketAddr, contents: &[u8]) {
+        self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        let channel = match self.by_address.get(&from) {
+            Some(channel) if self.rooms.contains_key(channel) => Some(channel.clone()),
+            _ => {
+                let found = self
+                    .rooms
+                    .iter()
+                    .find(|(_, slot)| slot.room.accepts_datagram(now, from, contents));
+                let found = found.map(|(channel, _)| channel.clone());
+                if let Some(channel) = &found {
+                    if self.by_address.len() >= BY_ADDRESS_MAX {
+                        self.by_address.retain(|_, c| self.rooms.contains_key(c));
+                    }
+                    self.by_address.insert(from, channel.clone());
+                }
+                found
+            }
+        };
+        let Some(channel) = channel else {
+            self.stats.packets_unknown.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Some(slot) = self.rooms.get_mut(&channel) {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                slot.room.handle_datagram(now, from, contents)
+            }));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::trace!(shard = self.index, %from, error = %err, "datagram refused"),
+                Err(_) => {
+                    tracing::error!(shard = self.index, channel = %channel, "room panicked on a datagram; dropping it");
+                    self.drop_room(&channel);
+                }
+            }
+        }
+    }
+
+    /// Lets every media room act on time passing.
+    pub fn handle_media_timeout(&mut self, now: Instant) {
+        for slot in self.rooms.values_mut() {
+            slot.room.handle_timeout(now);
+        }
+    }
+
+    /// The earliest time any media room needs [`Shard::handle_media_timeout`].
+    pub fn media_deadline(&mut self, now: Instant) -> Option<Instant> {
+        self.rooms
+            .values_mut()
+            .filter_map(|slot| slot.room.poll_timeout(now))
+            .min()
+    }
+
+    /// Every datagram the rooms want sent.
+    pub fn take_transmits(&mut self, out: &mut Vec<crate::sfu::Transmit>) {
+        for slot in self.rooms.values_mut() {
+            while let Some(transmit) = slot.room.poll_transmit() {
+                out.push(transmit);
+            }
         }
     }
 
@@ -343,7 +430,10 @@ impl Shard {
                 let id = participant.id.clone();
                 if !self.rooms.contains_key(&channel) {
                     let slot = Slot {
-                        room: Room::new(channel.as_str(), self.participants_max),
+                        room: match self.media_addr {
+                            Some(addr) => Room::with_media(channel.as_str(), self.participants_max, addr),
+                            None => Room::new(channel.as_str(), self.participants_max),
+                        },
                         outboxes: HashMap::new(),
                         backlog: VecDeque::new(),
                         poisoned: false,
@@ -415,31 +505,108 @@ impl Shard {
         }
     }
 
-    /// The executor's loop: until every sender of `commands` is gone.
-    pub async fn run(mut self, commands: flume::Receiver<ShardCommand>) {
+    /// The executor's loop: until every sender of `commands` is gone. With a media socket,
+    /// a receive task feeds datagrams in, and the rooms' transmits go out after each step.
+    pub async fn run(
+        mut self,
+        commands: flume::Receiver<ShardCommand>,
+        socket: Option<glommio::net::UdpSocket>,
+    ) {
+        let socket = socket.map(std::rc::Rc::new);
+        let (datagram_tx, datagrams) = flume::bounded::<(std::net::SocketAddr, Vec<u8>)>(DATAGRAM_QUEUE_MAX);
+        if let Some(socket) = socket.clone() {
+            let stats = self.stats.clone();
+            glommio::spawn_local(async move {
+                let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
+                loop {
+                    match socket.recv_from(&mut buffer).await {
+                        Ok((len, from)) => {
+                            if datagram_tx.try_send((from, buffer[..len].to_vec())).is_err() {
+                                stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "media socket receive failed");
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .detach();
+        } else {
+            drop(datagram_tx);
+        }
+        let mut transmits = Vec::new();
         loop {
-            let next = if self.has_backlog() {
-                match glommio::timer::timeout(BACKLOG_RETRY, async { Ok(commands.recv_async().await) }).await
-                {
-                    Ok(Ok(command)) => Some(command),
-                    Ok(Err(_)) => break,
-                    Err(_) => None,
-                }
-            } else {
-                match commands.recv_async().await {
-                    Ok(command) => Some(command),
-                    Err(_) => break,
-                }
-            };
-            if let Some(command) = next {
-                self.handle(command);
-                // Take whatever else is already queued before flushing.
-                while let Ok(command) = commands.try_recv() {
+            let now = Instant::now();
+            let mut wait = Duration::from_secs(3600);
+            if self.has_backlog() {
+                wait = wait.min(BACKLOG_RETRY);
+            }
+            if let Some(deadline) = self.media_deadline(now) {
+                wait = wait.min(deadline.saturating_duration_since(now));
+            }
+            match next_wake(&commands, &datagrams, socket.is_some(), wait).await {
+                Wake::Command(Some(command)) => {
                     self.handle(command);
+                    while let Ok(command) = commands.try_recv() {
+                        self.handle(command);
+                    }
                 }
+                Wake::Command(None) => break,
+                Wake::Datagram((from, contents)) => {
+                    let now = Instant::now();
+                    self.handle_datagram(now, from, &contents);
+                    while let Ok((from, contents)) = datagrams.try_recv() {
+                        self.handle_datagram(now, from, &contents);
+                    }
+                }
+                Wake::Timer => self.handle_media_timeout(Instant::now()),
             }
             self.flush();
+            if let Some(socket) = &socket {
+                self.take_transmits(&mut transmits);
+                for transmit in transmits.drain(..) {
+                    match socket.send_to(&transmit.contents, transmit.destination).await {
+                        Ok(_) => {
+                            self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => tracing::trace!(error = %err, "media send failed"),
+                    }
+                }
+            }
         }
         tracing::info!(shard = self.index, "shard stopped");
+    }
+}
+
+enum Wake {
+    Command(Option<ShardCommand>),
+    Datagram((std::net::SocketAddr, Vec<u8>)),
+    Timer,
+}
+
+/// Waits for the first of: a command, a datagram, the deadline.
+async fn next_wake(
+    commands: &flume::Receiver<ShardCommand>,
+    datagrams: &flume::Receiver<(std::net::SocketAddr, Vec<u8>)>,
+    media: bool,
+    wait: Duration,
+) -> Wake {
+    use futures_util::future::{Either, select};
+    let command = std::pin::pin!(async { Wake::Command(commands.recv_async().await.ok()) });
+    let datagram = std::pin::pin!(async {
+        match datagrams.recv_async().await {
+            Ok(datagram) if media => Wake::Datagram(datagram),
+            _ => std::future::pending().await,
+        }
+    });
+    let timer = std::pin::pin!(async {
+        glommio::timer::sleep(wait).await;
+        Wake::Timer
+    });
+    match select(command, select(datagram, timer)).await {
+        Either::Left((wake, _)) => wake,
+        Either::Right((Either::Left((wake, _)), _)) | Either::Right((Either::Right((wake, _)), _)) => wake,
     }
 }

@@ -29,13 +29,48 @@ pub struct ShardSet {
     stats: Vec<Arc<ShardStats>>,
     cpus: Vec<usize>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    media_addrs: Vec<std::net::SocketAddr>,
+}
+
+/// Where the shards' media sockets listen and what address they advertise.
+#[derive(Debug, Clone, Copy)]
+pub struct MediaNet {
+    /// Shard k binds `port_base + k`; 0 means an ephemeral port per shard.
+    pub port_base: u16,
+    /// The IP in the ICE candidates (the bound address is every interface).
+    pub public_ip: std::net::IpAddr,
+}
+
+/// Binds shard `index`'s UDP socket. glommio sets SO_REUSEPORT, which would silently share
+/// a port another process holds, so a fixed port is first probed without it.
+fn bind_media(
+    media: MediaNet,
+    index: usize,
+) -> Result<(glommio::net::UdpSocket, std::net::SocketAddr), String> {
+    let port = if media.port_base == 0 {
+        0
+    } else {
+        let port = u32::from(media.port_base) + index as u32;
+        let port = u16::try_from(port).map_err(|_| format!("media port {port} is out of range"))?;
+        std::net::UdpSocket::bind(("0.0.0.0", port))
+            .map_err(|e| format!("UDP port {port} is not available: {e}"))?;
+        port
+    };
+    let socket = glommio::net::UdpSocket::bind(("0.0.0.0", port))
+        .map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    Ok((socket, std::net::SocketAddr::new(media.public_ip, local.port())))
 }
 
 impl ShardSet {
     /// Starts one shard per CPU in `cpus` (shard k pinned to `cpus[k]`); each room holds at
     /// most `participants_max` participants. Returns once every shard runs, or the first
     /// shard's failure to start.
-    pub fn start(cpus: &[usize], participants_max: usize) -> Result<Self, ShardError> {
+    pub fn start(
+        cpus: &[usize],
+        participants_max: usize,
+        media: Option<MediaNet>,
+    ) -> Result<Self, ShardError> {
         if cpus.is_empty() {
             return Err(ShardError::NoCpus);
         }
@@ -44,12 +79,14 @@ impl ShardSet {
             stats: Vec::new(),
             cpus: cpus.to_vec(),
             threads: Vec::new(),
+            media_addrs: Vec::new(),
         };
         for (index, cpu) in cpus.iter().copied().enumerate() {
             let (tx, rx) = flume::bounded(SHARD_QUEUE_MAX);
             let stats = Arc::new(ShardStats::default());
             let shard = Shard::new(index, participants_max, stats.clone());
-            let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+            let (ready_tx, ready_rx) =
+                std::sync::mpsc::sync_channel::<Result<Option<std::net::SocketAddr>, String>>(1);
             let thread = std::thread::Builder::new()
                 .name(format!("openchat-shard-{index}"))
                 .spawn(move || {
@@ -58,10 +95,21 @@ impl ShardSet {
                         .io_memory(SHARD_IO_MEMORY_BYTES)
                         .make();
                     match executor {
-                        Ok(executor) => {
-                            let _ = ready_tx.send(Ok(()));
-                            executor.run(shard.run(rx));
-                        }
+                        Ok(executor) => executor.run(async move {
+                            let Some(media) = media else {
+                                let _ = ready_tx.send(Ok(None));
+                                return shard.run(rx, None).await;
+                            };
+                            match bind_media(media, index) {
+                                Ok((socket, advertised)) => {
+                                    let _ = ready_tx.send(Ok(Some(advertised)));
+                                    shard.with_media_addr(advertised).run(rx, Some(socket)).await;
+                                }
+                                Err(reason) => {
+                                    let _ = ready_tx.send(Err(reason));
+                                }
+                            }
+                        }),
                         Err(err) => {
                             let _ = ready_tx.send(Err(err.to_string()));
                         }
@@ -73,7 +121,7 @@ impl ShardSet {
                     reason: e.to_string(),
                 })?;
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(addr)) => set.media_addrs.extend(addr),
                 Ok(Err(reason)) => {
                     return Err(ShardError::Start {
                         shard: index,
@@ -116,6 +164,11 @@ impl ShardSet {
     /// The command queue of the shard that owns `channel`.
     pub fn sender(&self, channel: &ChannelId) -> &flume::Sender<ShardCommand> {
         &self.senders[self.shard_of(channel)]
+    }
+
+    /// The advertised media address of each shard (empty without media).
+    pub fn media_addrs(&self) -> &[std::net::SocketAddr] {
+        &self.media_addrs
     }
 
     /// Per-shard counters, indexed by shard.

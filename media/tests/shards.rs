@@ -99,7 +99,7 @@ fn media(set: &ShardSet, room: &ChannelId, from: &str, seq: usize) -> flume::Rec
 #[test]
 fn rooms_run_on_the_cpu_of_the_shard_their_channel_hashes_to() {
     let cpus = allowed_cpus();
-    let set = ShardSet::start(&cpus, 10).unwrap();
+    let set = ShardSet::start(&cpus, 10, None).unwrap();
     let mut per_shard = vec![0usize; set.len()];
     let mut receivers = Vec::new();
     for i in 0..1000 {
@@ -156,7 +156,7 @@ fn shard_sender(set: &ShardSet, index: usize) -> flume::Sender<ShardCommand> {
 
 #[test]
 fn a_panicking_room_is_dropped_and_its_neighbours_keep_relaying() {
-    let set = ShardSet::start(&allowed_cpus()[..1], 10).unwrap();
+    let set = ShardSet::start(&allowed_cpus()[..1], 10, None).unwrap();
     let (a, b) = (channel("vc_doomed"), channel("vc_healthy"));
     assert_eq!(set.shard_of(&a), set.shard_of(&b), "one shard holds both");
     let a1 = join(&set, &a, "a1");
@@ -186,7 +186,7 @@ fn a_panicking_room_is_dropped_and_its_neighbours_keep_relaying() {
 
 #[test]
 fn a_fast_sender_waits_for_slow_readers_and_a_stopped_reader_is_cut_off() {
-    let set = ShardSet::start(&allowed_cpus()[..1], 10).unwrap();
+    let set = ShardSet::start(&allowed_cpus()[..1], 10, None).unwrap();
     let room = channel("vc_pressure");
     let sender = join(&set, &room, "s");
     let slow = join(&set, &room, "slow");

@@ -66,6 +66,9 @@ pub struct Metrics {
     pub rtc_shard_rooms: Family<ShardLabels, Gauge>,
     pub rtc_tickets_issued: Counter,
     pub rtc_join_failures: Family<ReasonLabels, Counter>,
+    pub rtc_media_packets_in: Family<ShardLabels, Counter>,
+    pub rtc_media_packets_out: Family<ShardLabels, Counter>,
+    pub rtc_media_packets_dropped: Family<ShardLabels, Counter>,
     encode_lock: Mutex<()>,
 }
 
@@ -142,6 +145,24 @@ impl Metrics {
             "Refused joins, by reason",
             rtc_join_failures.clone(),
         );
+        let rtc_media_packets_in = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "rtc_media_packets_in",
+            "UDP datagrams received by a media shard",
+            rtc_media_packets_in.clone(),
+        );
+        let rtc_media_packets_out = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "rtc_media_packets_out",
+            "UDP datagrams sent by a media shard",
+            rtc_media_packets_out.clone(),
+        );
+        let rtc_media_packets_dropped = Family::<ShardLabels, Counter>::default();
+        registry.register(
+            "rtc_media_packets_dropped",
+            "Datagrams a media shard dropped (queue full) or could not route",
+            rtc_media_packets_dropped.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
         registry.register(
@@ -162,6 +183,9 @@ impl Metrics {
             rtc_shard_rooms,
             rtc_tickets_issued,
             rtc_join_failures,
+            rtc_media_packets_in,
+            rtc_media_packets_out,
+            rtc_media_packets_dropped,
             encode_lock: Mutex::new(()),
         }
     }
@@ -199,6 +223,15 @@ impl Metrics {
         self.storage_duration
             .get_or_create(&StorageLabels { op, outcome })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings a counter up to a cumulative value counted elsewhere (the shards' atomics).
+    pub fn counter_to(counter: &Counter, value: i64) {
+        let current = counter.get();
+        let value = value.max(0) as u64;
+        if value > current {
+            counter.inc_by(value - current);
+        }
     }
 
     /// The text exposition (`text/plain; version=0.0.4` compatible OpenMetrics text).

@@ -554,6 +554,34 @@ where
                         payload,
                         request_id,
                     },
+                    // Offers for the SFU (no target): answered by the room's media path.
+                    SignalingMessage::Description {
+                        kind: openchat_core::protocol::DescriptionKind::Offer,
+                        direction: Some(direction),
+                        target: None,
+                        sdp,
+                        ..
+                    } => {
+                        let leg = match direction {
+                            openchat_core::protocol::Direction::Publish => openchat_media::room::Leg::Publish,
+                            openchat_core::protocol::Direction::Subscribe => {
+                                openchat_media::room::Leg::Subscribe
+                            }
+                        };
+                        RoomCommand::Offer {
+                            from: id.clone(),
+                            leg,
+                            sdp,
+                            request_id,
+                            at: std::time::Instant::now(),
+                        }
+                    }
+                    // The SFU never offers, and as an ICE-lite server it learns the client's
+                    // address from its connectivity checks: untargeted answers and
+                    // candidates have nothing to do.
+                    SignalingMessage::Description { target: None, .. }
+                    | SignalingMessage::IceCandidate { target: None, .. } => continue,
+                    // Targeted messages: the legacy peer-to-peer relay (WIRE.md §5.4).
                     SignalingMessage::Description {
                         kind,
                         direction,
@@ -646,7 +674,7 @@ mod tests {
     fn state_with_one_shard() -> (tempfile::TempDir, Arc<AppState>) {
         let (dir, state) = crate::realtime::tests::test_state();
         let mut state = Arc::try_unwrap(state).unwrap();
-        let shards = Arc::new(ShardSet::start(&[0], 4).unwrap());
+        let shards = Arc::new(ShardSet::start(&[0], 4, None).unwrap());
         let config = RtcConfig {
             signaling_path: "/v1/rtc/signaling".into(),
             ticket_secret: b"0123456789abcdef0123".to_vec(),

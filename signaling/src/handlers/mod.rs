@@ -118,6 +118,21 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
                 .rtc_shard_rooms
                 .get_or_create(&labels)
                 .set(shard_rooms);
+            let load = |v: &std::sync::atomic::AtomicI64| v.load(std::sync::atomic::Ordering::Relaxed);
+            let metrics = &state.metrics;
+            crate::metrics::Metrics::counter_to(
+                &metrics.rtc_media_packets_in.get_or_create(&labels),
+                load(&stats.packets_in),
+            );
+            crate::metrics::Metrics::counter_to(
+                &metrics.rtc_media_packets_out.get_or_create(&labels),
+                load(&stats.packets_out),
+            );
+            let dropped = load(&stats.packets_dropped) + load(&stats.packets_unknown);
+            crate::metrics::Metrics::counter_to(
+                &metrics.rtc_media_packets_dropped.get_or_create(&labels),
+                dropped,
+            );
         }
         state.metrics.rtc_active_rooms.set(rooms);
         state.metrics.rtc_active_participants.set(participants);
