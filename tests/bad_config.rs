@@ -167,3 +167,20 @@ fn no_locked_memory_for_the_media_shards_exits_2_naming_the_fix() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_refused(&stderr, "OPENCHAT_MEDIA_CPUS", "ulimit -l");
 }
+
+#[test]
+fn a_taken_media_port_fails_loudly_instead_of_sharing_it() {
+    let taken = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path(), &Store::Sqlite);
+    cmd.env("OPENCHAT_MEDIA_PORT_BASE", port.to_string())
+        .env("OPENCHAT_SHARDS", "1");
+    let (status, stderr) = run_to_exit(cmd);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_refused(
+        &stderr,
+        "OPENCHAT_MEDIA_PORT_BASE",
+        &format!("UDP port {port} is not available"),
+    );
+}

@@ -127,6 +127,8 @@ pub fn command(data_dir: &Path, store: &Store) -> Command {
     }
     command
         .env("OPENCHAT_HTTP_ADDR", "127.0.0.1:0")
+        // An ephemeral UDP port per shard: tests run many servers at once.
+        .env("OPENCHAT_MEDIA_PORT_BASE", "0")
         .env("OPENCHAT_DATA_DIR", data_dir)
         .env("OPENCHAT_LOG_FORMAT", "json")
         .env("OPENCHAT_LOG", "info")
