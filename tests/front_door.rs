@@ -154,8 +154,8 @@ fn check_capabilities(doc: &Value) {
     if let Some(profile) = doc.get("profile") {
         assert!(profile["display_name"].is_object());
     }
-    // Voice signaling runs: the rtc block carries every object the client dereferences,
-    // and the media features stay false until the SFU forwards media.
+    // Voice runs: the rtc block carries every object the client dereferences; simulcast
+    // stays false until a test drives it.
     let rtc = &doc["rtc"];
     for object in ["features", "connection_policy", "subscribe_receive_policy"] {
         assert!(rtc[object].is_object(), "rtc.{object}: {doc}");
@@ -167,7 +167,7 @@ fn check_capabilities(doc: &Value) {
             .unwrap()
             .ends_with("/v1/rtc/signaling")
     );
-    assert_eq!(rtc["features"]["voice"], false);
+    assert_eq!(rtc["features"]["voice"], true);
     assert_eq!(rtc["features"]["simulcast"], false);
 }
 

@@ -99,14 +99,14 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
         }
     });
     if let Some(rtc) = rtc {
-        // The signaling protocol works; the media path (the SFU) does not yet, so the
-        // media features stay false until it does.
+        // Voice, camera and screen share are proven with real browsers (tests/browser_sfu.rs);
+        // simulcast stays false until a test drives a simulcast publisher.
         doc["rtc"] = json!({
             "protocol_version": "1.0",
             "signaling_url": rtc.signaling_url,
             "signaling_transport": "websocket",
             "topologies": ["sfu"],
-            "features": {"voice": false, "video": false, "screenshare": false, "simulcast": false},
+            "features": {"voice": true, "video": true, "screenshare": true, "simulcast": false},
             "ice_servers": rtc.ice_servers,
             "connection_policy": {
                 "join_timeout_ms": 12000,
