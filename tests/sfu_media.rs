@@ -242,6 +242,9 @@ async fn published_audio_reaches_the_subscriber_through_the_sfu() {
         )
         .await;
     assert_eq!(answer["type"], "rtc.answer.subscribe", "{answer}");
+    // The forwarded track keeps the publisher's stream and track ids as its msid.
+    let sdp = answer["payload"]["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=msid:stream_test track_mic"), "{sdp}");
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut frame = 0u32;

@@ -59,6 +59,8 @@ impl Leg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track {
     pub owner: ParticipantId,
+    /// The publisher's m-line carrying it.
+    pub mid: String,
     pub track_id: String,
     pub stream_id: String,
     /// `audio` or `video`.
@@ -338,6 +340,7 @@ impl Room {
             });
             let track = Track {
                 owner: owner.clone(),
+                mid: new.mid.clone(),
                 track_id: new.track_id.clone(),
                 stream_id: new.stream_id.clone(),
                 media_kind: new.media_kind,
@@ -385,7 +388,18 @@ impl Room {
         }
         #[cfg(feature = "sfu")]
         if let Some(sfu) = self.sfu.as_mut() {
-            match sfu.accept_offer(at, &from, leg, &sdp) {
+            let routes: Vec<crate::sfu::Route<'_>> = self
+                .tracks
+                .iter()
+                .map(|t| crate::sfu::Route {
+                    owner: &t.owner,
+                    mid: &t.mid,
+                    media_kind: t.media_kind,
+                    stream_id: &t.stream_id,
+                    track_id: &t.track_id,
+                })
+                .collect();
+            match sfu.accept_offer(at, &from, leg, &sdp, &routes) {
                 Ok(answer) => {
                     let kind = format!("rtc.answer.{}", leg.as_str());
                     let frame = self.frame(

@@ -29,6 +29,26 @@ use crate::room::ParticipantId;
 
 pub use crate::room::Leg;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msid_is_rewritten_only_on_the_named_m_lines() {
+        let sdp = "v=0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=msid:x y\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n";
+        let mut msids = HashMap::new();
+        msids.insert("0".to_owned(), ("stream_a".to_owned(), "track_a".to_owned()));
+        msids.insert("1".to_owned(), ("stream_b".to_owned(), "track_v".to_owned()));
+        let out = rewrite_msid(sdp, &msids);
+        assert!(out.contains("a=mid:0\r\na=msid:stream_a track_a\r\n"), "{out}");
+        assert!(!out.contains("a=msid:x y"));
+        assert!(out.contains("a=mid:1\r\na=msid:stream_b track_v\r\n"), "{out}");
+        assert!(out.starts_with("v=0\r\na=group:BUNDLE 0 1\r\n"));
+        assert_eq!(rewrite_msid(sdp, &HashMap::new()), sdp);
+    }
+}
+
 /// Why the SFU refused something; the error concerns one peer only.
 #[derive(Debug, thiserror::Error)]
 pub enum SfuError {
@@ -38,6 +58,54 @@ pub enum SfuError {
     Negotiation(String),
     #[error("unknown connection")]
     UnknownPeer,
+}
+
+/// A published track, as the subscribe answer should carry it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route<'a> {
+    pub owner: &'a ParticipantId,
+    /// The publisher's m-line.
+    pub mid: &'a str,
+    /// `audio` or `video`.
+    pub media_kind: &'a str,
+    pub stream_id: &'a str,
+    pub track_id: &'a str,
+}
+
+/// Sets `a=msid:<stream> <track>` on the m-lines named in `msids` (by `a=mid`), replacing
+/// whatever msid they had. str0m lets only the offering side choose msid, so the SFU, which
+/// answers, rewrites its answer.
+pub fn rewrite_msid(sdp: &str, msids: &HashMap<String, (String, String)>) -> String {
+    if msids.is_empty() {
+        return sdp.to_owned();
+    }
+    let mut out = String::with_capacity(sdp.len() + 64 * msids.len());
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let mid = section
+            .iter()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .map(str::trim);
+        let msid = mid.and_then(|mid| msids.get(mid));
+        for line in section.drain(..) {
+            if msid.is_some() && line.starts_with("a=msid:") {
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+            if let (Some((stream, track)), true) = (msid, line.starts_with("a=mid:")) {
+                out.push_str(&format!("a=msid:{stream} {track}\r\n"));
+            }
+        }
+    };
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
 }
 
 /// A datagram to send.
@@ -99,12 +167,16 @@ impl Sfu {
     }
 
     /// Answers a client's offer for one of its connections (a new one, or a renegotiation).
+    /// A subscribe answer carries the published `routes` on its sending m-lines, each with
+    /// the publisher's `a=msid:<stream_id> <track_id>`, so the client maps what it receives
+    /// to the right publisher (WIRE.md §5.3).
     pub fn accept_offer(
         &mut self,
         now: Instant,
         participant: &ParticipantId,
         leg: Leg,
         sdp: &str,
+        routes: &[Route<'_>],
     ) -> Result<String, SfuError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let index = match self.find(participant, leg) {
@@ -131,7 +203,46 @@ impl Sfu {
             .accept_offer(offer)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
         self.drain(now, index);
-        Ok(answer.to_sdp_string())
+        let answer = answer.to_sdp_string();
+        if leg != Leg::Subscribe {
+            return Ok(answer);
+        }
+        let mut msids: HashMap<String, (String, String)> = HashMap::new();
+        for route in routes.iter().filter(|r| r.owner != participant) {
+            let Some(publisher) = self.find(route.owner, Leg::Publish) else {
+                continue;
+            };
+            let source = Mid::from(route.mid);
+            let kind = if route.media_kind == "audio" {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            };
+            let peer = &mut self.peers[index];
+            let carried = peer
+                .sending
+                .iter()
+                .find(|(_, track)| **track == (publisher, source))
+                .map(|(mid, _)| *mid);
+            let mid = match carried {
+                Some(mid) => mid,
+                None => match peer.free.iter().position(|(_, k)| *k == kind) {
+                    Some(free) => {
+                        let (mid, _) = peer.free.remove(free);
+                        peer.sending.insert(mid, (publisher, source));
+                        mid
+                    }
+                    // More tracks than the client offered m-lines: the client re-offers
+                    // after each `rtc.track.published`.
+                    None => continue,
+                },
+            };
+            msids.insert(
+                mid.to_string(),
+                (route.stream_id.to_owned(), route.track_id.to_owned()),
+            );
+        }
+        Ok(rewrite_msid(&answer, &msids))
     }
 
     /// Removes a participant's connections; nothing is forwarded to it afterwards.
