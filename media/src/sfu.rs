@@ -207,6 +207,23 @@ impl Sfu {
         if leg != Leg::Subscribe {
             return Ok(answer);
         }
+        // str0m reports new m-lines (MediaAdded) only once the connection is up; the answer
+        // needs them now, so read them from the offer's a=mid lines.
+        let offered_mids: Vec<Mid> = sdp
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .map(Mid::from)
+            .collect();
+        let peer = &mut self.peers[index];
+        for mid in offered_mids {
+            let known = peer.sending.contains_key(&mid) || peer.free.iter().any(|(m, _)| *m == mid);
+            if let Some(media) = peer.rtc.media(mid)
+                && !known
+                && matches!(media.direction(), Direction::SendOnly | Direction::SendRecv)
+            {
+                peer.free.push((mid, media.kind()));
+            }
+        }
         let mut msids: HashMap<String, (String, String)> = HashMap::new();
         for route in routes.iter().filter(|r| r.owner != participant) {
             let Some(publisher) = self.find(route.owner, Leg::Publish) else {
@@ -380,7 +397,10 @@ impl Sfu {
         match event {
             Event::MediaAdded(added) => {
                 let peer = &mut self.peers[index];
+                let known =
+                    peer.sending.contains_key(&added.mid) || peer.free.iter().any(|(m, _)| *m == added.mid);
                 if peer.leg == Leg::Subscribe
+                    && !known
                     && matches!(added.direction, Direction::SendOnly | Direction::SendRecv)
                 {
                     peer.free.push((added.mid, added.kind));

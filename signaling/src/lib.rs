@@ -26,6 +26,7 @@ pub mod rtc;
 pub mod server;
 pub mod service;
 pub mod upload;
+pub mod websocket;
 pub mod wire;
 
 mod handlers;

@@ -17,20 +17,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::{Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use http::{Response, StatusCode};
 use openchat_core::protocol::{ChatMessage, WireError, parse_chat};
 use openchat_core::{ChannelId, ServerId, UserUid};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::error::ApiError;
-use crate::service::{AppState, Body, full};
+use crate::service::{AppState, Body};
 
 /// Frames waiting to be written to one socket.
 pub const SEND_QUEUE_MAX: usize = 256;
@@ -381,18 +380,7 @@ pub fn upgrade(
     state: Arc<AppState>,
     mut request: http::Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let headers = request.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
-    let (true, Some(key)) = (is_upgrade, key) else {
-        return Err(ApiError::bad_request(
-            "websocket_required",
-            "this endpoint needs a WebSocket upgrade",
-        ));
-    };
+    let (response, socket) = crate::websocket::accept(&mut request, INBOUND_MESSAGE_BYTES_MAX)?;
     let query: ConnectQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""));
     let header_value = |name: &str| {
         request
@@ -429,42 +417,19 @@ pub fn upgrade(
             .hub
             .register(server, member.clone(), user_uid, query.resume_from.as_deref())?;
 
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-    let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(INBOUND_MESSAGE_BYTES_MAX);
-                config.max_frame_size = Some(INBOUND_MESSAGE_BYTES_MAX);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                    .await;
-                if let Some(reason) = resync {
-                    state.hub.reply(
-                        id,
-                        frame(
-                            "chat.resync_required",
-                            None,
-                            &json!({"reason": reason.as_str()}),
-                            None,
-                        ),
-                    );
-                }
-                session(state.clone(), id, member, ws, rx, kick).await;
+        if let Some(ws) = socket.await {
+            if let Some(reason) = resync {
+                let payload = json!({"reason": reason.as_str()});
+                state
+                    .hub
+                    .reply(id, frame("chat.resync_required", None, &payload, None));
             }
-            Err(err) => tracing::debug!(error = %err, "realtime upgrade failed"),
+            session(state.clone(), id, member, ws, rx, kick).await;
         }
         // Cleanup runs however the session ended.
         leave(&state, id);
     });
-    let mut response = Response::new(full(bytes::Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = header::HeaderValue::from_str(&accept) {
-        headers.insert("sec-websocket-accept", accept);
-    }
     Ok(response)
 }
 

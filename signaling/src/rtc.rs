@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::{Response, StatusCode, header};
-use hyper_util::rt::TokioIo;
+use http::{Response, StatusCode};
 use openchat_core::protocol::{SignalingMessage, WireError, parse_signaling};
 use openchat_core::ticket::{ReplayGuard, TicketClaims, TicketError, TicketSigner, turn_credentials};
 use openchat_core::{ChannelId, UnixSeconds};
@@ -21,12 +20,12 @@ use openchat_media::room::{Frame, LeaveReason, ParticipantId, ParticipantInfo, R
 use openchat_media::shard::{OutboxReceiver, ShardCommand, outbox};
 use serde_json::{Value, json};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::error::ApiError;
-use crate::service::{AppState, Body, full};
+use crate::service::{AppState, Body};
 use crate::wire::{rfc3339, unix_now};
 
 /// The first message (`rtc.join`) must arrive within this (WIRE.md §5.2).
@@ -149,41 +148,13 @@ pub fn upgrade(
             "voice is not enabled",
         ));
     }
-    let headers = request.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
-    let (true, Some(key)) = (is_upgrade, key) else {
-        return Err(ApiError::bad_request(
-            "websocket_required",
-            "this endpoint needs a WebSocket upgrade",
-        ));
-    };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
-    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (response, socket) =
+        crate::websocket::accept(&mut request, openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX)?;
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let mut config = WebSocketConfig::default();
-                config.max_message_size = Some(openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX);
-                config.max_frame_size = Some(openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX);
-                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                    .await;
-                session(state, ws).await;
-            }
-            Err(err) => tracing::debug!(error = %err, "signaling upgrade failed"),
+        if let Some(ws) = socket.await {
+            session(state, ws).await;
         }
     });
-    let mut response = Response::new(full(bytes::Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = header::HeaderValue::from_str(&accept) {
-        headers.insert("sec-websocket-accept", accept);
-    }
     Ok(response)
 }
 

@@ -58,6 +58,17 @@ const kinds = await p2.evaluate(() => window.state.published.filter(t => t.media
 if (JSON.stringify(kinds) !== JSON.stringify(['video_camera', 'video_screen'])) await fail(`page 1 video kinds ${kinds}`);
 const owners = await p2.evaluate(() => [...new Set(window.state.published.map(t => t.user_uid))]);
 if (JSON.stringify(owners) !== JSON.stringify(['uid_page1'])) await fail(`tracks announced for ${owners}`);
+// Received streams carry the publishers' stream ids (msid), so tracks map to publishers.
+const mapsToPublishers = () => {
+  const received = new Set(window.state.received.flatMap(r => r.streams));
+  return window.state.published.every(t => received.has(t.stream_id));
+};
+let mapped = false;
+while (!mapped && Date.now() < deadline) {
+  mapped = await p2.evaluate(mapsToPublishers);
+  if (!mapped) await new Promise(r => setTimeout(r, 200));
+}
+if (!mapped) await fail('received streams do not carry the publishers\' stream ids');
 const p3 = await open('uid_page3', false);
 if (!await flowing([p3], 2, 3)) await fail('page 3 does not receive both others');
 await p1.evaluate(() => window.leave());
