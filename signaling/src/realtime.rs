@@ -652,6 +652,7 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn view(id: u64, server: Option<&str>, user: &str, subs: &[&str]) -> SocketView {
         SocketView {

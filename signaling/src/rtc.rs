@@ -641,6 +641,7 @@ fn frame_to_string(frame: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn state_with_one_shard() -> (tempfile::TempDir, Arc<AppState>) {
         let (dir, state) = crate::realtime::tests::test_state();
