@@ -356,3 +356,81 @@ async fn a_ticket_without_video_cannot_publish_a_camera_and_bad_offers_fail_alon
         .await;
     assert_eq!(reply["type"], "rtc.answer.publish", "audio is allowed: {reply}");
 }
+
+/// Reads frames until `kind`; returns whether `unwanted` came first.
+async fn seen_before(ws: &mut Ws, unwanted: &str, kind: &str) -> bool {
+    let mut seen = false;
+    loop {
+        let message = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if value["type"] == unwanted {
+                seen = true;
+            }
+            if value["type"] == kind {
+                return seen;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_tracks_than_offered_m_lines_ask_for_a_new_subscribe_offer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Store::Sqlite,
+        &[
+            ("OPENCHAT_JOIN_TICKET_SECRET", SECRET),
+            ("OPENCHAT_MEDIA_PORT_BASE", "0"),
+        ],
+    );
+    let mut publishers = Vec::new();
+    for (uid, track) in [("uid_p1", "track_one"), ("uid_p2", "track_two")] {
+        let (mut ws, _) = signaling(&server, Permissions::ALL, uid).await;
+        let mut peer = Peer::new().await;
+        let (_, answer) = peer
+            .negotiate(
+                &mut ws,
+                "publish",
+                &[(MediaKind::Audio, Direction::SendOnly, track)],
+            )
+            .await;
+        assert_eq!(answer["type"], "rtc.answer.publish", "{answer}");
+        publishers.push((ws, peer));
+    }
+    let (mut ws, _) = signaling(&server, Permissions::ALL, "uid_listener").await;
+    let mut listener = Peer::new().await;
+    let (_, answer) = listener
+        .negotiate(
+            &mut ws,
+            "subscribe",
+            &[(MediaKind::Audio, Direction::RecvOnly, "a1")],
+        )
+        .await;
+    assert_eq!(answer["type"], "rtc.answer.subscribe");
+    let refresh = next_of(&mut ws, "rtc.subscribe.refresh").await;
+    assert_eq!(refresh["payload"]["reason"], "more_tracks_than_m_lines");
+    // A renegotiation with room for both carries both msids and asks for nothing more.
+    let (_, answer) = listener
+        .negotiate(
+            &mut ws,
+            "subscribe",
+            &[(MediaKind::Audio, Direction::RecvOnly, "a2")],
+        )
+        .await;
+    let sdp = answer["payload"]["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("a=msid:stream_test track_one") && sdp.contains("a=msid:stream_test track_two"),
+        "{sdp}"
+    );
+    send(&mut ws, json!({"type": "rtc.ping", "request_id": "after"})).await;
+    assert!(
+        !seen_before(&mut ws, "rtc.subscribe.refresh", "rtc.pong").await,
+        "no refresh once everything fits"
+    );
+}

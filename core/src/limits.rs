@@ -45,6 +45,11 @@ pub const PROFILES_BATCH_MAX: usize = 100;
 pub const MENTION_RESULTS_MAX: usize = 25;
 /// Reply previews, in characters (WIRE.md §2.4).
 pub const REPLY_PREVIEW_CHARS_MAX: usize = 220;
+/// The subscribe receive policy (capabilities `rtc.subscribe_receive_policy`): at most this
+/// many video and audio tracks forwarded to one participant.
+pub const SUBSCRIBE_VIDEO_TRACKS_MAX: usize = 8;
+pub const SUBSCRIBE_AUDIO_TRACKS_MAX: usize = 16;
+
 /// How long a server-creation ownership claim token stays valid, in seconds.
 pub const OWNERSHIP_CLAIM_TTL_SECONDS: i64 = 24 * 3600;
 

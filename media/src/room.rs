@@ -405,9 +405,24 @@ impl Room {
                     let frame = self.frame(
                         &kind,
                         rid,
-                        json!({"type": "answer", "sdp": answer, "direction": leg.as_str()}),
+                        json!({"type": "answer", "sdp": answer.sdp, "direction": leg.as_str()}),
                     );
                     self.send_to(&from, frame);
+                    // More tracks than offered m-lines, within the receive policy: ask the
+                    // client for a new subscribe offer with more transceivers.
+                    let caps = [
+                        openchat_core::limits::SUBSCRIBE_AUDIO_TRACKS_MAX,
+                        openchat_core::limits::SUBSCRIBE_VIDEO_TRACKS_MAX,
+                    ];
+                    let short = (0..2).any(|k| answer.unfitted[k] > 0 && answer.carried[k] < caps[k]);
+                    if leg == Leg::Subscribe && short {
+                        let refresh = self.frame(
+                            "rtc.subscribe.refresh",
+                            None,
+                            json!({"reason": "more_tracks_than_m_lines"}),
+                        );
+                        self.send_to(&from, refresh);
+                    }
                     if leg == Leg::Publish {
                         self.set_tracks(&from, offered);
                     }

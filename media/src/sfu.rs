@@ -60,6 +60,15 @@ pub enum SfuError {
     UnknownPeer,
 }
 
+/// The SFU's answer, and for a subscribe answer how many published tracks it carries and
+/// how many did not fit the offered m-lines (`[audio, video]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub sdp: String,
+    pub carried: [usize; 2],
+    pub unfitted: [usize; 2],
+}
+
 /// A published track, as the subscribe answer should carry it.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
@@ -177,7 +186,7 @@ impl Sfu {
         leg: Leg,
         sdp: &str,
         routes: &[Route<'_>],
-    ) -> Result<String, SfuError> {
+    ) -> Result<Answer, SfuError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let index = match self.find(participant, leg) {
             Some(index) => index,
@@ -205,7 +214,11 @@ impl Sfu {
         self.drain(now, index);
         let answer = answer.to_sdp_string();
         if leg != Leg::Subscribe {
-            return Ok(answer);
+            return Ok(Answer {
+                sdp: answer,
+                carried: [0, 0],
+                unfitted: [0, 0],
+            });
         }
         // str0m reports new m-lines (MediaAdded) only once the connection is up; the answer
         // needs them now, so read them from the offer's a=mid lines.
@@ -225,6 +238,7 @@ impl Sfu {
             }
         }
         let mut msids: HashMap<String, (String, String)> = HashMap::new();
+        let (mut carried, mut unfitted) = ([0usize; 2], [0usize; 2]);
         for route in routes.iter().filter(|r| r.owner != participant) {
             let Some(publisher) = self.find(route.owner, Leg::Publish) else {
                 continue;
@@ -235,13 +249,14 @@ impl Sfu {
             } else {
                 MediaKind::Video
             };
+            let slot = usize::from(kind == MediaKind::Video);
             let peer = &mut self.peers[index];
-            let carried = peer
+            let already = peer
                 .sending
                 .iter()
                 .find(|(_, track)| **track == (publisher, source))
                 .map(|(mid, _)| *mid);
-            let mid = match carried {
+            let mid = match already {
                 Some(mid) => mid,
                 None => match peer.free.iter().position(|(_, k)| *k == kind) {
                     Some(free) => {
@@ -249,17 +264,25 @@ impl Sfu {
                         peer.sending.insert(mid, (publisher, source));
                         mid
                     }
-                    // More tracks than the client offered m-lines: the client re-offers
-                    // after each `rtc.track.published`.
-                    None => continue,
+                    // More tracks than the client offered m-lines: counted, so the room can
+                    // ask the client to re-offer (`rtc.subscribe.refresh`).
+                    None => {
+                        unfitted[slot] += 1;
+                        continue;
+                    }
                 },
             };
+            carried[slot] += 1;
             msids.insert(
                 mid.to_string(),
                 (route.stream_id.to_owned(), route.track_id.to_owned()),
             );
         }
-        Ok(rewrite_msid(&answer, &msids))
+        Ok(Answer {
+            sdp: rewrite_msid(&answer, &msids),
+            carried,
+            unfitted,
+        })
     }
 
     /// Removes a participant's connections; nothing is forwarded to it afterwards.

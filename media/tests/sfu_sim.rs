@@ -69,7 +69,7 @@ impl Client {
                 .map(|l| format!("{l}\r\n"))
                 .collect();
         }
-        let answer = sfu.accept_offer(now, who, leg, &sdp, &[]).unwrap();
+        let answer = sfu.accept_offer(now, who, leg, &sdp, &[]).unwrap().sdp;
         self.rtc
             .sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())

@@ -28,8 +28,8 @@ pub struct RtcBlock {
 }
 
 /// The `subscribe_receive_policy` the client v0.0.7 needs (WIRE.md §8.2).
-pub const RECEIVE_VIDEO_TRACKS_MAX: u32 = 8;
-pub const RECEIVE_AUDIO_TRACKS_MAX: u32 = 16;
+pub const RECEIVE_VIDEO_TRACKS_MAX: usize = openchat_core::limits::SUBSCRIBE_VIDEO_TRACKS_MAX;
+pub const RECEIVE_AUDIO_TRACKS_MAX: usize = openchat_core::limits::SUBSCRIBE_AUDIO_TRACKS_MAX;
 
 pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&RtcBlock>) -> Value {
     let primary = instance.primary_server.as_ref();
