@@ -56,7 +56,8 @@ async fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::text(value.to_string())).await.unwrap();
 }
 
-async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+/// The next text envelope (other frames skipped), within the hang guard.
+async fn next_text(ws: &mut Ws) -> Value {
     loop {
         let message = tokio::time::timeout(HANG_GUARD, ws.next())
             .await
@@ -64,12 +65,13 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
             .expect("open")
             .expect("frame");
         if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if value["type"] == kind {
-                return value;
-            }
+            return serde_json::from_str(text.as_str()).unwrap();
         }
     }
+}
+
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    next_of_any(ws, &[kind]).await
 }
 
 /// A WebRTC peer like one of the client's PeerConnections, on a real UDP socket.
@@ -168,16 +170,9 @@ impl Peer {
 
 async fn next_of_any(ws: &mut Ws, kinds: &[&str]) -> Value {
     loop {
-        let message = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if kinds.iter().any(|k| value["type"] == *k) {
-                return value;
-            }
+        let value = next_text(ws).await;
+        if kinds.iter().any(|k| value["type"] == *k) {
+            return value;
         }
     }
 }
@@ -361,19 +356,10 @@ async fn a_ticket_without_video_cannot_publish_a_camera_and_bad_offers_fail_alon
 async fn seen_before(ws: &mut Ws, unwanted: &str, kind: &str) -> bool {
     let mut seen = false;
     loop {
-        let message = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("a frame")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if value["type"] == unwanted {
-                seen = true;
-            }
-            if value["type"] == kind {
-                return seen;
-            }
+        let value = next_text(ws).await;
+        seen |= value["type"] == unwanted;
+        if value["type"] == kind {
+            return seen;
         }
     }
 }
