@@ -144,7 +144,13 @@ pub struct Sfu {
     /// Packets forwarded to subscribers, and ones that found no subscriber m-line.
     pub forwarded: u64,
     pub unrouted: u64,
+    /// Keyframes asked of publishers, and when last, per publisher m-line.
+    pub keyframes_requested: u64,
+    last_keyframe_request: HashMap<(usize, Mid), Instant>,
 }
+
+/// A publisher's video m-line is asked for a keyframe at most this often.
+pub const KEYFRAME_REQUEST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,6 +172,34 @@ impl Sfu {
             transmits: VecDeque::new(),
             forwarded: 0,
             unrouted: 0,
+            keyframes_requested: 0,
+            last_keyframe_request: HashMap::new(),
+        }
+    }
+
+    /// Asks a publisher's video m-line for a keyframe (a subscriber starts receiving it),
+    /// at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+    fn request_keyframe(&mut self, now: Instant, publisher: usize, mid: Mid) {
+        let key = (publisher, mid);
+        if self
+            .last_keyframe_request
+            .get(&key)
+            .is_some_and(|last| now.duration_since(*last) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(publisher) else {
+            return;
+        };
+        if peer.rtc.media(mid).is_none_or(|m| m.kind() != MediaKind::Video) {
+            return;
+        }
+        if let Some(mut writer) = peer.rtc.writer(mid)
+            && writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+        {
+            self.keyframes_requested += 1;
+            self.last_keyframe_request.insert(key, now);
+            self.drain(now, publisher);
         }
     }
 
@@ -239,6 +273,7 @@ impl Sfu {
         }
         let mut msids: HashMap<String, (String, String)> = HashMap::new();
         let (mut carried, mut unfitted) = ([0usize; 2], [0usize; 2]);
+        let mut new_video: Vec<(usize, Mid)> = Vec::new();
         for route in routes.iter().filter(|r| r.owner != participant) {
             let Some(publisher) = self.find(route.owner, Leg::Publish) else {
                 continue;
@@ -262,6 +297,7 @@ impl Sfu {
                     Some(free) => {
                         let (mid, _) = peer.free.remove(free);
                         peer.sending.insert(mid, (publisher, source));
+                        new_video.push((publisher, source));
                         mid
                     }
                     // More tracks than the client offered m-lines: counted, so the room can
@@ -277,6 +313,9 @@ impl Sfu {
                 mid.to_string(),
                 (route.stream_id.to_owned(), route.track_id.to_owned()),
             );
+        }
+        for (publisher, source) in new_video {
+            self.request_keyframe(now, publisher, source);
         }
         Ok(Answer {
             sdp: rewrite_msid(&answer, &msids),
@@ -439,6 +478,7 @@ impl Sfu {
                 } else {
                     MediaKind::Video
                 };
+                let mut started = false;
                 for sub in 0..self.peers.len() {
                     let peer = &mut self.peers[sub];
                     if !peer.alive || peer.leg != Leg::Subscribe || peer.participant == publisher {
@@ -455,6 +495,7 @@ impl Sfu {
                             Some(free) => {
                                 let (mid, _) = peer.free.remove(free);
                                 peer.sending.insert(mid, (index, data.mid));
+                                started = true;
                                 mid
                             }
                             None => {
@@ -474,6 +515,10 @@ impl Sfu {
                         Err(err) => tracing::trace!(error = %err, "forward write failed"),
                     }
                     self.drain(now, sub);
+                }
+                // A subscriber started receiving this track: a decoder needs a keyframe.
+                if started {
+                    self.request_keyframe(now, index, data.mid);
                 }
             }
             Event::KeyframeRequest(request) => {

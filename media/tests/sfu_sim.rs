@@ -21,6 +21,7 @@ struct Client {
     addr: SocketAddr,
     rtc: Rtc,
     received: Vec<Vec<u8>>,
+    keyframe_requests: usize,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
@@ -33,6 +34,7 @@ impl Client {
             addr,
             rtc,
             received: Vec::new(),
+            keyframe_requests: 0,
             outbox: VecDeque::new(),
         }
     }
@@ -43,6 +45,7 @@ impl Client {
                 Output::Timeout(_) => return,
                 Output::Transmit(t) => self.outbox.push_back((t.destination, t.contents.into())),
                 Output::Event(Event::MediaData(data)) => self.received.push(data.data.to_vec()),
+                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
                 Output::Event(_) => {}
             }
         }
@@ -57,8 +60,20 @@ impl Client {
         leg: Leg,
         direction: Direction,
     ) -> Mid {
+        self.negotiate_kind(sfu, now, who, leg, direction, MediaKind::Audio)
+    }
+
+    fn negotiate_kind(
+        &mut self,
+        sfu: &mut Sfu,
+        now: Instant,
+        who: &ParticipantId,
+        leg: Leg,
+        direction: Direction,
+        kind: MediaKind,
+    ) -> Mid {
         let mut change = self.rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
+        let mid = change.add_media(kind, direction, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let mut sdp = offer.to_sdp_string();
         if direction == Direction::RecvOnly {
@@ -174,4 +189,62 @@ fn audio_is_forwarded_to_subscribers_only_and_stops_when_they_leave() {
     );
     assert!(publisher.received.is_empty(), "no echo to the publisher");
     assert!(sfu.forwarded > 200);
+}
+
+#[test]
+fn a_new_video_subscriber_makes_the_publisher_send_a_keyframe_rate_limited() {
+    let start = Instant::now();
+    let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let mut sfu = Sfu::new(sfu_addr);
+    let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
+    let mut publisher = Client::new(start, "10.0.0.2:4000");
+    let mut subscriber = Client::new(start, "10.0.0.3:4000");
+    let mid = publisher.negotiate_kind(
+        &mut sfu,
+        start,
+        &alice,
+        Leg::Publish,
+        Direction::SendOnly,
+        MediaKind::Video,
+    );
+    subscriber.negotiate_kind(
+        &mut sfu,
+        start,
+        &bob,
+        Leg::Subscribe,
+        Direction::RecvOnly,
+        MediaKind::Video,
+    );
+    let mut now = start;
+    for frame in 0..250u32 {
+        now += Duration::from_millis(40);
+        if publisher.rtc.is_connected() {
+            let pt = publisher
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let data = vec![0x10u8; 200];
+            let time = MediaTime::from_90khz(u64::from(frame) * 3600);
+            publisher
+                .rtc
+                .writer(mid)
+                .unwrap()
+                .write(pt, now, time, data)
+                .unwrap();
+        }
+        step(&mut sfu, &mut [&mut publisher, &mut subscriber], now, sfu_addr);
+    }
+    assert!(!subscriber.received.is_empty(), "video was forwarded");
+    assert!(
+        publisher.keyframe_requests >= 1,
+        "the publisher was asked for a keyframe"
+    );
+    // 10 s of virtual time at one request per 500 ms at most, however often subscribers ask.
+    assert!(
+        sfu.keyframes_requested <= 21,
+        "{} requests",
+        sfu.keyframes_requested
+    );
 }
