@@ -564,3 +564,32 @@ async fn tickets_carry_configured_stun_and_ephemeral_turn_credentials() {
         (404, Some("channel_not_found".to_owned()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_minting_is_rate_limited_per_user() {
+    let (_dir, server) = start();
+    let mint = |uid: &'static str| {
+        let url = server.url("/v1/rtc/channels/vc_general/join-ticket");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-OpenChat-User-UID", uid)
+                .json(&json!({"server_id": "srv_harbor"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..30 {
+        assert_eq!(mint("uid_minter").await.status(), 200);
+    }
+    let refused = mint("uid_minter").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "rate_limited");
+    assert_eq!(
+        mint("uid_other_user").await.status(),
+        200,
+        "the limit is per user"
+    );
+}
