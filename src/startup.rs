@@ -100,13 +100,12 @@ pub fn run(mut config: Config) -> ExitCode {
     // The media shards: one glommio executor per configured CPU.
     let media_net = openchat_media::MediaNet {
         port_base: config.media.port_base,
-        public_ip: config
-            .media
-            .public_ip
-            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        public_ip: config.media.public_ip,
     };
     if config.media.public_ip.is_none() && config.production {
-        tracing::warn!("OPENCHAT_MEDIA_PUBLIC_IP is not set: media candidates advertise 127.0.0.1");
+        tracing::warn!(
+            "OPENCHAT_MEDIA_PUBLIC_IP is not set: media candidates advertise the address each client's signaling arrived on"
+        );
     }
     let shards = match openchat_media::ShardSet::start(
         &config.media.cpus,

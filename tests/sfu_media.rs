@@ -28,6 +28,12 @@ type Ws = WebSocketStream<TcpStream>;
 const SECRET: &str = "test-secret-for-the-sfu-0123456789";
 
 async fn signaling(server: &Server, permissions: Permissions, uid: &str) -> (Ws, Value) {
+    signaling_via(server.addr, permissions, uid).await
+}
+
+/// Joins through the signaling socket at `addr` (the server may listen on other loopback
+/// addresses than 127.0.0.1).
+async fn signaling_via(addr: SocketAddr, permissions: Permissions, uid: &str) -> (Ws, Value) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -42,11 +48,10 @@ async fn signaling(server: &Server, permissions: Permissions, uid: &str) -> (Ws,
         iat: now,
         jti: uuid::Uuid::new_v4().to_string(),
     });
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/v1/rtc/signaling", server.addr), stream)
-            .await
-            .unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/rtc/signaling"), stream)
+        .await
+        .unwrap();
     send(&mut ws, json!({"type": "rtc.join", "request_id": "join_1", "channel_id": "vc_general", "payload": {"ticket": ticket}})).await;
     let joined = next_of(&mut ws, "rtc.joined").await;
     (ws, joined)
@@ -177,6 +182,20 @@ async fn next_of_any(ws: &mut Ws, kinds: &[&str]) -> Value {
     }
 }
 
+/// The sum of a metric's series (all label sets) in the `/metrics` text.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn sfu_candidate(answer: &Value) -> SocketAddr {
     let sdp = answer["payload"]["sdp"].as_str().unwrap();
     let line = sdp
@@ -278,22 +297,66 @@ async fn published_audio_reaches_the_subscriber_through_the_sfu() {
         assert!(data[4..].iter().all(|b| *b == 0x5A), "payload intact");
     }
     assert!(alice.received.is_empty(), "nothing comes back to the publisher");
+    // The shard counts what it forwarded and the track it carries.
+    assert_eq!(metric(&server, "openchat_rtc_shard_tracks").await, 1.0);
+    assert!(metric(&server, "openchat_rtc_forwarded_packets_total").await >= 50.0);
+    assert!(metric(&server, "openchat_rtc_media_packets_in_total").await >= 50.0);
+    assert!(metric(&server, "openchat_rtc_media_bytes_out_total").await >= 50.0 * 60.0);
 
     // Leaving unpublishes the track at the others.
     send(&mut alice_ws, json!({"type": "rtc.leave", "payload": {}})).await;
     let unpublished = next_of(&mut bob_ws, "rtc.track.unpublished").await;
     assert_eq!(unpublished["payload"]["track_id"], "track_mic");
     next_of(&mut bob_ws, "rtc.participant.left").await;
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("openchat_rtc_media_packets_in_total"),
-        "{metrics}"
+    assert_eq!(metric(&server, "openchat_rtc_shard_tracks").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_candidates_advertise_the_address_the_signaling_arrived_on_unless_one_is_set() {
+    // The server listens on 127.0.0.2 only; without OPENCHAT_MEDIA_PUBLIC_IP the candidate
+    // carries the address the client reached, not a fixed 127.0.0.1.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Store::Sqlite,
+        &[
+            ("OPENCHAT_JOIN_TICKET_SECRET", SECRET),
+            ("OPENCHAT_HTTP_ADDR", "127.0.0.2:0"),
+        ],
     );
+    let (mut ws, _) = signaling_via(server.addr, Permissions::ALL, "uid_dora").await;
+    let mut dora = Peer::new().await;
+    let (_, answer) = dora
+        .negotiate(
+            &mut ws,
+            "publish",
+            &[(MediaKind::Audio, Direction::SendOnly, "track_mic")],
+        )
+        .await;
+    assert_eq!(sfu_candidate(&answer).ip().to_string(), "127.0.0.2", "{answer}");
+    drop(server);
+
+    // With OPENCHAT_MEDIA_PUBLIC_IP set, that address is advertised whatever the client reached.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Store::Sqlite,
+        &[
+            ("OPENCHAT_JOIN_TICKET_SECRET", SECRET),
+            ("OPENCHAT_HTTP_ADDR", "127.0.0.2:0"),
+            ("OPENCHAT_MEDIA_PUBLIC_IP", "127.0.0.3"),
+        ],
+    );
+    let (mut ws, _) = signaling_via(server.addr, Permissions::ALL, "uid_dora").await;
+    let mut dora = Peer::new().await;
+    let (_, answer) = dora
+        .negotiate(
+            &mut ws,
+            "publish",
+            &[(MediaKind::Audio, Direction::SendOnly, "track_mic")],
+        )
+        .await;
+    assert_eq!(sfu_candidate(&answer).ip().to_string(), "127.0.0.3", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +392,10 @@ async fn a_ticket_without_video_cannot_publish_a_camera_and_bad_offers_fail_alon
     assert_eq!(
         (error["payload"]["code"].as_str(), error["request_id"].as_str()),
         (Some("rtc_negotiation_failed"), Some("bad"))
+    );
+    assert_eq!(
+        metric(&server, "openchat_rtc_negotiation_errors_total").await,
+        1.0
     );
     // ...and an offer for an unknown direction is an unknown event; the socket stays usable.
     send(

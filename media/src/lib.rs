@@ -11,6 +11,10 @@
 //! - [`ShardSet`] starts one shard per configured CPU and routes each channel to its shard.
 //!   The front-end (tokio) and the shards (glommio) talk only through `flume` channels,
 //!   which work from both runtimes.
+//! - [`sfu::Sfu`] (feature `sfu`) is the room's sans-IO forwarding core over str0m in RTP
+//!   mode: packets are forwarded without re-packetising, payloads shared between
+//!   subscribers, sequence numbers and RTP times renumbered per subscriber m-line.
+//!   [`speaking`] turns audio levels into speaking changes.
 
 pub mod ops;
 pub mod room;
@@ -18,6 +22,8 @@ pub mod room;
 pub mod sfu;
 #[cfg(feature = "shards")]
 pub mod shard;
+#[cfg(feature = "sfu")]
+pub mod speaking;
 
 #[cfg(feature = "shards")]
 mod shards;

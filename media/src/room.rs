@@ -202,6 +202,9 @@ pub enum RoomCommand {
         sdp: String,
         request_id: Option<String>,
         at: std::time::Instant,
+        /// The local address the participant's signaling connection arrived on: advertised
+        /// as the media candidate's IP unless the shard has a fixed public IP.
+        signaling_ip: Option<std::net::IpAddr>,
     },
 }
 
@@ -244,6 +247,11 @@ pub struct Room {
     /// The WebRTC forwarding core, when the shard has a media socket.
     #[cfg(feature = "sfu")]
     sfu: Option<crate::sfu::Sfu>,
+    /// Whether the SFU's candidate IP is fixed (`OPENCHAT_MEDIA_PUBLIC_IP`) rather than the
+    /// signaling address of each participant.
+    fixed_media_ip: bool,
+    /// Offers the SFU could not answer (for `/metrics`).
+    negotiation_errors: u64,
 }
 
 fn rfc3339(at: UnixSeconds) -> String {
@@ -272,20 +280,30 @@ impl Room {
             stream_kinds: std::collections::HashMap::new(),
             #[cfg(feature = "sfu")]
             sfu: None,
+            fixed_media_ip: false,
+            negotiation_errors: 0,
         }
     }
 
     /// A room whose media goes through the SFU, advertising `media_addr` as its ICE-lite
-    /// host candidate.
+    /// host candidate; unless `fixed_ip`, each participant's candidate carries the IP its
+    /// signaling arrived on instead (same port).
     #[cfg(feature = "sfu")]
     pub fn with_media(
         channel_id: impl Into<String>,
         participants_max: usize,
         media_addr: std::net::SocketAddr,
+        fixed_ip: bool,
     ) -> Self {
         let mut room = Self::new(channel_id, participants_max);
-        room.sfu = Some(crate::sfu::Sfu::new(media_addr));
+        room.sfu = Some(crate::sfu::Sfu::new(media_addr).with_participants_max(participants_max));
+        room.fixed_media_ip = fixed_ip;
         room
+    }
+
+    /// Offers the SFU refused so far.
+    pub fn negotiation_errors(&self) -> u64 {
+        self.negotiation_errors
     }
 
     /// The tracks published in the room.
@@ -360,6 +378,7 @@ impl Room {
         sdp: String,
         request_id: Option<String>,
         at: std::time::Instant,
+        signaling_ip: Option<std::net::IpAddr>,
     ) -> Result<(), RoomError> {
         let index = self.position(&from).ok_or(RoomError::NotInRoom)?;
         let permissions = self.participants[index].info.permissions;
@@ -399,7 +418,12 @@ impl Room {
                     track_id: &t.track_id,
                 })
                 .collect();
-            match sfu.accept_offer(at, &from, leg, &sdp, &routes) {
+            let advertise = if self.fixed_media_ip {
+                None
+            } else {
+                signaling_ip.map(|ip| ip.to_canonical())
+            };
+            match sfu.accept_offer(at, &from, leg, &sdp, &routes, advertise) {
                 Ok(answer) => {
                     let kind = format!("rtc.answer.{}", leg.as_str());
                     let frame = self.frame(
@@ -427,11 +451,14 @@ impl Room {
                         self.set_tracks(&from, offered);
                     }
                 }
-                Err(err) => self.error(&from, rid, "rtc_negotiation_failed", &err.to_string(), false),
+                Err(err) => {
+                    self.negotiation_errors += 1;
+                    self.error(&from, rid, "rtc_negotiation_failed", &err.to_string(), false);
+                }
             }
             return Ok(());
         }
-        let _ = (at, sdp, offered);
+        let _ = (at, sdp, offered, signaling_ip);
         self.error(
             &from,
             rid,
@@ -598,7 +625,8 @@ impl Room {
                 sdp,
                 request_id,
                 at,
-            } => self.offer(from, leg, sdp, request_id, at),
+                signaling_ip,
+            } => self.offer(from, leg, sdp, request_id, at, signaling_ip),
             RoomCommand::MediaState {
                 from,
                 stream_kind,
@@ -714,15 +742,47 @@ impl Room {
         from: std::net::SocketAddr,
         contents: &[u8],
     ) -> Result<(), crate::sfu::SfuError> {
-        match self.sfu.as_mut() {
+        let result = match self.sfu.as_mut() {
             Some(sfu) => sfu.handle_datagram(now, from, contents),
             None => Err(crate::sfu::SfuError::UnknownPeer),
-        }
+        };
+        self.take_sfu_events();
+        result
     }
 
     pub fn handle_timeout(&mut self, now: std::time::Instant) {
         if let Some(sfu) = self.sfu.as_mut() {
             sfu.handle_timeout(now);
+        }
+        self.take_sfu_events();
+    }
+
+    /// The forwarding counters (zero without a media path).
+    pub fn media_stats(&self) -> crate::sfu::SfuStats {
+        self.sfu.as_ref().map(crate::sfu::Sfu::stats).unwrap_or_default()
+    }
+
+    /// Turns the SFU's events into frames: `rtc.speaking` to the whole room.
+    fn take_sfu_events(&mut self) {
+        while let Some(event) = self.sfu.as_mut().and_then(crate::sfu::Sfu::poll_event) {
+            match event {
+                crate::sfu::SfuEvent::Speaking {
+                    participant,
+                    speaking,
+                    level,
+                } => {
+                    let Some(index) = self.position(&participant) else {
+                        continue;
+                    };
+                    let user_uid = self.participants[index].info.user_uid.clone();
+                    let frame = self.frame(
+                        "rtc.speaking",
+                        None,
+                        json!({"participant_id": participant.0, "user_uid": user_uid, "speaking": speaking, "audio_level_dbov": level}),
+                    );
+                    self.broadcast(&frame, None);
+                }
+            }
         }
     }
 

@@ -9,23 +9,35 @@
 //! the remote address to the connection, with str0m's `accepts` only on a miss (the first
 //! STUN binding from a new address).
 //!
-//! Forwarding keeps the payload shared (`Arc<[u8]>` from str0m's `MediaData` is handed to
-//! every subscriber's writer); the per-subscriber work is str0m's packetising, SRTP and send.
+//! Forwarding is RTP-level (str0m's RTP mode): a publisher's packet is never depacketised
+//! or re-packetised. Its payload (`Arc<[u8]>`) is shared by every subscriber's write; per
+//! subscriber m-line a [`Renumber`] keeps sequence numbers and RTP times continuous across
+//! the tracks the m-line carries over time (gaps only where the source has them; packets
+//! older than a track's start on that m-line are not sent). Payload types are mapped by
+//! codec parameters, audio level / voice activity / video orientation extensions are
+//! carried over, and video is NACK-able from str0m's send buffer. The per-subscriber work
+//! is one SRTP protection and one datagram.
 //!
-//! Status: this is the forwarding core with its simulation test. The shard's UDP socket, the
-//! signaling glue (answers, `rtc.track.published`, msid) and the browser test are the rest
-//! of the SFU issue.
+//! Keyframes: a subscriber starting on a video track, and a subscriber's PLI, become a PLI
+//! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`] per publisher m-line.
+//! Simulcast publishers: one layer per track is forwarded (the first the publisher sent);
+//! layer switching is not implemented, and capabilities do not advertise simulcast.
+//! Speaking: each published audio m-line has a [`SpeakingDetector`]; changes come out of
+//! [`Sfu::poll_event`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::room::ParticipantId;
+use crate::speaking::SpeakingDetector;
 
 pub use crate::room::Leg;
 
@@ -124,61 +136,187 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// Something the room should tell its participants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// A publisher started or stopped speaking (from the audio-level header extension);
+    /// `level` is the loudest level of the talk spurt in dBov.
+    Speaking {
+        participant: ParticipantId,
+        speaking: bool,
+        level: i8,
+    },
+}
+
+/// Counters of one room's forwarding, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SfuStats {
+    /// RTP packets written to subscribers.
+    pub forwarded: u64,
+    /// Packets that could not be forwarded to a subscriber that carries their track (no
+    /// matching payload type on the subscriber, or older than the track's start there).
+    pub dropped: u64,
+    /// Times a (subscriber, track) pair found no free m-line.
+    pub unfitted: u64,
+    /// Keyframes asked of publishers.
+    pub keyframes_requested: u64,
+}
+
+/// How a subscriber m-line renumbers the track it carries: sequence numbers and RTP times
+/// continue where the previous track on the same m-line stopped, so the receiver sees one
+/// gapless stream (gaps only where the publisher's own stream has them).
+#[derive(Debug, Default)]
+struct Renumber {
+    seq_offset: u64,
+    time_offset: u32,
+    /// The first sequence number of the current source; older packets are not sent.
+    first_in: Option<u64>,
+    /// The highest sequence number and its time sent on this m-line.
+    last_out: Option<(u64, u32)>,
+}
+
+impl Renumber {
+    /// A new source starts on this m-line at its next packet.
+    fn restart(&mut self) {
+        self.first_in = None;
+    }
+
+    /// Maps a source packet to the m-line's numbering; `None` for packets from before the
+    /// source started here. `gap` is the RTP time step inserted at a source change.
+    fn map(&mut self, seq: u64, time: u32, gap: u32) -> Option<(u64, u32)> {
+        let first = match self.first_in {
+            Some(first) => first,
+            None => {
+                let (next_seq, next_time) = match self.last_out {
+                    Some((last_seq, last_time)) => (last_seq + 1, last_time.wrapping_add(gap)),
+                    None => (seq, time),
+                };
+                self.seq_offset = next_seq.wrapping_sub(seq);
+                self.time_offset = next_time.wrapping_sub(time);
+                self.first_in = Some(seq);
+                seq
+            }
+        };
+        if seq < first {
+            return None;
+        }
+        let out = (
+            seq.wrapping_add(self.seq_offset),
+            time.wrapping_add(self.time_offset),
+        );
+        if self.last_out.is_none_or(|(last, _)| out.0 > last) {
+            self.last_out = Some(out);
+        }
+        Some(out)
+    }
+}
+
+/// What a subscriber's sending m-line carries.
+#[derive(Debug)]
+struct Carried {
+    /// The publisher's connection and m-line.
+    source: (usize, Mid),
+    renumber: Renumber,
+    /// Publisher payload type -> this m-line's, learnt on first use.
+    pts: Vec<(Pt, Option<Pt>)>,
+}
+
 struct Peer {
     participant: ParticipantId,
     leg: Leg,
     rtc: Rtc,
-    /// For subscribe connections: which publisher track each sending m-line carries.
-    sending: HashMap<Mid, (usize, Mid)>,
-    /// Sending m-lines not yet carrying a track, by kind.
+    /// The address advertised to this connection (and the datagrams' local address).
+    local: SocketAddr,
+    /// Subscribe connections: which publisher track each sending m-line carries.
+    sending: HashMap<Mid, Carried>,
+    /// Subscribe connections: sending m-lines not yet carrying a track, by kind.
     free: Vec<(Mid, MediaKind)>,
-    alive: bool,
+    /// Publish connections: the simulcast layer forwarded per m-line (the first one seen).
+    layers: HashMap<Mid, Rid>,
+    /// Publish connections: voice activity of the audio m-lines.
+    voice: HashMap<Mid, SpeakingDetector>,
+    /// Subscribe connections: the numbering of free m-lines that carried a track before,
+    /// so a new track continues it.
+    parked: HashMap<Mid, Renumber>,
 }
 
 /// The forwarding state of one room.
 pub struct Sfu {
+    /// The shard's socket address; its IP is advertised unless the offer names another.
     local: SocketAddr,
-    peers: Vec<Peer>,
+    /// Connections by index; a removed connection leaves `None` (indices are reused only
+    /// after every reference to them is gone).
+    peers: Vec<Option<Peer>>,
     by_address: HashMap<SocketAddr, usize>,
+    /// Publisher m-line -> the subscriber m-lines carrying it (the forwarding fan-out).
+    routes: HashMap<(usize, Mid), Vec<(usize, Mid)>>,
+    /// Publisher m-lines that have sent media, with their kind.
+    sources: HashMap<(usize, Mid), MediaKind>,
     transmits: VecDeque<Transmit>,
-    /// Packets forwarded to subscribers, and ones that found no subscriber m-line.
-    pub forwarded: u64,
-    pub unrouted: u64,
-    /// Keyframes asked of publishers, and when last, per publisher m-line.
-    pub keyframes_requested: u64,
+    events: VecDeque<SfuEvent>,
+    stats: SfuStats,
     last_keyframe_request: HashMap<(usize, Mid), Instant>,
+    /// At most this many connections (two per participant).
+    peers_max: usize,
 }
 
 /// A publisher's video m-line is asked for a keyframe at most this often.
 pub const KEYFRAME_REQUEST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Connections a room holds unless told otherwise ([`Sfu::with_participants_max`]).
+pub const PEERS_MAX_DEFAULT: usize = 2 * 200;
+
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sfu")
             .field("local", &self.local)
-            .field("peers", &self.peers.len())
+            .field("peers", &self.peers.iter().flatten().count())
             .finish()
     }
 }
 
+fn media_kind(params: &PayloadParams) -> MediaKind {
+    if params.spec().codec.is_audio() {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    }
+}
+
 impl Sfu {
-    /// An SFU answering with one ICE-lite host candidate: `local` (the shard's socket,
+    /// An SFU answering with one ICE-lite host candidate on `local` (the shard's socket,
     /// advertised with the public IP).
     pub fn new(local: SocketAddr) -> Self {
         Self {
             local,
             peers: Vec::new(),
             by_address: HashMap::new(),
+            routes: HashMap::new(),
+            sources: HashMap::new(),
             transmits: VecDeque::new(),
-            forwarded: 0,
-            unrouted: 0,
-            keyframes_requested: 0,
+            events: VecDeque::new(),
+            stats: SfuStats::default(),
             last_keyframe_request: HashMap::new(),
+            peers_max: PEERS_MAX_DEFAULT,
         }
     }
 
-    /// Asks a publisher's video m-line for a keyframe (a subscriber starts receiving it),
-    /// at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+    /// Room for two connections per participant.
+    pub fn with_participants_max(mut self, participants_max: usize) -> Self {
+        self.peers_max = participants_max.saturating_mul(2).max(2);
+        self
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    fn peer(&mut self, index: usize) -> Option<&mut Peer> {
+        self.peers.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Asks a publisher's video m-line for a keyframe (a subscriber starts receiving it, or
+    /// asked for one), at most once per [`KEYFRAME_REQUEST_INTERVAL`].
     fn request_keyframe(&mut self, now: Instant, publisher: usize, mid: Mid) {
         let key = (publisher, mid);
         if self
@@ -188,31 +326,35 @@ impl Sfu {
         {
             return;
         }
-        let Some(peer) = self.peers.get_mut(publisher) else {
+        let Some(peer) = self.peer(publisher) else {
             return;
         };
         if peer.rtc.media(mid).is_none_or(|m| m.kind() != MediaKind::Video) {
             return;
         }
-        if let Some(mut writer) = peer.rtc.writer(mid)
-            && writer.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
-        {
-            self.keyframes_requested += 1;
-            self.last_keyframe_request.insert(key, now);
-            self.drain(now, publisher);
-        }
+        let layer = peer.layers.get(&mid).copied();
+        let mut api = peer.rtc.direct_api();
+        let Some(stream) = api.stream_rx_by_mid(mid, layer) else {
+            return;
+        };
+        stream.request_keyframe(KeyframeRequestKind::Pli);
+        self.stats.keyframes_requested += 1;
+        self.last_keyframe_request.insert(key, now);
+        self.drain(now, publisher);
     }
 
     fn find(&self, participant: &ParticipantId, leg: Leg) -> Option<usize> {
-        self.peers
-            .iter()
-            .position(|p| p.alive && p.participant == *participant && p.leg == leg)
+        self.peers.iter().position(|p| {
+            p.as_ref()
+                .is_some_and(|p| p.participant == *participant && p.leg == leg)
+        })
     }
 
     /// Answers a client's offer for one of its connections (a new one, or a renegotiation).
     /// A subscribe answer carries the published `routes` on its sending m-lines, each with
     /// the publisher's `a=msid:<stream_id> <track_id>`, so the client maps what it receives
-    /// to the right publisher (WIRE.md §5.3).
+    /// to the right publisher (WIRE.md §5.3). `advertise`, when given, replaces the shard's
+    /// IP in a new connection's candidate (the address the client's signaling arrived on).
     pub fn accept_offer(
         &mut self,
         now: Instant,
@@ -220,27 +362,47 @@ impl Sfu {
         leg: Leg,
         sdp: &str,
         routes: &[Route<'_>],
+        advertise: Option<IpAddr>,
     ) -> Result<Answer, SfuError> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadOffer(e.to_string()))?;
         let index = match self.find(participant, leg) {
             Some(index) => index,
             None => {
-                let mut rtc = Rtc::builder().set_ice_lite(true).build(now);
+                if self.peers.iter().flatten().count() >= self.peers_max {
+                    return Err(SfuError::Negotiation("too many connections in this room".into()));
+                }
+                let local = SocketAddr::new(advertise.unwrap_or(self.local.ip()), self.local.port());
+                let mut rtc = Rtc::builder().set_ice_lite(true).set_rtp_mode(true).build(now);
                 let candidate =
-                    Candidate::host(self.local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
+                    Candidate::host(local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
                 rtc.add_local_candidate(candidate);
-                self.peers.push(Peer {
+                let peer = Peer {
                     participant: participant.clone(),
                     leg,
                     rtc,
+                    local,
                     sending: HashMap::new(),
                     free: Vec::new(),
-                    alive: true,
-                });
-                self.peers.len() - 1
+                    layers: HashMap::new(),
+                    voice: HashMap::new(),
+                    parked: HashMap::new(),
+                };
+                match self.peers.iter().position(Option::is_none) {
+                    Some(slot) => {
+                        self.peers[slot] = Some(peer);
+                        slot
+                    }
+                    None => {
+                        self.peers.push(Some(peer));
+                        self.peers.len() - 1
+                    }
+                }
             }
         };
-        let answer = self.peers[index]
+        let Some(peer) = self.peer(index) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        let answer = peer
             .rtc
             .sdp_api()
             .accept_offer(offer)
@@ -261,19 +423,14 @@ impl Sfu {
             .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
             .map(Mid::from)
             .collect();
-        let peer = &mut self.peers[index];
-        for mid in offered_mids {
-            let known = peer.sending.contains_key(&mid) || peer.free.iter().any(|(m, _)| *m == mid);
-            if let Some(media) = peer.rtc.media(mid)
-                && !known
-                && matches!(media.direction(), Direction::SendOnly | Direction::SendRecv)
-            {
-                peer.free.push((mid, media.kind()));
+        if let Some(peer) = self.peer(index) {
+            for mid in offered_mids {
+                peer.add_free(mid);
             }
         }
         let mut msids: HashMap<String, (String, String)> = HashMap::new();
         let (mut carried, mut unfitted) = ([0usize; 2], [0usize; 2]);
-        let mut new_video: Vec<(usize, Mid)> = Vec::new();
+        let mut started: Vec<(usize, Mid)> = Vec::new();
         for route in routes.iter().filter(|r| r.owner != participant) {
             let Some(publisher) = self.find(route.owner, Leg::Publish) else {
                 continue;
@@ -285,19 +442,12 @@ impl Sfu {
                 MediaKind::Video
             };
             let slot = usize::from(kind == MediaKind::Video);
-            let peer = &mut self.peers[index];
-            let already = peer
-                .sending
-                .iter()
-                .find(|(_, track)| **track == (publisher, source))
-                .map(|(mid, _)| *mid);
-            let mid = match already {
+            let Some(peer) = self.peer(index) else { break };
+            let mid = match peer.carrying(publisher, source) {
                 Some(mid) => mid,
-                None => match peer.free.iter().position(|(_, k)| *k == kind) {
-                    Some(free) => {
-                        let (mid, _) = peer.free.remove(free);
-                        peer.sending.insert(mid, (publisher, source));
-                        new_video.push((publisher, source));
+                None => match peer.assign(publisher, source, kind) {
+                    Some(mid) => {
+                        started.push((publisher, source));
                         mid
                     }
                     // More tracks than the client offered m-lines: counted, so the room can
@@ -314,7 +464,10 @@ impl Sfu {
                 (route.stream_id.to_owned(), route.track_id.to_owned()),
             );
         }
-        for (publisher, source) in new_video {
+        // Tracks already flowing that the room has not announced yet also get m-lines.
+        started.extend(self.assign_sources_to(index));
+        self.rebuild_routes();
+        for (publisher, source) in started {
             self.request_keyframe(now, publisher, source);
         }
         Ok(Answer {
@@ -324,37 +477,94 @@ impl Sfu {
         })
     }
 
-    /// Removes a participant's connections; nothing is forwarded to it afterwards.
-    pub fn remove(&mut self, participant: &ParticipantId) {
-        for (index, peer) in self.peers.iter_mut().enumerate() {
-            if peer.participant == *participant && peer.alive {
-                peer.alive = false;
-                peer.rtc.disconnect();
-                self.by_address.retain(|_, i| *i != index);
+    /// Gives subscriber `index` free m-lines for every flowing source it does not carry yet.
+    fn assign_sources_to(&mut self, index: usize) -> Vec<(usize, Mid)> {
+        let mut sources: Vec<((usize, Mid), MediaKind)> =
+            self.sources.iter().map(|(k, v)| (*k, *v)).collect();
+        sources.sort_by_key(|((p, m), _)| (*p, m.to_string()));
+        let mut started = Vec::new();
+        let participant = match self.peer(index) {
+            Some(peer) if peer.leg == Leg::Subscribe => peer.participant.clone(),
+            _ => return started,
+        };
+        for ((publisher, source), kind) in sources {
+            if self.peer(publisher).is_none_or(|p| p.participant == participant) {
+                continue;
+            }
+            let Some(peer) = self.peer(index) else { break };
+            if peer.carrying(publisher, source).is_some() {
+                continue;
+            }
+            if peer.assign(publisher, source, kind).is_some() {
+                started.push((publisher, source));
+            } else {
+                self.stats.unfitted += 1;
             }
         }
-        // Subscribers stop carrying the departed publisher's tracks.
-        let gone: Vec<usize> = self
+        started
+    }
+
+    /// Recomputes the fan-out index from the subscribers' m-lines.
+    fn rebuild_routes(&mut self) {
+        self.routes.clear();
+        for (index, peer) in self.peers.iter().enumerate() {
+            let Some(peer) = peer else { continue };
+            for (mid, carried) in &peer.sending {
+                self.routes.entry(carried.source).or_default().push((index, *mid));
+            }
+        }
+    }
+
+    /// Removes a participant's connections; nothing is forwarded to it afterwards.
+    pub fn remove(&mut self, participant: &ParticipantId) {
+        let indices: Vec<usize> = self
             .peers
             .iter()
             .enumerate()
-            .filter(|(_, p)| !p.alive)
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.participant == *participant))
             .map(|(i, _)| i)
             .collect();
-        for peer in self.peers.iter_mut().filter(|p| p.alive) {
-            let freed: Vec<Mid> = peer
+        for index in indices {
+            self.drop_peer(index);
+        }
+    }
+
+    /// Forgets one connection and every reference to it.
+    fn drop_peer(&mut self, index: usize) {
+        let Some(mut peer) = self.peers.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        for detector in peer.voice.values().filter(|d| d.is_speaking()) {
+            let _ = detector;
+            self.events.push_back(SfuEvent::Speaking {
+                participant: peer.participant.clone(),
+                speaking: false,
+                level: -127,
+            });
+        }
+        self.by_address.retain(|_, i| *i != index);
+        self.sources.retain(|(p, _), _| *p != index);
+        self.last_keyframe_request.retain(|(p, _), _| *p != index);
+        // Subscribers stop carrying the departed publisher's tracks; the m-lines become free.
+        for other in self.peers.iter_mut().flatten() {
+            let freed: Vec<Mid> = other
                 .sending
                 .iter()
-                .filter(|(_, (pub_index, _))| gone.contains(pub_index))
+                .filter(|(_, c)| c.source.0 == index)
                 .map(|(mid, _)| *mid)
                 .collect();
             for mid in freed {
-                peer.sending.remove(&mid);
-                if let Some(media) = peer.rtc.media(mid) {
-                    peer.free.push((mid, media.kind()));
+                if let Some(mut carried) = other.sending.remove(&mid) {
+                    carried.renumber.restart();
+                    other.parked.insert(mid, carried.renumber);
+                }
+                if let Some(media) = other.rtc.media(mid) {
+                    other.free.push((mid, media.kind()));
                 }
             }
         }
+        self.rebuild_routes();
     }
 
     /// Whether a datagram from `from` belongs to one of these connections.
@@ -362,11 +572,10 @@ impl Sfu {
         if self.by_address.contains_key(&from) {
             return true;
         }
-        let Ok(receive) = Receive::new(Protocol::Udp, from, self.local, contents) else {
-            return false;
-        };
-        let input = Input::Receive(now, receive);
-        self.peers.iter().any(|p| p.alive && p.rtc.accepts(&input))
+        self.peers.iter().flatten().any(|p| {
+            Receive::new(Protocol::Udp, from, p.local, contents)
+                .is_ok_and(|receive| p.rtc.accepts(&Input::Receive(now, receive)))
+        })
     }
 
     /// One datagram from the network; an error concerns the peer that sent it only.
@@ -376,24 +585,28 @@ impl Sfu {
         from: SocketAddr,
         contents: &[u8],
     ) -> Result<(), SfuError> {
-        let receive = Receive::new(Protocol::Udp, from, self.local, contents)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        let input = Input::Receive(now, receive);
         let index = match self.by_address.get(&from) {
             Some(index) => *index,
             None => {
                 let index = self
                     .peers
                     .iter()
-                    .position(|p| p.alive && p.rtc.accepts(&input))
+                    .position(|p| {
+                        p.as_ref().is_some_and(|p| {
+                            Receive::new(Protocol::Udp, from, p.local, contents)
+                                .is_ok_and(|receive| p.rtc.accepts(&Input::Receive(now, receive)))
+                        })
+                    })
                     .ok_or(SfuError::UnknownPeer)?;
                 self.by_address.insert(from, index);
                 index
             }
         };
-        self.peers[index]
-            .rtc
-            .handle_input(input)
+        let peer = self.peer(index).ok_or(SfuError::UnknownPeer)?;
+        let receive = Receive::new(Protocol::Udp, from, peer.local, contents)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        peer.rtc
+            .handle_input(Input::Receive(now, receive))
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
         self.drain(now, index);
         Ok(())
@@ -402,13 +615,26 @@ impl Sfu {
     /// Lets every connection act on time passing.
     pub fn handle_timeout(&mut self, now: Instant) {
         for index in 0..self.peers.len() {
-            if self.peers[index].alive {
-                if let Err(err) = self.peers[index].rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(error = %err, "peer timeout handling failed");
-                    self.peers[index].alive = false;
-                }
-                self.drain(now, index);
+            let Some(peer) = self.peer(index) else { continue };
+            if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %err, "peer timeout handling failed; dropping it");
+                self.drop_peer(index);
+                continue;
             }
+            let participant = peer.participant.clone();
+            let stopped: Vec<i8> = peer
+                .voice
+                .values_mut()
+                .filter_map(|d| (d.on_timeout(now) == Some(false)).then(|| d.peak()))
+                .collect();
+            for level in stopped {
+                self.events.push_back(SfuEvent::Speaking {
+                    participant: participant.clone(),
+                    speaking: false,
+                    level,
+                });
+            }
+            self.drain(now, index);
         }
     }
 
@@ -417,14 +643,22 @@ impl Sfu {
         self.transmits.pop_front()
     }
 
+    /// The next thing to tell the room.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
     /// The earliest time any connection needs [`Sfu::handle_timeout`].
     pub fn poll_timeout(&mut self, now: Instant) -> Instant {
         let mut earliest = now + std::time::Duration::from_millis(100);
         for index in 0..self.peers.len() {
-            if self.peers[index].alive
-                && let Some(deadline) = self.drain(now, index)
-            {
+            if let Some(deadline) = self.drain(now, index) {
                 earliest = earliest.min(deadline);
+            }
+            if let Some(peer) = self.peer(index) {
+                for deadline in peer.voice.values().filter_map(SpeakingDetector::deadline) {
+                    earliest = earliest.min(deadline);
+                }
             }
         }
         earliest
@@ -434,11 +668,12 @@ impl Sfu {
     /// forwarded). Returns its next timeout.
     fn drain(&mut self, now: Instant, index: usize) -> Option<Instant> {
         loop {
-            let output = match self.peers[index].rtc.poll_output() {
+            let peer = self.peer(index)?;
+            let output = match peer.rtc.poll_output() {
                 Ok(output) => output,
                 Err(err) => {
                     tracing::debug!(error = %err, "peer failed; dropping it");
-                    self.peers[index].alive = false;
+                    self.drop_peer(index);
                     return None;
                 }
             };
@@ -458,84 +693,169 @@ impl Sfu {
     fn handle_event(&mut self, now: Instant, index: usize, event: Event) {
         match event {
             Event::MediaAdded(added) => {
-                let peer = &mut self.peers[index];
-                let known =
-                    peer.sending.contains_key(&added.mid) || peer.free.iter().any(|(m, _)| *m == added.mid);
-                if peer.leg == Leg::Subscribe
-                    && !known
-                    && matches!(added.direction, Direction::SendOnly | Direction::SendRecv)
+                if let Some(peer) = self.peer(index)
+                    && peer.leg == Leg::Subscribe
                 {
-                    peer.free.push((added.mid, added.kind));
+                    peer.add_free(added.mid);
+                    let started = self.assign_sources_to(index);
+                    self.rebuild_routes();
+                    for (publisher, source) in started {
+                        self.request_keyframe(now, publisher, source);
+                    }
                 }
             }
-            Event::MediaData(data) => {
-                if self.peers[index].leg != Leg::Publish {
-                    return;
-                }
-                let publisher = self.peers[index].participant.clone();
-                let kind = if data.params.spec().codec.is_audio() {
-                    MediaKind::Audio
-                } else {
-                    MediaKind::Video
-                };
-                let mut started = false;
-                for sub in 0..self.peers.len() {
-                    let peer = &mut self.peers[sub];
-                    if !peer.alive || peer.leg != Leg::Subscribe || peer.participant == publisher {
-                        continue;
-                    }
-                    let mid = match peer
-                        .sending
-                        .iter()
-                        .find(|(_, track)| **track == (index, data.mid))
-                        .map(|(mid, _)| *mid)
-                    {
-                        Some(mid) => mid,
-                        None => match peer.free.iter().position(|(_, k)| *k == kind) {
-                            Some(free) => {
-                                let (mid, _) = peer.free.remove(free);
-                                peer.sending.insert(mid, (index, data.mid));
-                                started = true;
-                                mid
-                            }
-                            None => {
-                                self.unrouted += 1;
-                                continue;
-                            }
-                        },
-                    };
-                    let Some(writer) = peer.rtc.writer(mid) else {
-                        continue;
-                    };
-                    let Some(pt) = writer.match_params(data.params) else {
-                        continue;
-                    };
-                    match writer.write(pt, data.network_time, data.time, data.data.clone()) {
-                        Ok(()) => self.forwarded += 1,
-                        Err(err) => tracing::trace!(error = %err, "forward write failed"),
-                    }
-                    self.drain(now, sub);
-                }
-                // A subscriber started receiving this track: a decoder needs a keyframe.
-                if started {
-                    self.request_keyframe(now, index, data.mid);
-                }
-            }
+            Event::RtpPacket(packet) => self.forward(now, index, packet),
             Event::KeyframeRequest(request) => {
                 // A subscriber wants a keyframe: ask the publisher of that m-line's track.
-                let Some((publisher, source_mid)) = self.peers[index].sending.get(&request.mid).copied()
+                let Some(source) = self
+                    .peer(index)
+                    .and_then(|p| p.sending.get(&request.mid))
+                    .map(|c| c.source)
                 else {
                     return;
                 };
-                if let Some(mut writer) = self
-                    .peers
-                    .get_mut(publisher)
-                    .and_then(|p| p.rtc.writer(source_mid))
-                {
-                    let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
-                }
+                self.request_keyframe(now, source.0, source.1);
             }
             _ => {}
+        }
+    }
+
+    /// One RTP packet from a publisher, to every subscriber m-line carrying its track.
+    fn forward(&mut self, now: Instant, index: usize, packet: RtpPacket) {
+        let Some(peer) = self.peers.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if peer.leg != Leg::Publish {
+            return;
+        }
+        let ssrc = packet.header.ssrc;
+        let Some((mid, rid)) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else {
+            return;
+        };
+        // Simulcast: one layer per track is forwarded, the first the publisher sent.
+        if let Some(rid) = rid
+            && *peer.layers.entry(mid).or_insert(rid) != rid
+        {
+            return;
+        }
+        let Some(params) = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == packet.header.payload_type)
+            .copied()
+        else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let kind = media_kind(&params);
+        if kind == MediaKind::Audio {
+            let change = peer
+                .voice
+                .entry(mid)
+                .or_default()
+                .on_level(now, packet.header.ext_vals.audio_level);
+            if let Some(speaking) = change {
+                let level = peer.voice.get(&mid).map_or(-127, SpeakingDetector::peak);
+                self.events.push_back(SfuEvent::Speaking {
+                    participant: peer.participant.clone(),
+                    speaking,
+                    level,
+                });
+            }
+        }
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.sources.entry((index, mid)) {
+            // A new track is flowing: subscribers with a free m-line of its kind take it.
+            entry.insert(kind);
+            let subscribers: Vec<usize> = (0..self.peers.len())
+                .filter(|i| self.peers[*i].as_ref().is_some_and(|p| p.leg == Leg::Subscribe))
+                .collect();
+            for sub in subscribers {
+                let _ = self.assign_sources_to(sub);
+            }
+            self.rebuild_routes();
+            self.request_keyframe(now, index, mid);
+        }
+        let Some(targets) = self.routes.get(&(index, mid)).cloned() else {
+            return;
+        };
+        let gap = if kind == MediaKind::Audio { 960 } else { 3000 };
+        let mut ext_vals = ExtensionValues::default();
+        ext_vals.audio_level = packet.header.ext_vals.audio_level;
+        ext_vals.voice_activity = packet.header.ext_vals.voice_activity;
+        ext_vals.video_orientation = packet.header.ext_vals.video_orientation;
+        for (sub, sub_mid) in targets {
+            let Some(peer) = self.peer(sub) else { continue };
+            let Some(carried) = peer.sending.get_mut(&sub_mid) else {
+                continue;
+            };
+            let out_pt = match carried.pts.iter().find(|(p, _)| *p == params.pt()) {
+                Some((_, out)) => *out,
+                None => {
+                    let out = peer.rtc.codec_config().match_params(params).map(|p| p.pt());
+                    carried.pts.push((params.pt(), out));
+                    out
+                }
+            };
+            let mapped = carried.renumber.map(*packet.seq_no, packet.header.timestamp, gap);
+            let (Some(out_pt), Some((seq, time))) = (out_pt, mapped) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            let mut api = peer.rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(sub_mid, None) else {
+                self.stats.dropped += 1;
+                continue;
+            };
+            let write = RtpWrite::new(
+                out_pt,
+                SeqNo::from(seq),
+                time,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals.clone())
+            .nackable(kind == MediaKind::Video);
+            stream.write_rtp(write);
+            self.stats.forwarded += 1;
+            self.drain(now, sub);
+        }
+    }
+}
+
+impl Peer {
+    /// The m-line carrying `(publisher, source)`, if any.
+    fn carrying(&self, publisher: usize, source: Mid) -> Option<Mid> {
+        self.sending
+            .iter()
+            .find(|(_, c)| c.source == (publisher, source))
+            .map(|(mid, _)| *mid)
+    }
+
+    /// Puts a track on a free m-line of its kind.
+    fn assign(&mut self, publisher: usize, source: Mid, kind: MediaKind) -> Option<Mid> {
+        let free = self.free.iter().position(|(_, k)| *k == kind)?;
+        let (mid, _) = self.free.remove(free);
+        let renumber = self.parked.remove(&mid).unwrap_or_default();
+        self.sending.insert(
+            mid,
+            Carried {
+                source: (publisher, source),
+                renumber,
+                pts: Vec::new(),
+            },
+        );
+        Some(mid)
+    }
+
+    /// A sending m-line the client offered becomes available for tracks.
+    fn add_free(&mut self, mid: Mid) {
+        let known = self.sending.contains_key(&mid) || self.free.iter().any(|(m, _)| *m == mid);
+        if let Some(media) = self.rtc.media(mid)
+            && !known
+            && media.direction().is_sending()
+        {
+            self.free.push((mid, media.kind()));
         }
     }
 }

@@ -110,11 +110,85 @@ pub enum ShardCommand {
 pub struct ShardStats {
     pub packets_in: AtomicI64,
     pub packets_out: AtomicI64,
+    pub bytes_in: AtomicI64,
+    pub bytes_out: AtomicI64,
     pub packets_dropped: AtomicI64,
     pub packets_unknown: AtomicI64,
     pub rooms: AtomicI64,
     pub participants: AtomicI64,
     pub rooms_dropped_by_panic: AtomicI64,
+    /// Published tracks in this shard's rooms.
+    pub tracks: AtomicI64,
+    /// Offers the SFU could not answer.
+    pub negotiation_errors: AtomicI64,
+    /// RTP packets written to subscribers, and ones that could not be.
+    pub forwarded: AtomicI64,
+    pub forward_drops: AtomicI64,
+}
+
+/// A room's counters before a step, to add the step's differences to the shard's stats.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    tracks: i64,
+    negotiation_errors: u64,
+    forwarded: u64,
+    dropped: u64,
+}
+
+impl Counters {
+    fn of(room: &Room) -> Self {
+        let media = room.media_stats();
+        Self {
+            tracks: room.tracks().len() as i64,
+            negotiation_errors: room.negotiation_errors(),
+            forwarded: media.forwarded,
+            dropped: media.dropped,
+        }
+    }
+
+    /// Adds what changed since `self` to `stats`.
+    fn settle(self, room: &Room, stats: &ShardStats) {
+        let now = Self::of(room);
+        let delta = |a: u64, b: u64| b.saturating_sub(a) as i64;
+        if now.tracks != self.tracks {
+            stats
+                .tracks
+                .fetch_add(now.tracks - self.tracks, Ordering::Relaxed);
+        }
+        stats.negotiation_errors.fetch_add(
+            delta(self.negotiation_errors, now.negotiation_errors),
+            Ordering::Relaxed,
+        );
+        stats
+            .forwarded
+            .fetch_add(delta(self.forwarded, now.forwarded), Ordering::Relaxed);
+        stats
+            .forward_drops
+            .fetch_add(delta(self.dropped, now.dropped), Ordering::Relaxed);
+    }
+}
+
+/// Queues a room's outputs in its backlog, in order.
+fn queue_outputs(backlog: &mut VecDeque<Item>, outputs: Vec<RoomOutput>) {
+    for output in outputs {
+        let item = match output {
+            RoomOutput::Send { to, frame } => Item::Send(Pending {
+                frame,
+                to,
+                since: Instant::now(),
+            }),
+            RoomOutput::Close { to, reason } => Item::Close { to, reason },
+        };
+        backlog.push_back(item);
+    }
+}
+
+fn take_outputs(room: &mut Room) -> Vec<RoomOutput> {
+    let mut outputs = Vec::new();
+    while let Some(output) = room.poll_output() {
+        outputs.push(output);
+    }
+    outputs
 }
 
 struct Pending {
@@ -167,8 +241,10 @@ pub struct Shard {
     participants_max: usize,
     rooms: HashMap<ChannelId, Slot>,
     stats: Arc<ShardStats>,
-    /// The address advertised as the ICE-lite candidate of this shard's rooms.
+    /// The address advertised as the ICE-lite candidate of this shard's rooms, and whether
+    /// its IP is fixed (else each participant's signaling address is advertised).
     media_addr: Option<std::net::SocketAddr>,
+    fixed_media_ip: bool,
     /// O(1) demultiplexing: remote address -> room.
     by_address: HashMap<std::net::SocketAddr, ChannelId>,
 }
@@ -190,19 +266,24 @@ impl Shard {
             rooms: HashMap::new(),
             stats,
             media_addr: None,
+            fixed_media_ip: false,
             by_address: HashMap::new(),
         }
     }
 
     /// Gives the shard's rooms a media path advertised at `addr`.
-    pub fn with_media_addr(mut self, addr: std::net::SocketAddr) -> Self {
+    pub fn with_media_addr(mut self, addr: std::net::SocketAddr, fixed_ip: bool) -> Self {
         self.media_addr = Some(addr);
+        self.fixed_media_ip = fixed_ip;
         self
     }
 
     /// Routes one datagram to its room: by remote address, else by asking the rooms.
     pub fn handle_datagram(&mut self, now: Instant, from: std::net::SocketAddr, contents: &[u8]) {
         self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_in
+            .fetch_add(contents.len() as i64, Ordering::Relaxed);
         let channel = match self.by_address.get(&from) {
             Some(channel) if self.rooms.contains_key(channel) => Some(channel.clone()),
             _ => {
@@ -225,12 +306,20 @@ impl Shard {
             return;
         };
         if let Some(slot) = self.rooms.get_mut(&channel) {
+            let before = Counters::of(&slot.room);
             let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                slot.room.handle_datagram(now, from, contents)
+                let result = slot.room.handle_datagram(now, from, contents);
+                (result, take_outputs(&mut slot.room))
             }));
+            if result.is_ok() {
+                before.settle(&slot.room, &self.stats);
+            }
             match result {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::trace!(shard = self.index, %from, error = %err, "datagram refused"),
+                Ok((Ok(()), outputs)) => queue_outputs(&mut slot.backlog, outputs),
+                Ok((Err(err), outputs)) => {
+                    queue_outputs(&mut slot.backlog, outputs);
+                    tracing::trace!(shard = self.index, %from, error = %err, "datagram refused");
+                }
                 Err(_) => {
                     tracing::error!(shard = self.index, channel = %channel, "room panicked on a datagram; dropping it");
                     self.drop_room(&channel);
@@ -242,7 +331,11 @@ impl Shard {
     /// Lets every media room act on time passing.
     pub fn handle_media_timeout(&mut self, now: Instant) {
         for slot in self.rooms.values_mut() {
+            let before = Counters::of(&slot.room);
             slot.room.handle_timeout(now);
+            before.settle(&slot.room, &self.stats);
+            let outputs = take_outputs(&mut slot.room);
+            queue_outputs(&mut slot.backlog, outputs);
         }
     }
 
@@ -274,28 +367,16 @@ impl Shard {
         };
         let now = unix_now();
         let poisoned = slot.poisoned;
+        let before = Counters::of(&slot.room);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
             assert!(!poisoned, "test hook: this room was told to panic");
             let result = slot.room.handle_command(now, command);
-            let mut outputs = Vec::new();
-            while let Some(output) = slot.room.poll_output() {
-                outputs.push(output);
-            }
-            (result, outputs)
+            (result, take_outputs(&mut slot.room))
         }));
         match result {
             Ok((result, outputs)) => {
-                for output in outputs {
-                    let item = match output {
-                        RoomOutput::Send { to, frame } => Item::Send(Pending {
-                            frame,
-                            to,
-                            since: Instant::now(),
-                        }),
-                        RoomOutput::Close { to, reason } => Item::Close { to, reason },
-                    };
-                    slot.backlog.push_back(item);
-                }
+                before.settle(&slot.room, &self.stats);
+                queue_outputs(&mut slot.backlog, outputs);
                 result
             }
             Err(_) => {
@@ -313,6 +394,9 @@ impl Shard {
                 .participants
                 .fetch_sub(slot.outboxes.len() as i64, Ordering::Relaxed);
             self.stats.rooms_dropped_by_panic.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .tracks
+                .fetch_sub(slot.room.tracks().len() as i64, Ordering::Relaxed);
             let error = serde_json::json!({
                 "type": "rtc.error",
                 "channel_id": channel.as_str(),
@@ -431,7 +515,12 @@ impl Shard {
                 if !self.rooms.contains_key(&channel) {
                     let slot = Slot {
                         room: match self.media_addr {
-                            Some(addr) => Room::with_media(channel.as_str(), self.participants_max, addr),
+                            Some(addr) => Room::with_media(
+                                channel.as_str(),
+                                self.participants_max,
+                                addr,
+                                self.fixed_media_ip,
+                            ),
                             None => Room::new(channel.as_str(), self.participants_max),
                         },
                         outboxes: HashMap::new(),
@@ -568,8 +657,9 @@ impl Shard {
                 self.take_transmits(&mut transmits);
                 for transmit in transmits.drain(..) {
                     match socket.send_to(&transmit.contents, transmit.destination).await {
-                        Ok(_) => {
+                        Ok(sent) => {
                             self.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                            self.stats.bytes_out.fetch_add(sent as i64, Ordering::Relaxed);
                         }
                         Err(err) => tracing::trace!(error = %err, "media send failed"),
                     }

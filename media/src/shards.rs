@@ -37,8 +37,9 @@ pub struct ShardSet {
 pub struct MediaNet {
     /// Shard k binds `port_base + k`; 0 means an ephemeral port per shard.
     pub port_base: u16,
-    /// The IP in the ICE candidates (the bound address is every interface).
-    pub public_ip: std::net::IpAddr,
+    /// The IP in the ICE candidates (the bound address is every interface); `None`: the
+    /// address each participant's signaling connection arrived on (127.0.0.1 without one).
+    pub public_ip: Option<std::net::IpAddr>,
 }
 
 /// Binds shard `index`'s UDP socket. glommio sets SO_REUSEPORT, which would silently share
@@ -59,7 +60,10 @@ fn bind_media(
     let socket = glommio::net::UdpSocket::bind(("0.0.0.0", port))
         .map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
     let local = socket.local_addr().map_err(|e| e.to_string())?;
-    Ok((socket, std::net::SocketAddr::new(media.public_ip, local.port())))
+    let ip = media
+        .public_ip
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    Ok((socket, std::net::SocketAddr::new(ip, local.port())))
 }
 
 impl ShardSet {
@@ -103,7 +107,10 @@ impl ShardSet {
                             match bind_media(media, index) {
                                 Ok((socket, advertised)) => {
                                     let _ = ready_tx.send(Ok(Some(advertised)));
-                                    shard.with_media_addr(advertised).run(rx, Some(socket)).await;
+                                    shard
+                                        .with_media_addr(advertised, media.public_ip.is_some())
+                                        .run(rx, Some(socket))
+                                        .await;
                                 }
                                 Err(reason) => {
                                     let _ = ready_tx.send(Err(reason));

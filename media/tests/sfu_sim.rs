@@ -84,7 +84,7 @@ impl Client {
                 .map(|l| format!("{l}\r\n"))
                 .collect();
         }
-        let answer = sfu.accept_offer(now, who, leg, &sdp, &[]).unwrap().sdp;
+        let answer = sfu.accept_offer(now, who, leg, &sdp, &[], None).unwrap().sdp;
         self.rtc
             .sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
@@ -188,7 +188,7 @@ fn audio_is_forwarded_to_subscribers_only_and_stops_when_they_leave() {
         frames.last()
     );
     assert!(publisher.received.is_empty(), "no echo to the publisher");
-    assert!(sfu.forwarded > 200);
+    assert!(sfu.stats().forwarded > 200);
 }
 
 #[test]
@@ -243,8 +243,8 @@ fn a_new_video_subscriber_makes_the_publisher_send_a_keyframe_rate_limited() {
     );
     // 10 s of virtual time at one request per 500 ms at most, however often subscribers ask.
     assert!(
-        sfu.keyframes_requested <= 21,
+        sfu.stats().keyframes_requested <= 21,
         "{} requests",
-        sfu.keyframes_requested
+        sfu.stats().keyframes_requested
     );
 }

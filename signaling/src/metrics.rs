@@ -69,6 +69,12 @@ pub struct Metrics {
     pub rtc_media_packets_in: Family<ShardLabels, Counter>,
     pub rtc_media_packets_out: Family<ShardLabels, Counter>,
     pub rtc_media_packets_dropped: Family<ShardLabels, Counter>,
+    pub rtc_media_bytes_in: Family<ShardLabels, Counter>,
+    pub rtc_media_bytes_out: Family<ShardLabels, Counter>,
+    pub rtc_forwarded_packets: Family<ShardLabels, Counter>,
+    pub rtc_forward_drops: Family<ShardLabels, Counter>,
+    pub rtc_negotiation_errors: Family<ShardLabels, Counter>,
+    pub rtc_shard_tracks: Family<ShardLabels, Gauge>,
     encode_lock: Mutex<()>,
 }
 
@@ -163,6 +169,42 @@ impl Metrics {
             "Datagrams a media shard dropped (queue full) or could not route",
             rtc_media_packets_dropped.clone(),
         );
+        let shard_counter = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ShardLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let rtc_media_bytes_in = shard_counter(
+            &mut registry,
+            "rtc_media_bytes_in",
+            "UDP payload bytes received by a media shard",
+        );
+        let rtc_media_bytes_out = shard_counter(
+            &mut registry,
+            "rtc_media_bytes_out",
+            "UDP payload bytes sent by a media shard",
+        );
+        let rtc_forwarded_packets = shard_counter(
+            &mut registry,
+            "rtc_forwarded_packets",
+            "RTP packets a shard's SFU wrote to subscribers",
+        );
+        let rtc_forward_drops = shard_counter(
+            &mut registry,
+            "rtc_forward_drops",
+            "RTP packets a shard's SFU could not forward to a subscriber carrying their track",
+        );
+        let rtc_negotiation_errors = shard_counter(
+            &mut registry,
+            "rtc_negotiation_errors",
+            "Offers a shard's SFU refused (rtc_negotiation_failed)",
+        );
+        let rtc_shard_tracks = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "rtc_shard_tracks",
+            "Published tracks in a shard's rooms",
+            rtc_shard_tracks.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
         registry.register(
@@ -186,6 +228,12 @@ impl Metrics {
             rtc_media_packets_in,
             rtc_media_packets_out,
             rtc_media_packets_dropped,
+            rtc_media_bytes_in,
+            rtc_media_bytes_out,
+            rtc_forwarded_packets,
+            rtc_forward_drops,
+            rtc_negotiation_errors,
+            rtc_shard_tracks,
             encode_lock: Mutex::new(()),
         }
     }

@@ -140,6 +140,7 @@ fn error_frame(
 pub fn upgrade(
     state: Arc<AppState>,
     mut request: http::Request<hyper::body::Incoming>,
+    local: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, ApiError> {
     if state.rtc.is_none() {
         return Err(ApiError::new(
@@ -152,7 +153,7 @@ pub fn upgrade(
         crate::websocket::accept(&mut request, openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX)?;
     tokio::spawn(async move {
         if let Some(ws) = socket.await {
-            session(state, ws).await;
+            session(state, ws, local).await;
         }
     });
     Ok(response)
@@ -390,7 +391,7 @@ fn request_id_of(frame: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn session<S>(state: Arc<AppState>, mut ws: Ws<S>)
+async fn session<S>(state: Arc<AppState>, mut ws: Ws<S>, local: Option<std::net::IpAddr>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -545,6 +546,7 @@ where
                             sdp,
                             request_id,
                             at: std::time::Instant::now(),
+                            signaling_ip: local,
                         }
                     }
                     // The SFU never offers, and as an ICE-lite server it learns the client's
@@ -664,7 +666,7 @@ mod tests {
         let (client_io, server_io) = tokio::io::duplex(16 * 1024);
         let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut task = tokio::spawn(session(state, server_ws));
+        let mut task = tokio::spawn(session(state, server_ws, None));
         let early = FIRST_MESSAGE_DEADLINE - Duration::from_secs(1);
         assert!(
             tokio::time::timeout(early, &mut task).await.is_err(),

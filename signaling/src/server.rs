@@ -65,8 +65,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // The local address the client reached: the media candidate's default IP.
+        let local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
         let service_state = state.clone();
-        let service = service_fn(move |request| handle(service_state.clone(), peer, request));
+        let service = service_fn(move |request| handle(service_state.clone(), peer, local, request));
         let closing = closing_rx.clone();
         let http = http.clone();
         let tls = tls.clone();

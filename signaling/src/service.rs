@@ -136,6 +136,8 @@ pub struct Ctx {
     /// Set on authed routes.
     pub identity: Option<Identity>,
     pub peer: IpAddr,
+    /// The server address the connection arrived on.
+    pub local: Option<IpAddr>,
 }
 
 impl Ctx {
@@ -288,6 +290,7 @@ fn admit(
 pub async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
+    local: Option<IpAddr>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
@@ -321,6 +324,7 @@ pub async fn handle(
                                 params: matched.params,
                                 identity,
                                 peer: peer.ip(),
+                                local,
                             };
                             match handlers::dispatch(&state, matched.spec.endpoint, ctx).await {
                                 Ok(response) => response,

@@ -133,6 +133,19 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
                 &metrics.rtc_media_packets_dropped.get_or_create(&labels),
                 dropped,
             );
+            for (family, value) in [
+                (&metrics.rtc_media_bytes_in, &stats.bytes_in),
+                (&metrics.rtc_media_bytes_out, &stats.bytes_out),
+                (&metrics.rtc_forwarded_packets, &stats.forwarded),
+                (&metrics.rtc_forward_drops, &stats.forward_drops),
+                (&metrics.rtc_negotiation_errors, &stats.negotiation_errors),
+            ] {
+                crate::metrics::Metrics::counter_to(&family.get_or_create(&labels), load(value));
+            }
+            metrics
+                .rtc_shard_tracks
+                .get_or_create(&labels)
+                .set(load(&stats.tracks));
         }
         state.metrics.rtc_active_rooms.set(rooms);
         state.metrics.rtc_active_participants.set(participants);

@@ -151,5 +151,5 @@ pub(crate) async fn join_ticket(state: &Arc<AppState>, ctx: Ctx) -> Result<Respo
     (status = 400, description = "websocket_required", body = ErrorEnvelope),
 ))]
 pub(crate) fn signaling(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    crate::rtc::upgrade(state.clone(), ctx.request)
+    crate::rtc::upgrade(state.clone(), ctx.request, ctx.local)
 }
