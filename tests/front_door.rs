@@ -154,8 +154,8 @@ fn check_capabilities(doc: &Value) {
     if let Some(profile) = doc.get("profile") {
         assert!(profile["display_name"].is_object());
     }
-    // Voice runs: the rtc block carries every object the client dereferences; simulcast
-    // stays false until a test drives it.
+    // Voice runs: the rtc block carries every object the client dereferences; simulcast is
+    // advertised (layer selection is tested in media/tests/sfu_sim.rs).
     let rtc = &doc["rtc"];
     for object in ["features", "connection_policy", "subscribe_receive_policy"] {
         assert!(rtc[object].is_object(), "rtc.{object}: {doc}");
@@ -168,7 +168,7 @@ fn check_capabilities(doc: &Value) {
             .ends_with("/v1/rtc/signaling")
     );
     assert_eq!(rtc["features"]["voice"], true);
-    assert_eq!(rtc["features"]["simulcast"], false);
+    assert_eq!(rtc["features"]["simulcast"], true);
 }
 
 fn exercise(store: &Store) {

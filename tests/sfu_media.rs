@@ -231,6 +231,20 @@ async fn published_audio_reaches_the_subscriber_through_the_sfu() {
     assert_eq!(answer["type"], "rtc.answer.publish", "{answer}");
     let sfu = sfu_candidate(&answer);
     assert_eq!(sfu.ip().to_string(), "127.0.0.1", "loopback candidates only");
+    // The server trickles its candidate for the publish connection, with the direction.
+    let trickled = next_of(&mut alice_ws, "rtc.ice.candidate").await;
+    assert_eq!(trickled["payload"]["direction"], "publish", "{trickled}");
+    let candidate = trickled["payload"]["candidate"].as_str().unwrap();
+    assert!(candidate.starts_with("candidate:"), "{candidate}");
+    assert!(
+        candidate.contains(&format!(" {} {} typ host", sfu.ip(), sfu.port())),
+        "{candidate}"
+    );
+    // The client trickles its own (and an unparsable one, which is dropped silently).
+    let mine = Candidate::host(alice.addr, "udp").unwrap().to_sdp_string();
+    for candidate in [mine.as_str(), "candidate:garbage"] {
+        send(&mut alice_ws, json!({"type": "rtc.ice.candidate", "payload": {"candidate": candidate, "direction": "publish", "sdp_mid": "0"}})).await;
+    }
 
     // Garbage on the media port first: it must harm nobody.
     let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();

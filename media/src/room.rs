@@ -206,6 +206,13 @@ pub enum RoomCommand {
         /// as the media candidate's IP unless the shard has a fixed public IP.
         signaling_ip: Option<std::net::IpAddr>,
     },
+    /// `rtc.ice.candidate` with a `direction` and no target: a trickled candidate for one of
+    /// the participant's SFU connections.
+    Candidate {
+        from: ParticipantId,
+        leg: Leg,
+        candidate: String,
+    },
 }
 
 /// What the shard must do.
@@ -432,6 +439,15 @@ impl Room {
                         json!({"type": "answer", "sdp": answer.sdp, "direction": leg.as_str()}),
                     );
                     self.send_to(&from, frame);
+                    // Trickle the server's candidate too (it is also in the answer).
+                    for candidate in &answer.candidates {
+                        let frame = self.frame(
+                            "rtc.ice.candidate",
+                            None,
+                            json!({"candidate": candidate, "direction": leg.as_str(), "sdp_mid": answer.first_mid, "sdp_mline_index": 0}),
+                        );
+                        self.send_to(&from, frame);
+                    }
                     // More tracks than offered m-lines, within the receive policy: ask the
                     // client for a new subscribe offer with more transceivers.
                     let caps = [
@@ -627,6 +643,19 @@ impl Room {
                 at,
                 signaling_ip,
             } => self.offer(from, leg, sdp, request_id, at, signaling_ip),
+            RoomCommand::Candidate { from, leg, candidate } => {
+                self.position(&from).ok_or(RoomError::NotInRoom)?;
+                #[cfg(feature = "sfu")]
+                if let Some(sfu) = self.sfu.as_mut()
+                    && let Err(err) = sfu.add_remote_candidate(&from, leg, &candidate)
+                {
+                    // Trickling is an optimisation for an ICE-lite server: a bad or surplus
+                    // candidate is dropped, never a fatal error for the client.
+                    tracing::debug!(participant = %from, error = %err, "remote candidate ignored");
+                }
+                let _ = (leg, candidate);
+                Ok(())
+            }
             RoomCommand::MediaState {
                 from,
                 stream_kind,

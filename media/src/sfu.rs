@@ -20,8 +20,9 @@
 //!
 //! Keyframes: a subscriber starting on a video track, and a subscriber's PLI, become a PLI
 //! to the publisher, at most once per [`KEYFRAME_REQUEST_INTERVAL`] per publisher m-line.
-//! Simulcast publishers: one layer per track is forwarded (the first the publisher sent);
-//! layer switching is not implemented, and capabilities do not advertise simulcast.
+//! Simulcast publishers: each subscriber m-line gets one layer, the active layer with the
+//! highest rate (a layer idle for [`LAYER_IDLE`] is inactive); a switch waits for a
+//! keyframe of the new layer (asked for) and continues the m-line's numbering.
 //! Speaking: each published audio m-line has a [`SpeakingDetector`]; changes come out of
 //! [`Sfu::poll_event`].
 
@@ -77,6 +78,10 @@ pub enum SfuError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub sdp: String,
+    /// The connection's local candidates (`candidate:...`), also trickled to the client,
+    /// and the answer's first m-line they are announced on.
+    pub candidates: Vec<String>,
+    pub first_mid: Option<String>,
     pub carried: [usize; 2],
     pub unfitted: [usize; 2],
 }
@@ -211,6 +216,74 @@ impl Renumber {
     }
 }
 
+/// One simulcast layer (RID) a publisher sends on an m-line.
+#[derive(Debug)]
+struct Layer {
+    rid: Rid,
+    last_packet: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    /// Payload bytes in the last complete [`LAYER_RATE_WINDOW`].
+    rate: u64,
+}
+
+/// A simulcast layer without packets this long is inactive (the publisher paused it).
+pub const LAYER_IDLE: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Layer rates are measured over windows this long.
+pub const LAYER_RATE_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+/// Simulcast layers tracked per m-line; packets of further RIDs are not forwarded.
+pub const LAYERS_MAX: usize = 4;
+
+/// Notes a packet of `rid` on an m-line's layers; false when the layer cannot be tracked.
+fn note_layer(layers: &mut Vec<Layer>, rid: Rid, now: Instant, bytes: usize) -> bool {
+    let index = match layers.iter().position(|l| l.rid == rid) {
+        Some(index) => index,
+        None if layers.len() < LAYERS_MAX => {
+            layers.push(Layer {
+                rid,
+                last_packet: now,
+                window_start: now,
+                window_bytes: 0,
+                rate: 0,
+            });
+            layers.len() - 1
+        }
+        None => return false,
+    };
+    let layer = &mut layers[index];
+    if now.saturating_duration_since(layer.window_start) >= LAYER_RATE_WINDOW {
+        // A layer that paused for several windows starts again from nothing.
+        let idle = now.saturating_duration_since(layer.last_packet) >= LAYER_IDLE;
+        layer.rate = if idle { 0 } else { layer.window_bytes };
+        layer.window_bytes = 0;
+        layer.window_start = now;
+    }
+    layer.window_bytes += bytes as u64;
+    layer.last_packet = now;
+    true
+}
+
+/// The layer to forward: the active one with the highest rate (on a tie, `preferred`, else
+/// the first the publisher sent).
+fn best_layer(layers: &[Layer], now: Instant, preferred: Option<Rid>) -> Option<Rid> {
+    layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| now.saturating_duration_since(l.last_packet) < LAYER_IDLE)
+        .max_by_key(|(i, l)| (l.rate, Some(l.rid) == preferred, std::cmp::Reverse(*i)))
+        .map(|(_, l)| l.rid)
+}
+
+/// Whether a packet starts a keyframe, so a subscriber can switch layers on it. Only VP8 is
+/// inspected; for other codecs every packet is a switch point (the keyframe asked for at the
+/// switch repairs the picture).
+fn is_switch_point(params: &PayloadParams, payload: &[u8]) -> bool {
+    if params.spec().codec != str0m::format::Codec::Vp8 {
+        return true;
+    }
+    str0m::rtp::Vp8Descriptor::parse(payload).is_ok_and(|d| d.starts_keyframe(payload))
+}
+
 /// What a subscriber's sending m-line carries.
 #[derive(Debug)]
 struct Carried {
@@ -219,6 +292,9 @@ struct Carried {
     renumber: Renumber,
     /// Publisher payload type -> this m-line's, learnt on first use.
     pts: Vec<(Pt, Option<Pt>)>,
+    /// Simulcast: the layer forwarded, and the one waited for (its keyframe) to switch to.
+    layer: Option<Rid>,
+    pending: Option<Rid>,
 }
 
 struct Peer {
@@ -231,14 +307,19 @@ struct Peer {
     sending: HashMap<Mid, Carried>,
     /// Subscribe connections: sending m-lines not yet carrying a track, by kind.
     free: Vec<(Mid, MediaKind)>,
-    /// Publish connections: the simulcast layer forwarded per m-line (the first one seen).
-    layers: HashMap<Mid, Rid>,
+    /// Publish connections: the simulcast layers each m-line sends, with their rates.
+    layers: HashMap<Mid, Vec<Layer>>,
     /// Publish connections: voice activity of the audio m-lines.
     voice: HashMap<Mid, SpeakingDetector>,
     /// Subscribe connections: the numbering of free m-lines that carried a track before,
     /// so a new track continues it.
     parked: HashMap<Mid, Renumber>,
+    /// Remote candidates the client trickled (bounded by [`REMOTE_CANDIDATES_MAX`]).
+    remote_candidates: usize,
 }
+
+/// Trickled remote candidates kept per connection; more are ignored.
+pub const REMOTE_CANDIDATES_MAX: usize = 32;
 
 /// The forwarding state of one room.
 pub struct Sfu {
@@ -255,7 +336,7 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     stats: SfuStats,
-    last_keyframe_request: HashMap<(usize, Mid), Instant>,
+    last_keyframe_request: HashMap<(usize, Mid, Option<Rid>), Instant>,
     /// At most this many connections (two per participant).
     peers_max: usize,
 }
@@ -316,9 +397,18 @@ impl Sfu {
     }
 
     /// Asks a publisher's video m-line for a keyframe (a subscriber starts receiving it, or
-    /// asked for one), at most once per [`KEYFRAME_REQUEST_INTERVAL`].
-    fn request_keyframe(&mut self, now: Instant, publisher: usize, mid: Mid) {
-        let key = (publisher, mid);
+    /// asked for one), at most once per [`KEYFRAME_REQUEST_INTERVAL`] per layer. `rid`: the
+    /// simulcast layer (`None`: the best one, or the only stream).
+    fn request_keyframe(&mut self, now: Instant, publisher: usize, mid: Mid, rid: Option<Rid>) {
+        let rid = match (rid, self.peer(publisher)) {
+            (Some(rid), _) => Some(rid),
+            (None, Some(peer)) => peer
+                .layers
+                .get(&mid)
+                .and_then(|layers| best_layer(layers, now, None)),
+            (None, None) => None,
+        };
+        let key = (publisher, mid, rid);
         if self
             .last_keyframe_request
             .get(&key)
@@ -332,9 +422,8 @@ impl Sfu {
         if peer.rtc.media(mid).is_none_or(|m| m.kind() != MediaKind::Video) {
             return;
         }
-        let layer = peer.layers.get(&mid).copied();
         let mut api = peer.rtc.direct_api();
-        let Some(stream) = api.stream_rx_by_mid(mid, layer) else {
+        let Some(stream) = api.stream_rx_by_mid(mid, rid) else {
             return;
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
@@ -386,6 +475,7 @@ impl Sfu {
                     layers: HashMap::new(),
                     voice: HashMap::new(),
                     parked: HashMap::new(),
+                    remote_candidates: 0,
                 };
                 match self.peers.iter().position(Option::is_none) {
                     Some(slot) => {
@@ -409,9 +499,19 @@ impl Sfu {
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
         self.drain(now, index);
         let answer = answer.to_sdp_string();
+        let local = self.peer(index).map(|p| p.local).unwrap_or(self.local);
+        let candidates = Candidate::host(local, "udp")
+            .map(|c| vec![c.to_sdp_string()])
+            .unwrap_or_default();
+        let first_mid = answer
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .map(str::to_owned);
         if leg != Leg::Subscribe {
             return Ok(Answer {
                 sdp: answer,
+                candidates,
+                first_mid,
                 carried: [0, 0],
                 unfitted: [0, 0],
             });
@@ -468,13 +568,36 @@ impl Sfu {
         started.extend(self.assign_sources_to(index));
         self.rebuild_routes();
         for (publisher, source) in started {
-            self.request_keyframe(now, publisher, source);
+            self.request_keyframe(now, publisher, source, None);
         }
         Ok(Answer {
             sdp: rewrite_msid(&answer, &msids),
+            candidates,
+            first_mid,
             carried,
             unfitted,
         })
+    }
+
+    /// A candidate the client trickled for one of its connections (`candidate:...`, with or
+    /// without `a=`). An ICE-lite server never sends checks; str0m keeps it for pairing.
+    pub fn add_remote_candidate(
+        &mut self,
+        participant: &ParticipantId,
+        leg: Leg,
+        candidate: &str,
+    ) -> Result<(), SfuError> {
+        let index = self.find(participant, leg).ok_or(SfuError::UnknownPeer)?;
+        let peer = self.peer(index).ok_or(SfuError::UnknownPeer)?;
+        if peer.remote_candidates >= REMOTE_CANDIDATES_MAX {
+            return Err(SfuError::Negotiation("too many remote candidates".into()));
+        }
+        let text = candidate.trim().trim_start_matches("a=");
+        let candidate = Candidate::from_sdp_string(text)
+            .map_err(|e| SfuError::Negotiation(format!("invalid candidate: {e}")))?;
+        peer.rtc.add_remote_candidate(candidate);
+        peer.remote_candidates += 1;
+        Ok(())
     }
 
     /// Gives subscriber `index` free m-lines for every flowing source it does not carry yet.
@@ -545,7 +668,7 @@ impl Sfu {
         }
         self.by_address.retain(|_, i| *i != index);
         self.sources.retain(|(p, _), _| *p != index);
-        self.last_keyframe_request.retain(|(p, _), _| *p != index);
+        self.last_keyframe_request.retain(|(p, _, _), _| *p != index);
         // Subscribers stop carrying the departed publisher's tracks; the m-lines become free.
         for other in self.peers.iter_mut().flatten() {
             let freed: Vec<Mid> = other
@@ -700,21 +823,22 @@ impl Sfu {
                     let started = self.assign_sources_to(index);
                     self.rebuild_routes();
                     for (publisher, source) in started {
-                        self.request_keyframe(now, publisher, source);
+                        self.request_keyframe(now, publisher, source, None);
                     }
                 }
             }
             Event::RtpPacket(packet) => self.forward(now, index, packet),
             Event::KeyframeRequest(request) => {
-                // A subscriber wants a keyframe: ask the publisher of that m-line's track.
-                let Some(source) = self
+                // A subscriber wants a keyframe: ask the publisher of that m-line's track (the
+                // layer it receives).
+                let Some((source, layer)) = self
                     .peer(index)
                     .and_then(|p| p.sending.get(&request.mid))
-                    .map(|c| c.source)
+                    .map(|c| (c.source, c.layer))
                 else {
                     return;
                 };
-                self.request_keyframe(now, source.0, source.1);
+                self.request_keyframe(now, source.0, source.1, layer);
             }
             _ => {}
         }
@@ -732,12 +856,17 @@ impl Sfu {
         let Some((mid, rid)) = peer.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else {
             return;
         };
-        // Simulcast: one layer per track is forwarded, the first the publisher sent.
-        if let Some(rid) = rid
-            && *peer.layers.entry(mid).or_insert(rid) != rid
-        {
-            return;
-        }
+        // Simulcast: the layer's rate is tracked; each subscriber gets one layer (below).
+        let best = match rid {
+            Some(rid) => {
+                let layers = peer.layers.entry(mid).or_default();
+                if !note_layer(layers, rid, now, packet.payload.len()) {
+                    return;
+                }
+                best_layer(layers, now, None)
+            }
+            None => None,
+        };
         let Some(params) = peer
             .rtc
             .codec_config()
@@ -773,7 +902,7 @@ impl Sfu {
                 let _ = self.assign_sources_to(sub);
             }
             self.rebuild_routes();
-            self.request_keyframe(now, index, mid);
+            self.request_keyframe(now, index, mid, rid);
         }
         let Some(targets) = self.routes.get(&(index, mid)).cloned() else {
             return;
@@ -783,11 +912,37 @@ impl Sfu {
         ext_vals.audio_level = packet.header.ext_vals.audio_level;
         ext_vals.voice_activity = packet.header.ext_vals.voice_activity;
         ext_vals.video_orientation = packet.header.ext_vals.video_orientation;
+        let switch_point = rid.is_some() && is_switch_point(&params, &packet.payload);
+        let mut keyframes_wanted: Vec<Rid> = Vec::new();
         for (sub, sub_mid) in targets {
             let Some(peer) = self.peer(sub) else { continue };
             let Some(carried) = peer.sending.get_mut(&sub_mid) else {
                 continue;
             };
+            // Simulcast layer selection: keep forwarding the current layer until the best
+            // one's keyframe arrives, then switch (the numbering continues seamlessly).
+            if let (Some(rid), Some(best)) = (rid, best) {
+                if carried.layer == Some(rid) {
+                    if best != rid && carried.pending != Some(best) {
+                        carried.pending = Some(best);
+                        keyframes_wanted.push(best);
+                    }
+                } else if best == rid {
+                    if switch_point {
+                        carried.layer = Some(rid);
+                        carried.pending = None;
+                        carried.renumber.restart();
+                    } else {
+                        if carried.pending != Some(rid) {
+                            carried.pending = Some(rid);
+                            keyframes_wanted.push(rid);
+                        }
+                        continue;
+                    }
+                } else {
+                    continue;
+                }
+            }
             let out_pt = match carried.pts.iter().find(|(p, _)| *p == params.pt()) {
                 Some((_, out)) => *out,
                 None => {
@@ -820,6 +975,10 @@ impl Sfu {
             self.stats.forwarded += 1;
             self.drain(now, sub);
         }
+        keyframes_wanted.dedup();
+        for rid in keyframes_wanted {
+            self.request_keyframe(now, index, mid, Some(rid));
+        }
     }
 }
 
@@ -843,6 +1002,8 @@ impl Peer {
                 source: (publisher, source),
                 renumber,
                 pts: Vec::new(),
+                layer: None,
+                pending: None,
             },
         );
         Some(mid)

@@ -13,7 +13,7 @@ use openchat_media::room::ParticipantId;
 use openchat_media::sfu::{Leg, Sfu};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
@@ -21,7 +21,11 @@ struct Client {
     addr: SocketAddr,
     rtc: Rtc,
     received: Vec<Vec<u8>>,
+    /// Video frames received: (payload, keyframe, first and last sequence number).
+    video: Vec<(Vec<u8>, bool, u64, u64)>,
     keyframe_requests: usize,
+    /// The simulcast layers keyframes were asked for, not yet sent.
+    keyframes_wanted: Vec<Option<Rid>>,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
@@ -34,7 +38,9 @@ impl Client {
             addr,
             rtc,
             received: Vec::new(),
+            video: Vec::new(),
             keyframe_requests: 0,
+            keyframes_wanted: Vec::new(),
             outbox: VecDeque::new(),
         }
     }
@@ -44,8 +50,18 @@ impl Client {
             match self.rtc.poll_output().unwrap() {
                 Output::Timeout(_) => return,
                 Output::Transmit(t) => self.outbox.push_back((t.destination, t.contents.into())),
-                Output::Event(Event::MediaData(data)) => self.received.push(data.data.to_vec()),
-                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
+                Output::Event(Event::MediaData(data)) => {
+                    if !data.params.spec().codec.is_audio() {
+                        let (first, last) = (**data.seq_range.start(), **data.seq_range.end());
+                        self.video
+                            .push((data.data.to_vec(), data.is_keyframe(), first, last));
+                    }
+                    self.received.push(data.data.to_vec());
+                }
+                Output::Event(Event::KeyframeRequest(request)) => {
+                    self.keyframe_requests += 1;
+                    self.keyframes_wanted.push(request.rid);
+                }
                 Output::Event(_) => {}
             }
         }
@@ -247,4 +263,138 @@ fn a_new_video_subscriber_makes_the_publisher_send_a_keyframe_rate_limited() {
         "{} requests",
         sfu.stats().keyframes_requested
     );
+}
+
+#[test]
+fn a_simulcast_subscriber_gets_the_best_active_layer_and_switches_only_on_keyframes() {
+    let start = Instant::now();
+    let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let mut sfu = Sfu::new(sfu_addr);
+    let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
+    let mut publisher = Client::new(start, "10.0.0.2:4000");
+    let mut subscriber = Client::new(start, "10.0.0.3:4000");
+    // The publisher offers one camera in two simulcast layers: "h" (big) and "l" (small).
+    let mut change = publisher.rtc.sdp_api();
+    let mut simulcast = Simulcast::new();
+    simulcast.send.push(SimulcastLayer::new("h"));
+    simulcast.send.push(SimulcastLayer::new("l"));
+    let mid = change.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        Some("cam".into()),
+        Some("cam_track".into()),
+        Some(simulcast),
+    );
+    let (offer, pending) = change.apply().unwrap();
+    let answer = sfu
+        .accept_offer(start, &alice, Leg::Publish, &offer.to_sdp_string(), &[], None)
+        .unwrap()
+        .sdp;
+    assert!(
+        answer.contains("a=simulcast:recv h;l"),
+        "the SFU accepts both layers: {answer}"
+    );
+    publisher
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
+    subscriber.negotiate_kind(
+        &mut sfu,
+        start,
+        &bob,
+        Leg::Subscribe,
+        Direction::RecvOnly,
+        MediaKind::Video,
+    );
+
+    let (h, l): (Rid, Rid) = ("h".into(), "l".into());
+    let mut started: Vec<Rid> = Vec::new();
+    let mut now = start;
+    // 10 s at 25 fps: both layers, then "h" paused (the publisher's uplink shrank), then both.
+    for frame in 0..250u32 {
+        now += Duration::from_millis(40);
+        if publisher.rtc.is_connected() {
+            let pt = publisher
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Vp8)
+                .unwrap()
+                .pt();
+            let layers: &[Rid] = if (100..170).contains(&frame) {
+                &[l]
+            } else {
+                &[h, l]
+            };
+            let wanted = std::mem::take(&mut publisher.keyframes_wanted);
+            for &rid in layers {
+                let key = !started.contains(&rid) || wanted.contains(&Some(rid)) || wanted.contains(&None);
+                started.push(rid);
+                let mut data = if key {
+                    vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00]
+                } else {
+                    vec![0x11, 0x02, 0x00]
+                };
+                data.resize(if rid == h { 1100 } else { 300 }, 0x22);
+                data.push(if rid == h { b'h' } else { b'l' });
+                data.extend_from_slice(&frame.to_be_bytes());
+                let time = MediaTime::from_90khz(u64::from(frame) * 3600);
+                publisher
+                    .rtc
+                    .writer(mid)
+                    .unwrap()
+                    .rid(rid)
+                    .write(pt, now, time, data)
+                    .unwrap();
+            }
+        }
+        step(&mut sfu, &mut [&mut publisher, &mut subscriber], now, sfu_addr);
+    }
+
+    let frames: Vec<(u8, u32, bool, u64, u64)> = subscriber
+        .video
+        .iter()
+        .map(|(data, key, first, last)| {
+            let tag = &data[data.len() - 5..];
+            (
+                tag[0],
+                u32::from_be_bytes([tag[1], tag[2], tag[3], tag[4]]),
+                *key,
+                *first,
+                *last,
+            )
+        })
+        .collect();
+    assert!(frames.len() > 150, "{} frames", frames.len());
+    // One layer at a time: each run of a layer starts on a keyframe, and runs are few.
+    let mut runs: Vec<(u8, u32)> = Vec::new();
+    for (layer, number, key, _, _) in &frames {
+        if runs.last().is_none_or(|(current, _)| current != layer) {
+            assert!(
+                key,
+                "switched to layer {} at frame {number} without a keyframe",
+                *layer as char
+            );
+            runs.push((*layer, *number));
+        }
+    }
+    println!("layer runs (layer, first frame): {runs:?}");
+    assert!(runs.len() <= 4, "layers flapped: {runs:?}");
+    let layer_at = |n: u32| frames.iter().find(|f| f.1 == n).map(|f| f.0 as char);
+    // Steady state with both layers: the bigger one; with "h" paused: "l"; then "h" again.
+    assert_eq!(layer_at(90), Some('h'), "runs {runs:?}");
+    assert_eq!(layer_at(160), Some('l'), "runs {runs:?}");
+    assert_eq!(layer_at(240), Some('h'), "runs {runs:?}");
+    // The subscriber's m-line numbering never jumps across the switches.
+    for pair in frames.windows(2) {
+        assert_eq!(
+            pair[1].3,
+            pair[0].4 + 1,
+            "sequence gap between frames {} and {}",
+            pair[0].1,
+            pair[1].1
+        );
+    }
+    // Numbers increase: no frame is delivered twice or out of order.
+    assert!(frames.windows(2).all(|w| w[0].1 < w[1].1 || w[0].0 != w[1].0));
 }

@@ -100,13 +100,14 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
     });
     if let Some(rtc) = rtc {
         // Voice, camera and screen share are proven with real browsers (tests/browser_sfu.rs);
-        // simulcast stays false until a test drives a simulcast publisher.
+        // simulcast: layer selection is shown by media/tests/sfu_sim.rs with a simulcast
+        // publisher (two RIDs, a paused layer, switches on keyframes only).
         doc["rtc"] = json!({
             "protocol_version": "1.0",
             "signaling_url": rtc.signaling_url,
             "signaling_transport": "websocket",
             "topologies": ["sfu"],
-            "features": {"voice": true, "video": true, "screenshare": true, "simulcast": false},
+            "features": {"voice": true, "video": true, "screenshare": true, "simulcast": true},
             "ice_servers": rtc.ice_servers,
             "connection_policy": {
                 "join_timeout_ms": 12000,

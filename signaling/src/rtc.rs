@@ -549,9 +549,39 @@ where
                             signaling_ip: local,
                         }
                     }
-                    // The SFU never offers, and as an ICE-lite server it learns the client's
-                    // address from its connectivity checks: untargeted answers and
-                    // candidates have nothing to do.
+                    // Trickled candidates for the SFU connections.
+                    SignalingMessage::IceCandidate {
+                        target: None,
+                        direction: Some(direction),
+                        payload,
+                    } => {
+                        let candidate = match payload.get("candidate") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(Value::Object(o)) => o
+                                .get("candidate")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
+                            _ => String::new(),
+                        };
+                        if candidate.is_empty() {
+                            continue;
+                        }
+                        RoomCommand::Candidate {
+                            from: id.clone(),
+                            leg: match direction {
+                                openchat_core::protocol::Direction::Publish => {
+                                    openchat_media::room::Leg::Publish
+                                }
+                                openchat_core::protocol::Direction::Subscribe => {
+                                    openchat_media::room::Leg::Subscribe
+                                }
+                            },
+                            candidate,
+                        }
+                    }
+                    // The SFU never offers, so an untargeted answer has nothing to do; a
+                    // candidate without a direction names no connection.
                     SignalingMessage::Description { target: None, .. }
                     | SignalingMessage::IceCandidate { target: None, .. } => continue,
                     // Targeted messages: the legacy peer-to-peer relay (WIRE.md §5.4).
