@@ -256,6 +256,7 @@ pub struct Room {
     sfu: Option<crate::sfu::Sfu>,
     /// Whether the SFU's candidate IP is fixed (`OPENCHAT_MEDIA_PUBLIC_IP`) rather than the
     /// signaling address of each participant.
+    #[cfg(feature = "sfu")]
     fixed_media_ip: bool,
     /// Offers the SFU could not answer (for `/metrics`).
     negotiation_errors: u64,
@@ -287,6 +288,7 @@ impl Room {
             stream_kinds: std::collections::HashMap::new(),
             #[cfg(feature = "sfu")]
             sfu: None,
+            #[cfg(feature = "sfu")]
             fixed_media_ip: false,
             negotiation_errors: 0,
         }
