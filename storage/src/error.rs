@@ -18,6 +18,15 @@ pub enum StorageError {
     /// is not a permutation, ...); `code` names the rule for the client.
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
+    /// An end-to-end-encryption rule refused the request (E2EE.md): `code` is the wire code
+    /// (`not_a_member_of_epoch`, `epoch_stale`, ...), `current_epoch` the channel's epoch
+    /// where the client needs it to recover. The front-end maps codes to statuses.
+    #[error("{code}: {message}")]
+    Denied {
+        code: &'static str,
+        message: String,
+        current_epoch: Option<i64>,
+    },
     /// The actor may not make this change (see `openchat_core::policy`).
     #[error("forbidden: {0}")]
     Forbidden(String),
@@ -42,6 +51,22 @@ impl StorageError {
         Self::Invalid {
             code,
             message: message.into(),
+        }
+    }
+
+    pub(crate) fn denied(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Denied {
+            code,
+            message: message.into(),
+            current_epoch: None,
+        }
+    }
+
+    pub(crate) fn denied_at(code: &'static str, message: impl Into<String>, current_epoch: i64) -> Self {
+        Self::Denied {
+            code,
+            message: message.into(),
+            current_epoch: Some(current_epoch),
         }
     }
 

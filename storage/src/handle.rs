@@ -82,6 +82,7 @@ pub(crate) enum Request {
         channel: ChannelId,
         name: String,
         kind: ChannelKind,
+        e2ee: bool,
         actor: UserUid,
         now: UnixSeconds,
         reply: Reply<ChannelRecord>,
@@ -117,6 +118,7 @@ pub(crate) enum Request {
     Messages {
         channel: ChannelId,
         page: PageRequest,
+        viewer: Option<UserUid>,
         reply: Reply<MessagePage>,
     },
     CreateMessage {
@@ -174,6 +176,10 @@ pub(crate) enum Request {
     Avatar {
         asset: AssetId,
         reply: Reply<AvatarRecord>,
+    },
+    E2ee {
+        op: Box<crate::e2ee::Op>,
+        reply: Reply<crate::e2ee::Outcome>,
     },
     Shutdown,
 }
@@ -324,8 +330,42 @@ impl StorageHandle {
             channel,
             name,
             kind,
+            e2ee: false,
             actor,
             now,
+            reply,
+        })
+        .await
+    }
+
+    /// Creates an end-to-end-encrypted text channel: epoch 1, `actor` its first member.
+    pub async fn create_e2ee_channel(
+        &self,
+        server: ServerId,
+        group: GroupId,
+        channel: ChannelId,
+        name: String,
+        actor: UserUid,
+        now: UnixSeconds,
+    ) -> Result<ChannelRecord, StorageError> {
+        self.call(|reply| Request::CreateChannel {
+            server,
+            group,
+            channel,
+            name,
+            kind: ChannelKind::Text,
+            e2ee: true,
+            actor,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// One end-to-end-encryption request (E2EE.md).
+    pub async fn e2ee(&self, op: crate::e2ee::Op) -> Result<crate::e2ee::Outcome, StorageError> {
+        self.call(|reply| Request::E2ee {
+            op: Box::new(op),
             reply,
         })
         .await
@@ -402,8 +442,30 @@ impl StorageHandle {
     }
 
     pub async fn messages(&self, channel: ChannelId, page: PageRequest) -> Result<MessagePage, StorageError> {
-        self.call(|reply| Request::Messages { channel, page, reply })
-            .await
+        self.call(|reply| Request::Messages {
+            channel,
+            page,
+            viewer: None,
+            reply,
+        })
+        .await
+    }
+
+    /// A page of history as `viewer` may read it: in an e2ee channel only the epochs they
+    /// were a member of (`not_a_member` if never).
+    pub async fn messages_for(
+        &self,
+        channel: ChannelId,
+        page: PageRequest,
+        viewer: UserUid,
+    ) -> Result<MessagePage, StorageError> {
+        self.call(|reply| Request::Messages {
+            channel,
+            page,
+            viewer: Some(viewer),
+            reply,
+        })
+        .await
     }
 
     pub async fn create_message(&self, new: NewMessage) -> Result<MessageRecord, StorageError> {

@@ -22,6 +22,7 @@
 //! Requests are processed one at a time, in arrival order.
 
 mod db;
+pub mod e2ee;
 mod error;
 mod handle;
 mod migrations;

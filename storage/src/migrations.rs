@@ -25,10 +25,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "chat",
         sql: include_str!("../migrations/0002_chat.sql"),
     },
+    Migration {
+        version: 3,
+        name: "e2ee",
+        sql: include_str!("../migrations/0003_e2ee.sql"),
+    },
 ];
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 

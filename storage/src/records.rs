@@ -37,6 +37,8 @@ pub struct ChannelRecord {
     pub id: ChannelId,
     pub name: String,
     pub kind: ChannelKind,
+    /// For an end-to-end-encrypted channel, its current epoch.
+    pub e2ee: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,7 @@ pub struct ChannelInfo {
     pub group_id: GroupId,
     pub name: String,
     pub kind: ChannelKind,
+    pub e2ee: bool,
 }
 
 /// A message as the history and the realtime events show it.
@@ -76,6 +79,8 @@ pub struct MessageRecord {
     pub created_at: UnixSeconds,
     pub reply_to: Option<ReplyRecord>,
     pub attachments: Vec<AttachmentRecord>,
+    /// In an e2ee channel: the encrypted content (`body` is empty).
+    pub envelope: Option<crate::e2ee::Envelope>,
 }
 
 /// What a reply shows of its target. `unavailable` when the target was deleted.
@@ -128,6 +133,8 @@ pub struct NewMessage {
     pub body: String,
     pub reply_to: Option<MessageId>,
     pub attachments: Vec<AttachmentRecord>,
+    /// In an e2ee channel: the encrypted content instead of `body`.
+    pub envelope: Option<crate::e2ee::Envelope>,
     pub now: UnixSeconds,
 }
 

@@ -196,11 +196,12 @@ async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
                 channel,
                 name,
                 kind,
+                e2ee,
                 actor,
                 now,
                 reply,
             } => drop(reply.send(
-                servers::create_channel(db, &server, &group, &channel, &name, kind, &actor, now).await,
+                servers::create_channel(db, &server, &group, &channel, &name, kind, e2ee, &actor, now).await,
             )),
             Request::CreateCategory {
                 server,
@@ -232,9 +233,12 @@ async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
                 actor,
                 reply,
             } => drop(reply.send(servers::update_layout(db, &server, &order, &actor).await)),
-            Request::Messages { channel, page, reply } => {
-                drop(reply.send(messages::list_messages(db, &channel, page).await))
-            }
+            Request::Messages {
+                channel,
+                page,
+                viewer,
+                reply,
+            } => drop(reply.send(messages::list_messages(db, &channel, page, viewer.as_ref()).await)),
             Request::CreateMessage { new, reply } => {
                 drop(reply.send(messages::create_message(db, &new).await))
             }
@@ -279,6 +283,7 @@ async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
                 drop(reply.send(profiles::insert_avatar(db, &avatar).await))
             }
             Request::Avatar { asset, reply } => drop(reply.send(profiles::avatar(db, &asset).await)),
+            Request::E2ee { op, reply } => drop(reply.send(queries::e2ee::run(db, *op).await)),
         }
     }
 }

@@ -40,6 +40,7 @@ fn message(id: &str, channel: &str, author: &str, body: &str, reply_to: Option<&
         body: body.into(),
         reply_to: reply_to.map(mid),
         attachments: Vec::new(),
+        envelope: None,
         now: NOW,
     }
 }

@@ -221,6 +221,7 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         body,
         reply_to,
         attachments,
+        envelope: None,
         now: ctx.now,
     };
     let message = state

@@ -15,7 +15,17 @@ use crate::records::{
 };
 
 const MESSAGE_COLUMNS: &str = "m.id, m.author_uid, m.body, m.created_at, m.seq, m.reply_to_id, \
-     r.author_uid, r.body, r.deleted_at";
+     r.author_uid, r.body, r.deleted_at, m.epoch_id, m.sender_device_id, m.ciphertext, m.nonce, m.aad";
+
+/// Only messages of epochs the viewer (parameter `$n`) was a member of (E2EE.md §3 rule 1);
+/// plain messages (no epoch) pass.
+fn epoch_filter(n: usize) -> String {
+    format!(
+        "(m.epoch_id IS NULL OR EXISTS (SELECT 1 FROM channel_membership cm \
+         WHERE cm.channel_id = m.channel_id AND cm.user_uid = ${n} AND cm.from_epoch <= m.epoch_id \
+         AND (cm.to_epoch IS NULL OR cm.to_epoch >= m.epoch_id)))"
+    )
+}
 
 fn message_id(raw: String) -> Result<MessageId, StorageError> {
     MessageId::parse_owned(raw).map_err(|e| corrupt("message id", e))
@@ -59,6 +69,16 @@ fn message_from_row(channel: &ChannelInfo, row: &Row) -> Result<(i64, MessageRec
             created_at: row.int(3)?,
             reply_to,
             attachments: Vec::new(),
+            envelope: match row.opt_int(9)? {
+                None => None,
+                Some(epoch_id) => Some(crate::e2ee::Envelope {
+                    epoch_id,
+                    sender_device_id: row.opt_text(10)?.unwrap_or_default(),
+                    ciphertext: row.opt_text(11)?.unwrap_or_default(),
+                    nonce: row.opt_text(12)?.unwrap_or_default(),
+                    aad: row.opt_text(13)?.unwrap_or_default(),
+                }),
+            },
         },
     ))
 }
@@ -115,20 +135,36 @@ pub(crate) async fn list_messages<D: Db>(
     db: &mut D,
     id: &ChannelId,
     page: PageRequest,
+    viewer: Option<&UserUid>,
 ) -> Result<MessagePage, StorageError> {
     in_transaction(db, async |db: &mut D| {
         let info = channel(db, id).await?;
+        // An e2ee channel shows each reader only the epochs they belonged to.
+        let viewer = viewer.map(UserUid::as_str).unwrap_or("");
+        if info.e2ee && !super::e2ee::ever_member(db, id, viewer).await? {
+            return Err(StorageError::denied("not_a_member", "the caller is not a member of this channel"));
+        }
         let before = page.before.unwrap_or(i64::MAX);
         let after = page.after.unwrap_or(-1);
         // With only `after`, read forward from the cursor; otherwise read the newest first.
         let order = if page.after.is_some() && page.before.is_none() { "ASC" } else { "DESC" };
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m LEFT JOIN messages r ON r.id = m.reply_to_id \
-             WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 AND m.seq > $3 \
-             ORDER BY m.seq {order} LIMIT $4"
+             WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 AND m.seq > $3 AND {} \
+             ORDER BY m.seq {order} LIMIT $4",
+            epoch_filter(5)
         );
         let rows = db
-            .query(&sql, &[Param::Text(id.as_str()), Param::Int(before), Param::Int(after), Param::Int(page.limit as i64)])
+            .query(
+                &sql,
+                &[
+                    Param::Text(id.as_str()),
+                    Param::Int(before),
+                    Param::Int(after),
+                    Param::Int(page.limit as i64),
+                    Param::Text(viewer),
+                ],
+            )
             .await?;
         let mut messages = rows.iter().map(|row| message_from_row(&info, row)).collect::<Result<Vec<_>, _>>()?;
         messages.sort_by_key(|(seq, _)| *seq);
@@ -136,11 +172,13 @@ pub(crate) async fn list_messages<D: Db>(
         let older_cursor = match messages.first() {
             None => None,
             Some((oldest, _)) => {
+                let count = format!(
+                    "SELECT COUNT(*) FROM messages m WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 \
+                     AND {}",
+                    epoch_filter(3)
+                );
                 let older = db
-                    .query_opt(
-                        "SELECT COUNT(*) FROM messages WHERE channel_id = $1 AND deleted_at IS NULL AND seq < $2",
-                        &[Param::Text(id.as_str()), Param::Int(*oldest)],
-                    )
+                    .query_opt(&count, &[Param::Text(id.as_str()), Param::Int(*oldest), Param::Text(viewer)])
                     .await?
                     .map(|row| row.int(0))
                     .transpose()?
@@ -185,6 +223,25 @@ pub(crate) async fn create_message<D: Db>(
             }
             Err(err) => return Err(err),
         };
+        match (info.e2ee, &new.envelope) {
+            (true, None) => {
+                return Err(StorageError::invalid(
+                    "plaintext_not_allowed",
+                    "this channel is end-to-end encrypted: post an envelope, not a body",
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(StorageError::invalid(
+                    "envelope_not_allowed",
+                    "this channel is not end-to-end encrypted",
+                ));
+            }
+            (true, Some(envelope)) => {
+                super::e2ee::check_post(db, &new.channel, &new.author, envelope.epoch_id, &envelope.sender_device_id)
+                    .await?;
+            }
+            (false, None) => {}
+        }
         if let Some(target) = &new.reply_to {
             let found = db
                 .query_opt(
@@ -202,17 +259,27 @@ pub(crate) async fn create_message<D: Db>(
             .map(|row| row.int(0))
             .transpose()?
             .unwrap_or(0);
+        let envelope = new.envelope.as_ref();
+        let epoch = envelope.map(|e| e.epoch_id);
         db.execute(
-            "INSERT INTO messages (id, channel_id, seq, author_uid, body, reply_to_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO messages (id, channel_id, seq, author_uid, body, reply_to_id, created_at, epoch_id, \
+             sender_device_id, ciphertext, nonce, aad) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 Param::Text(new.id.as_str()),
                 Param::Text(new.channel.as_str()),
                 Param::Int(seq),
                 Param::Text(new.author.as_str()),
-                Param::Text(&new.body),
+                Param::Text(if envelope.is_some() { "" } else { &new.body }),
                 Param::OptText(new.reply_to.as_ref().map(MessageId::as_str)),
                 Param::Int(new.now),
+                match epoch {
+                    Some(epoch) => Param::Int(epoch),
+                    None => Param::OptText(None),
+                },
+                Param::OptText(envelope.map(|e| e.sender_device_id.as_str())),
+                Param::OptText(envelope.map(|e| e.ciphertext.as_str())),
+                Param::OptText(envelope.map(|e| e.nonce.as_str())),
+                Param::OptText(envelope.map(|e| e.aad.as_str())),
             ],
         )
         .await?;

@@ -10,6 +10,7 @@ use openchat_core::{
     UidPolicy, UnixSeconds, UserUid,
 };
 
+pub(crate) mod e2ee;
 pub(crate) mod messages;
 pub(crate) mod profiles;
 pub(crate) mod servers;
@@ -265,7 +266,7 @@ pub(crate) async fn layout_in_tx<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec
         }
         let channel_rows = db
             .query(
-                "SELECT c.group_id, c.id, c.name, c.kind FROM channels c \
+                "SELECT c.group_id, c.id, c.name, c.kind, c.e2ee, c.current_epoch FROM channels c \
                  JOIN channel_groups g ON g.id = c.group_id \
                  WHERE c.server_id = $1 ORDER BY g.position, g.id, c.position, c.id",
                 &[Param::Text(id.as_str())],
@@ -277,6 +278,11 @@ pub(crate) async fn layout_in_tx<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec
                 id: ChannelId::parse_owned(row.text(1)?).map_err(|e| corrupt("channel id", e))?,
                 name: row.text(2)?,
                 kind: ChannelKind::parse(&row.text(3)?).map_err(|e| corrupt("channel kind", e))?,
+                e2ee: if row.int(4)? != 0 {
+                    Some(row.opt_int(5)?.unwrap_or(1))
+                } else {
+                    None
+                },
             };
             match groups.iter_mut().find(|group| group.id.as_str() == group_id) {
                 Some(group) => group.channels.push(channel),

@@ -177,12 +177,13 @@ fn channel_info(row: &Row) -> Result<ChannelInfo, StorageError> {
         group_id: GroupId::parse_owned(row.text(2)?).map_err(|e| corrupt("group id", e))?,
         name: row.text(3)?,
         kind: ChannelKind::parse(&row.text(4)?).map_err(|e| corrupt("channel kind", e))?,
+        e2ee: row.int(5)? != 0,
     })
 }
 
 pub(crate) async fn channel<D: Db>(db: &mut D, id: &ChannelId) -> Result<ChannelInfo, StorageError> {
     db.query_opt(
-        "SELECT id, server_id, group_id, name, kind FROM channels WHERE id = $1",
+        "SELECT id, server_id, group_id, name, kind, e2ee FROM channels WHERE id = $1",
         &[Param::Text(id.as_str())],
     )
     .await?
@@ -269,6 +270,7 @@ pub(crate) async fn create_channel<D: Db>(
     id: &ChannelId,
     name: &str,
     kind: ChannelKind,
+    e2ee: bool,
     actor: &UserUid,
     now: UnixSeconds,
 ) -> Result<ChannelRecord, StorageError> {
@@ -297,10 +299,14 @@ pub(crate) async fn create_channel<D: Db>(
             .transpose()?
             .unwrap_or(0);
         insert_channel(db, server_id, group, id, name, kind, position, now).await?;
+        if e2ee {
+            super::e2ee::make_e2ee(db, id, actor, now).await?;
+        }
         Ok(ChannelRecord {
             id: id.clone(),
             name: name.to_owned(),
             kind,
+            e2ee: e2ee.then_some(1),
         })
     })
     .await
