@@ -6,9 +6,40 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Libraries that log message payloads, headers or statements at debug/trace level (a
+/// WebSocket frame carries ciphertext, a request carries a bearer token): capped at `info`
+/// whatever `OPENCHAT_LOG` says, so logs never hold content or secrets (E2EE.md §3 rule 6;
+/// `tests/e2ee_api.rs` greps a trace-level log for every secret it used).
+pub const PAYLOAD_LOGGING_TARGETS: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "tokio_rustls",
+    "tokio_postgres",
+    "postgres_protocol",
+    "rusqlite",
+    "str0m",
+    "multer",
+    "reqwest",
+];
+
+/// The filter with the payload-logging libraries capped at `info`.
+pub fn capped_filter(filter: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in PAYLOAD_LOGGING_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// Installs the global subscriber. The filter was validated with the configuration.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = capped_filter(filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

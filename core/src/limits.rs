@@ -56,3 +56,40 @@ pub const OWNERSHIP_CLAIM_TTL_SECONDS: i64 = 24 * 3600;
 const _: () = assert!(MESSAGES_PAGE_DEFAULT <= MESSAGES_PAGE_MAX);
 const _: () = assert!(SERVER_DESCRIPTION_CHARS_MAX * 4 + SERVER_NAME_CHARS_MAX * 4 < JSON_BODY_BYTES_MAX);
 const _: () = assert!(ID_BYTES_MAX <= 255);
+
+// End-to-end encryption (E2EE.md §2; all sizes are of the decoded bytes).
+/// A commit payload.
+pub const COMMIT_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
+/// A commit signature, a device key, a nonce or AAD.
+pub const E2EE_SMALL_BLOB_BYTES_MAX: usize = 4 * 1024;
+/// One KeyPackage, and KeyPackages per publish call.
+pub const KEY_PACKAGE_BYTES_MAX: usize = 16 * 1024;
+pub const KEY_PACKAGES_PER_CALL_MAX: usize = 100;
+/// One key envelope (a Welcome or a wrapped key), and envelopes per publish call.
+pub const KEY_ENVELOPE_BYTES_MAX: usize = 64 * 1024;
+pub const KEY_ENVELOPES_PER_CALL_MAX: usize = 256;
+/// Envelopes queued for one device.
+pub const KEY_ENVELOPE_QUEUE_MAX: usize = 10_000;
+/// Envelopes returned by one fetch (default and most).
+pub const KEY_ENVELOPES_PAGE_DEFAULT: usize = 100;
+pub const KEY_ENVELOPES_PAGE_MAX: usize = 500;
+/// An encrypted key backup.
+pub const KEY_BACKUP_BYTES_MAX: usize = 1024 * 1024;
+/// Devices per user (not counting revoked ones).
+pub const DEVICES_PER_USER_MAX: usize = 10;
+/// A device link request lives this long, in seconds.
+pub const DEVICE_LINK_TTL_SECONDS: i64 = 600;
+/// KeyPackage claims per caller per minute.
+pub const KEY_CLAIMS_PER_MINUTE: u32 = 30;
+/// History pages of E2EE.md (`/history`): default and most.
+pub const HISTORY_PAGE_DEFAULT: usize = 50;
+pub const HISTORY_PAGE_MAX: usize = 200;
+/// Challenges live this long; sessions this long (seconds).
+pub const AUTH_CHALLENGE_TTL_SECONDS: i64 = 60;
+pub const SESSION_TTL_SECONDS: i64 = 12 * 3600;
+/// The largest body of a key route: a full KeyPackage or envelope batch, base64url-encoded.
+pub const KEY_BODY_BYTES_MAX: usize = 24 * 1024 * 1024;
+
+const _: () = assert!(KEY_PACKAGE_BYTES_MAX * KEY_PACKAGES_PER_CALL_MAX * 4 / 3 < KEY_BODY_BYTES_MAX);
+const _: () = assert!(KEY_ENVELOPE_BYTES_MAX * KEY_ENVELOPES_PER_CALL_MAX * 4 / 3 < KEY_BODY_BYTES_MAX);
+const _: () = assert!(HISTORY_PAGE_DEFAULT <= HISTORY_PAGE_MAX);

@@ -67,6 +67,8 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
             "supported_tokens": ["@here", "@channel"]
         },
         "read_acks": {"channel": true, "cursor_type": "message_index", "monotonic": true},
+        // E2EE.md: channels with epochs, key relay and backups exist.
+        "e2ee": {"channels": true, "epochs": true, "key_relay": true, "backups": true},
         "limits": {
             "max_message_bytes": limits.max_message_bytes,
             "max_upload_bytes": limits.max_upload_bytes,

@@ -137,6 +137,11 @@ pub struct ChannelDto {
     /// `text` or `voice`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Present (true) on end-to-end-encrypted channels, with their current epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_epoch: Option<i64>,
 }
 
 impl From<&ChannelRecord> for ChannelDto {
@@ -145,6 +150,8 @@ impl From<&ChannelRecord> for ChannelDto {
             id: channel.id.to_string(),
             name: channel.name.clone(),
             kind: channel.kind.as_str().into(),
+            e2ee: channel.e2ee.map(|_| true),
+            current_epoch: channel.e2ee,
         }
     }
 }
@@ -194,6 +201,9 @@ pub struct CreateChannelBody {
     #[serde(rename = "type")]
     pub kind: String,
     pub group_id: String,
+    /// An end-to-end-encrypted text channel (E2EE.md).
+    #[serde(default)]
+    pub e2ee: bool,
 }
 
 /// A created channel; also the `chat.channel.created` event payload.
@@ -317,7 +327,11 @@ pub struct MessageDto {
     pub id: String,
     pub channel_id: String,
     pub author_uid: String,
-    pub body: String,
+    /// Absent in an e2ee channel, which carries `envelope` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<EnvelopeDto>,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<ReplyDto>,
@@ -331,7 +345,14 @@ impl MessageDto {
             id: message.id.to_string(),
             channel_id: message.channel_id.to_string(),
             author_uid: message.author_uid.to_string(),
-            body: message.body.clone(),
+            body: message.envelope.is_none().then(|| message.body.clone()),
+            envelope: message.envelope.as_ref().map(|e| EnvelopeDto {
+                epoch_id: e.epoch_id,
+                sender_device_id: e.sender_device_id.clone(),
+                ciphertext: e.ciphertext.clone(),
+                nonce: e.nonce.clone(),
+                aad: e.aad.clone(),
+            }),
             created_at: rfc3339(message.created_at),
             reply_to: message.reply_to.as_ref().map(|reply| ReplyDto {
                 message_id: reply.message_id.to_string(),
@@ -366,8 +387,24 @@ pub struct MessageCreatedDto {
 /// `POST .../messages` as JSON (the multipart form has the same text fields).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateMessageBody {
-    pub body: String,
+    #[serde(default)]
+    pub body: Option<String>,
     pub reply_to_message_id: Option<String>,
+    /// For an e2ee channel (E2EE.md), instead of `body`.
+    #[serde(default)]
+    pub envelope: Option<EnvelopeDto>,
+}
+
+/// An e2ee message's encrypted content (base64url fields; opaque to the server).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnvelopeDto {
+    pub epoch_id: i64,
+    pub sender_device_id: String,
+    pub ciphertext: String,
+    #[serde(default)]
+    pub nonce: String,
+    #[serde(default)]
+    pub aad: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

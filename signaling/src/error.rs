@@ -15,6 +15,9 @@ pub struct ApiError {
     pub retryable: bool,
     /// Seconds for a `Retry-After` header (rate limiting).
     pub retry_after: Option<u64>,
+    /// The channel's current epoch, for the E2EE conflicts that need it
+    /// (`details.current_epoch`).
+    pub current_epoch: Option<i64>,
 }
 
 /// The JSON body of every error response.
@@ -23,6 +26,10 @@ pub struct ErrorEnvelope {
     pub code: String,
     pub message: String,
     pub retryable: bool,
+    /// Present on some E2EE errors: `{"current_epoch": n}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -33,6 +40,7 @@ impl ApiError {
             message: message.into(),
             retryable: false,
             retry_after: None,
+            current_epoch: None,
         }
     }
 
@@ -46,6 +54,9 @@ impl ApiError {
             code: self.code.to_owned(),
             message: self.message.clone(),
             retryable: self.retryable,
+            details: self
+                .current_epoch
+                .map(|epoch| serde_json::json!({"current_epoch": epoch})),
         }
     }
 
@@ -131,6 +142,35 @@ impl ApiError {
     }
 }
 
+/// The status of an E2EE rule's refusal (E2EE.md §2), by its code.
+pub fn e2ee_status(code: &str) -> StatusCode {
+    match code {
+        "not_a_member"
+        | "not_a_member_of_epoch"
+        | "device_not_active"
+        | "forbidden"
+        | "device_revoked"
+        | "device_mismatch"
+        | "scope_insufficient" => StatusCode::FORBIDDEN,
+        "already_member"
+        | "epoch_commit_exists"
+        | "epoch_not_current"
+        | "epoch_stale"
+        | "epoch_commit_pending"
+        | "device_exists"
+        | "device_limit"
+        | "device_not_pending"
+        | "key_package_limit" => StatusCode::CONFLICT,
+        "link_request_expired" => StatusCode::GONE,
+        "challenge_invalid"
+        | "signature_invalid"
+        | "device_key_mismatch"
+        | "session_invalid"
+        | "identity_mismatch" => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// The `<thing>_not_found` code of a storage `NotFound`.
 fn not_found_code(what: &str) -> &'static str {
     match what {
@@ -140,6 +180,12 @@ fn not_found_code(what: &str) -> &'static str {
         "message" => "message_not_found",
         "attachment" => "attachment_not_found",
         "avatar_asset" => "avatar_asset_not_found",
+        "member" => "member_not_found",
+        "epoch_commit" => "epoch_not_committed",
+        "link_request" => "link_request_not_found",
+        "device" => "device_not_found",
+        "user" => "user_not_found",
+        "backup" => "backup_not_found",
         _ => "not_found",
     }
 }
@@ -164,6 +210,15 @@ impl From<StorageError> for ApiError {
                 }
             }
             StorageError::Invalid { code, message } => ApiError::bad_request(code, message),
+            StorageError::Denied {
+                code,
+                message,
+                current_epoch,
+            } => {
+                let mut err = ApiError::new(e2ee_status(code), code, message);
+                err.current_epoch = current_epoch;
+                err
+            }
             StorageError::Forbidden(message) => ApiError::forbidden(message),
             other => {
                 // Details stay in the log; clients get a generic message.

@@ -17,6 +17,8 @@ pub const TRACKED_KEYS_MAX: usize = 100_000;
 #[derive(Debug)]
 pub struct Limiters {
     users: DefaultKeyedRateLimiter<String>,
+    /// KeyPackage claims per caller (E2EE.md: claims are rate-limited per caller).
+    claims: DefaultKeyedRateLimiter<String>,
     ips: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
@@ -29,6 +31,7 @@ impl Limiters {
     pub fn new(user_per_minute: u32, ip_per_minute: u32) -> Self {
         Self {
             users: RateLimiter::keyed(quota(user_per_minute)),
+            claims: RateLimiter::keyed(quota(openchat_core::limits::KEY_CLAIMS_PER_MINUTE)),
             ips: RateLimiter::keyed(quota(ip_per_minute)),
             clock: DefaultClock::default(),
         }
@@ -38,6 +41,14 @@ impl Limiters {
     pub fn check_user(&self, user: &str) -> Result<(), u64> {
         self.prune();
         self.users
+            .check_key(&user.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+    }
+
+    /// `Err(seconds to wait)` when the caller claimed too many KeyPackages lately.
+    pub fn check_claim(&self, user: &str) -> Result<(), u64> {
+        self.prune();
+        self.claims
             .check_key(&user.to_owned())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
     }
@@ -53,6 +64,9 @@ impl Limiters {
     fn prune(&self) {
         if self.users.len() > TRACKED_KEYS_MAX {
             self.users.retain_recent();
+        }
+        if self.claims.len() > TRACKED_KEYS_MAX {
+            self.claims.retain_recent();
         }
         if self.ips.len() > TRACKED_KEYS_MAX {
             self.ips.retain_recent();

@@ -63,6 +63,17 @@ pub enum Audience {
     Server(ServerId),
     /// Every socket of one user.
     User(UserUid),
+    /// Every socket of these users (an e2ee channel's members).
+    Users(Arc<[UserUid]>),
+    /// Like `ChannelAndServer`, but only sockets of these users: a message of an e2ee
+    /// channel reaches only members of its epoch (E2EE.md §3 rule 1), live and on replay.
+    ChannelMembers {
+        channel: ChannelId,
+        server: ServerId,
+        users: Arc<[UserUid]>,
+    },
+    /// The sockets of one device.
+    Device { user: UserUid, device: String },
     /// Every socket.
     Everyone,
 }
@@ -73,6 +84,7 @@ pub struct SocketView {
     pub id: u64,
     pub server: Option<ServerId>,
     pub user_uid: UserUid,
+    pub device_id: String,
     pub subscriptions: Vec<ChannelId>,
 }
 
@@ -87,6 +99,16 @@ pub fn visible(audience: &Audience, socket: &SocketView) -> bool {
         }
         Audience::Server(server) => socket.server.as_ref() == Some(server),
         Audience::User(user) => socket.user_uid == *user,
+        Audience::Users(users) => users.contains(&socket.user_uid),
+        Audience::ChannelMembers {
+            channel,
+            server,
+            users,
+        } => {
+            users.contains(&socket.user_uid)
+                && (socket.subscriptions.contains(channel) || socket.server.as_ref() == Some(server))
+        }
+        Audience::Device { user, device } => socket.user_uid == *user && socket.device_id == *device,
         Audience::Everyone => true,
     }
 }
@@ -254,6 +276,7 @@ impl Hub {
             id,
             server,
             user_uid,
+            device_id: member.device_id.clone(),
             subscriptions: Vec::new(),
         };
         let (tx, rx) = mpsc::channel(SEND_QUEUE_MAX);
@@ -306,6 +329,23 @@ impl Hub {
             return Err(ResyncReason::TooMany);
         }
         Ok(frames)
+    }
+
+    /// Closes every socket of one device (it was revoked); returns how many.
+    pub fn kick_device(&self, user: &UserUid, device: &str) -> usize {
+        let mut state = self.lock();
+        let ids: Vec<u64> = state
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.view.user_uid == *user && s.view.device_id == device)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(socket) = state.sockets.remove(id) {
+                socket.kick.notify_one();
+            }
+        }
+        ids.len()
     }
 
     fn unregister(&self, id: u64) -> Option<Socket> {
@@ -659,8 +699,31 @@ pub(crate) mod tests {
             id,
             server: server.map(|s| ServerId::parse(s).unwrap()),
             user_uid: UserUid::parse(user).unwrap(),
+            device_id: format!("dev_{user}"),
             subscriptions: subs.iter().map(|c| ChannelId::parse(c).unwrap()).collect(),
         }
+    }
+
+    #[test]
+    fn e2ee_messages_reach_only_members_of_their_epoch() {
+        let audience = Audience::ChannelMembers {
+            channel: ChannelId::parse("ch_a").unwrap(),
+            server: ServerId::parse("srv_1").unwrap(),
+            users: Arc::from(vec![UserUid::parse("uid_in").unwrap()]),
+        };
+        assert!(visible(&audience, &view(1, None, "uid_in", &["ch_a"])));
+        assert!(visible(&audience, &view(2, Some("srv_1"), "uid_in", &[])));
+        assert!(
+            !visible(&audience, &view(3, None, "uid_out", &["ch_a"])),
+            "subscribed but no member"
+        );
+        assert!(!visible(&audience, &view(4, Some("srv_2"), "uid_in", &[])));
+        let device = Audience::Device {
+            user: UserUid::parse("uid_in").unwrap(),
+            device: "dev_uid_in".into(),
+        };
+        assert!(visible(&device, &view(5, None, "uid_in", &[])));
+        assert!(!visible(&device, &view(6, None, "uid_out", &[])));
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl FrontConfig {
                 self.limits.max_upload_bytes + self.limits.max_message_bytes + MULTIPART_OVERHEAD_BYTES
             }
             BodyLimit::Avatar => AVATAR_BYTES_MAX as u64 + MULTIPART_OVERHEAD_BYTES,
+            BodyLimit::Keys => openchat_core::limits::KEY_BODY_BYTES_MAX as u64,
         }
     }
 }
@@ -344,5 +345,13 @@ pub async fn handle(
     state
         .metrics
         .observe_request(route_name, &method, response.status().as_u16(), started.elapsed());
+    // The route pattern only: paths and queries may carry ids a log need not keep.
+    tracing::debug!(
+        route = route_name,
+        method = %method,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     Ok(response)
 }

@@ -64,9 +64,26 @@ pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
             _ => {}
         }
     }
-    let result = state
-        .store("messages", state.storage.messages(channel.clone(), page))
-        .await?;
+    // The caller's view: an e2ee channel shows only the epochs they belonged to. The route
+    // is public (the client reads history without identity); without one, an e2ee channel
+    // shows nothing.
+    let viewer = match &ctx.identity {
+        Some(identity) => Some(identity.user_uid.clone()),
+        None => crate::wire::identity(ctx.request.headers(), state.config.production)
+            .ok()
+            .map(|identity| identity.user_uid),
+    };
+    let result = match viewer {
+        Some(viewer) => {
+            let request = state.storage.messages_for(channel.clone(), page, viewer);
+            state.store("messages", request).await?
+        }
+        None => {
+            state
+                .store("messages", state.storage.messages(channel.clone(), page))
+                .await?
+        }
+    };
     let base = state.base_url();
     let body = MessagesDto {
         channel_id: channel.to_string(),
@@ -142,6 +159,8 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let limits = state.config.limits;
     let content_type = ctx.header(header::CONTENT_TYPE.as_str()).map(str::to_owned);
     let body_limit = state.config.body_limit(BodyLimit::Message);
+    let device = ctx.who()?.device_id.clone();
+    let mut envelope = None;
     let (body, reply_to, files) = match upload::boundary(content_type.as_deref()) {
         Some(boundary) => {
             let form_limits = FormLimits {
@@ -164,10 +183,32 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             )
             .await?;
             let parsed: CreateMessageBody = parse_json(&bytes)?;
-            (parsed.body, parsed.reply_to_message_id, Vec::new())
+            if parsed.body.is_none() && parsed.envelope.is_none() {
+                return Err(ApiError::invalid_payload("body is required"));
+            }
+            envelope = parsed.envelope;
+            (
+                parsed.body.unwrap_or_default(),
+                parsed.reply_to_message_id,
+                Vec::new(),
+            )
         }
     };
     let body = body.trim().to_owned();
+    let envelope = match envelope {
+        None => None,
+        Some(_) if !body.is_empty() => {
+            return Err(ApiError::bad_request(
+                "plaintext_not_allowed",
+                "send either a body or an envelope, not both",
+            ));
+        }
+        Some(envelope) => Some(super::e2ee::message_envelope(
+            envelope,
+            &device,
+            limits.max_message_bytes,
+        )?),
+    };
     if body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -175,7 +216,7 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             format!("the message body exceeds {} bytes", limits.max_message_bytes),
         ));
     }
-    if body.is_empty() && files.is_empty() {
+    if body.is_empty() && files.is_empty() && envelope.is_none() {
         return Err(ApiError::bad_request(
             "message_empty",
             "a message needs a body or an attachment",
@@ -221,7 +262,7 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         body,
         reply_to,
         attachments,
-        envelope: None,
+        envelope,
         now: ctx.now,
     };
     let message = state
@@ -230,16 +271,31 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let created = MessageCreatedDto {
         message: MessageDto::new(state.base_url(), &message),
     };
+    // An e2ee message reaches only members of its epoch (live and on replay).
+    let audience = match &message.envelope {
+        None => Audience::ChannelAndServer {
+            channel: channel.clone(),
+            server: message.server_id.clone(),
+        },
+        Some(envelope) => {
+            let op = openchat_storage::e2ee::Op::EpochMembers {
+                channel: channel.clone(),
+                epoch: envelope.epoch_id,
+            };
+            match state.store("e2ee_epoch_members", state.storage.e2ee(op)).await? {
+                openchat_storage::e2ee::Outcome::Epoch(_, users) => Audience::ChannelMembers {
+                    channel: channel.clone(),
+                    server: message.server_id.clone(),
+                    users: Arc::from(users),
+                },
+                _ => return Err(ApiError::internal()),
+            }
+        }
+    };
     match serde_json::to_value(&created) {
-        Ok(payload) => state.hub.publish(
-            "chat.message.created",
-            Audience::ChannelAndServer {
-                channel,
-                server: message.server_id.clone(),
-            },
-            &payload,
-            false,
-        ),
+        Ok(payload) => state
+            .hub
+            .publish("chat.message.created", audience, &payload, false),
         Err(err) => tracing::error!(error = %err, "message event did not serialise"),
     }
     Ok(json(StatusCode::CREATED, &created))

@@ -2,6 +2,8 @@
 //! with the clock read once) and returns a response or an [`ApiError`]. Writes publish
 //! their realtime event after the storage thread confirmed them.
 
+mod auth;
+mod e2ee;
 mod messages;
 mod profiles;
 mod rtc;
@@ -18,6 +20,8 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::routes::Endpoint;
 use crate::service::{AppState, Body, Ctx, full, json};
 
+pub(crate) use auth::*;
+pub(crate) use e2ee::*;
 pub(crate) use messages::*;
 pub(crate) use profiles::*;
 pub(crate) use rtc::*;
@@ -76,6 +80,28 @@ pub(crate) async fn dispatch(
         E::Realtime => realtime(state, ctx),
         E::JoinTicket => join_ticket(state, ctx).await,
         E::Signaling => signaling(state, ctx),
+        E::AddMember => add_member(state, ctx).await,
+        E::RemoveMember => remove_member(state, ctx).await,
+        E::RotateEpoch => rotate_epoch(state, ctx).await,
+        E::Epochs => epochs(state, ctx).await,
+        E::Commit => commit(state, ctx).await,
+        E::FetchCommit => fetch_commit(state, ctx).await,
+        E::History => history(state, ctx).await,
+        E::RegisterDevice => register_device(state, ctx).await,
+        E::Devices => devices(state, ctx).await,
+        E::LinkStart => link_start(state, ctx).await,
+        E::LinkConfirm => link_confirm(state, ctx).await,
+        E::RevokeDevice => revoke_device(state, ctx).await,
+        E::PublishKeyPackages => publish_key_packages(state, ctx).await,
+        E::ClaimKeyPackages => claim_key_packages(state, ctx).await,
+        E::PublishEnvelopes => publish_envelopes(state, ctx).await,
+        E::FetchEnvelopes => fetch_envelopes(state, ctx).await,
+        E::AckEnvelopes => ack_envelopes(state, ctx).await,
+        E::PutBackup => put_backup(state, ctx).await,
+        E::LatestBackup => latest_backup(state, ctx).await,
+        E::AuthChallenge => auth_challenge(state, ctx).await,
+        E::OpenSession => open_session(state, ctx).await,
+        E::CloseSession => close_session(state, ctx).await,
     }
 }
 

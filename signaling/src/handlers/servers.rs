@@ -247,22 +247,32 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let name = name(&body.name)?;
     let group = GroupId::parse(body.group_id.trim())
         .map_err(|_| ApiError::not_found("category_not_found", "category not found"))?;
+    if body.e2ee && kind != ChannelKind::Text {
+        return Err(ApiError::bad_request(
+            "invalid_channel_type",
+            "only text channels can be end-to-end encrypted",
+        ));
+    }
     let prefix = if kind == ChannelKind::Voice { "vc" } else { "ch" };
     let id = ChannelId::parse_owned(new_id(prefix)).map_err(|_| ApiError::internal())?;
-    let channel = state
-        .store(
-            "create_channel",
-            state.storage.create_channel(
-                server.clone(),
-                group.clone(),
-                id,
-                name,
-                kind,
-                who.clone(),
-                ctx.now,
-            ),
-        )
-        .await?;
+    let channel = if body.e2ee {
+        let created =
+            state
+                .storage
+                .create_e2ee_channel(server.clone(), group.clone(), id, name, who.clone(), ctx.now);
+        state.store("create_channel", created).await?
+    } else {
+        let created = state.storage.create_channel(
+            server.clone(),
+            group.clone(),
+            id,
+            name,
+            kind,
+            who.clone(),
+            ctx.now,
+        );
+        state.store("create_channel", created).await?
+    };
     let body = ChannelCreatedDto {
         server_id: server.to_string(),
         group_id: group.to_string(),
