@@ -201,6 +201,7 @@ pub fn run(mut config: Config) -> ExitCode {
         let front = FrontConfig {
             public_base_url: config.public_base_url.clone(),
             production: config.production,
+            session_auth: config.session_auth,
             limits: config.limits,
             build: build.clone(),
         };

@@ -47,8 +47,9 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
         "build_version": config.build.version,
         "build_commit": config.build.commit,
         "build_time": config.build.time,
-        // Headers mode trusts the identity headers: the client's `token_proof`.
-        "identity_handshake_modes": ["token_proof"],
+                // Headers mode trusts the identity headers (the client's `token_proof`); session
+        // mode needs a signed challenge (E2EE.md §4).
+        "identity_handshake_modes": [if config.session_auth { "challenge_signature" } else { "token_proof" }],
         "user_uid_policy": uid_policy.as_str(),
         "profile_data_policy": "uid_only",
         "transport": {"websocket": true, "sse": false, "polling": false},
@@ -135,6 +136,7 @@ mod tests {
         FrontConfig {
             public_base_url: "http://localhost:8080".into(),
             production: false,
+            session_auth: false,
             limits: Limits {
                 max_message_bytes: 1234,
                 max_upload_bytes: 5678,

@@ -422,6 +422,56 @@ pub fn upgrade(
 ) -> Result<Response<Body>, ApiError> {
     let (response, socket) = crate::websocket::accept(&mut request, INBOUND_MESSAGE_BYTES_MAX)?;
     let query: ConnectQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""));
+    if state.config.session_auth {
+        // Session mode: identity comes from the first frame, never from the URL or headers.
+        let server = query
+            .server_id
+            .as_deref()
+            .and_then(|raw| ServerId::parse(raw).ok());
+        let resume_from = query.resume_from.clone();
+        tokio::spawn(async move {
+            let Some(mut ws) = socket.await else { return };
+            let Some(authed) = first_frame_session(&state, &mut ws).await else {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                return;
+            };
+            let member = Member {
+                client_id: uuid::Uuid::new_v4().to_string(),
+                user_uid: authed.user_uid.to_string(),
+                device_id: authed.device_id.clone(),
+            };
+            let registered =
+                state
+                    .hub
+                    .register(server, member.clone(), authed.user_uid, resume_from.as_deref());
+            let Ok(Registered { id, rx, kick, resync }) = registered else {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                return;
+            };
+            let _ = ws
+                .send(Message::Text(frame(
+                    "chat.authenticated",
+                    None,
+                    &json!({"user_uid": member.user_uid, "device_id": member.device_id}),
+                    None,
+                )))
+                .await;
+            if let Some(reason) = resync {
+                state.hub.reply(
+                    id,
+                    frame(
+                        "chat.resync_required",
+                        None,
+                        &json!({"reason": reason.as_str()}),
+                        None,
+                    ),
+                );
+            }
+            session(state.clone(), id, member, ws, rx, kick).await;
+            leave(&state, id);
+        });
+        return Ok(response);
+    }
     let header_value = |name: &str| {
         request
             .headers()
@@ -471,6 +521,53 @@ pub fn upgrade(
         leave(&state, id);
     });
     Ok(response)
+}
+
+/// How long a session-mode socket has to send `chat.auth`.
+pub const AUTH_FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Reads the first frame of a session-mode socket: `{"type":"chat.auth","payload":
+/// {"session_token"}}` naming a live, fully linked session. Anything else is answered with
+/// `chat.error session_invalid` (`None`: close the socket).
+async fn first_frame_session<S>(
+    state: &AppState,
+    ws: &mut WebSocketStream<S>,
+) -> Option<openchat_storage::e2ee::SessionRecord>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + AUTH_FRAME_DEADLINE;
+    let text = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => break Some(text),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => break None,
+        }
+    };
+    let token = text.as_ref().and_then(|text| {
+        let value: Value = serde_json::from_str(text.as_str()).ok()?;
+        (value["type"] == "chat.auth")
+            .then(|| value["payload"]["session_token"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    let session = match token {
+        Some(token) => crate::service::lookup_session(state, &token, crate::wire::unix_now())
+            .await
+            .ok()
+            .flatten()
+            .filter(|session| session.scope == "full"),
+        None => None,
+    };
+    if session.is_none() {
+        let payload = error_payload(
+            "session_invalid",
+            "send chat.auth with a valid session token first",
+        );
+        let _ = ws
+            .send(Message::Text(frame("chat.error", None, &payload, None)))
+            .await;
+    }
+    session
 }
 
 /// Parses a query string leniently (unknown keys ignored; a bad one means "absent").
@@ -845,6 +942,7 @@ pub(crate) mod tests {
         let front = crate::service::FrontConfig {
             public_base_url: "http://localhost".into(),
             production: false,
+            session_auth: false,
             limits: crate::service::Limits {
                 max_message_bytes: 1000,
                 max_upload_bytes: 1000,

@@ -58,6 +58,8 @@ pub struct FrontConfig {
     pub public_base_url: String,
     /// `OPENCHAT_ENV=production`: identity required, `https_required` advertised.
     pub production: bool,
+    /// `OPENCHAT_AUTH=session`: authed routes need a bearer session (E2EE.md §4).
+    pub session_auth: bool,
     pub limits: Limits,
     pub build: BuildInfo,
 }
@@ -263,13 +265,30 @@ fn unlimited(endpoint: routes::Endpoint) -> bool {
 }
 
 /// Checks identity and rate limits; returns the identity on authed routes.
-fn admit(
+async fn admit(
     state: &AppState,
     matched: &Matched,
     request: &Request<Incoming>,
     peer: IpAddr,
+    now: UnixSeconds,
 ) -> Result<Option<Identity>, ApiError> {
     match matched.spec.access {
+        Access::Authed if state.config.session_auth => {
+            let who = session_identity(state, request, now)
+                .await?
+                .ok_or_else(|| e2ee_refusal("session_invalid", "a valid bearer session is required"))?;
+            if who.scope_link && !LINK_SCOPE.contains(&matched.spec.endpoint) {
+                return Err(e2ee_refusal(
+                    "scope_insufficient",
+                    "a pending device's session may only list devices and start a link",
+                ));
+            }
+            state
+                .limiters
+                .check_user(who.identity.user_uid.as_str())
+                .map_err(ApiError::rate_limited)?;
+            Ok(Some(who.identity))
+        }
         Access::Authed => {
             let who = wire::identity(request.headers(), state.config.production)?;
             state
@@ -282,8 +301,98 @@ fn admit(
             if !unlimited(matched.spec.endpoint) {
                 state.limiters.check_ip(peer).map_err(ApiError::rate_limited)?;
             }
+            // In session mode a public route still knows a caller who sends a valid session
+            // (history of an e2ee channel needs it); headers are never trusted there.
+            if state.config.session_auth {
+                return Ok(session_identity(state, request, now)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|who| !who.scope_link)
+                    .map(|who| who.identity));
+            }
             Ok(None)
         }
+    }
+}
+
+/// What a link-scoped session (a pending device) may call.
+const LINK_SCOPE: &[crate::routes::Endpoint] = &[
+    crate::routes::Endpoint::Devices,
+    crate::routes::Endpoint::LinkStart,
+];
+
+fn e2ee_refusal(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(crate::error::e2ee_status(code), code, message)
+}
+
+/// A session as the request shell sees it.
+struct SessionIdentity {
+    identity: Identity,
+    scope_link: bool,
+}
+
+/// The caller's session from `Authorization: Bearer`, if the request sends one. A missing
+/// token is `Ok(None)`; an unknown, expired or revoked one, or identity headers naming
+/// someone else, are errors.
+async fn session_identity(
+    state: &AppState,
+    request: &Request<Incoming>,
+    now: UnixSeconds,
+) -> Result<Option<SessionIdentity>, ApiError> {
+    let Some(token) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Ok(None);
+    };
+    let session = lookup_session(state, token, now)
+        .await?
+        .ok_or_else(|| e2ee_refusal("session_invalid", "the session is unknown, expired or revoked"))?;
+    // Identity headers, when sent, must name the session's user and device.
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let user_ok = header(wire::USER_UID_HEADER).is_none_or(|u| u == session.user_uid.as_str());
+    let device_ok = header(wire::DEVICE_ID_HEADER).is_none_or(|d| d == session.device_id);
+    if !user_ok || !device_ok {
+        return Err(e2ee_refusal(
+            "identity_mismatch",
+            "the identity headers do not match the session",
+        ));
+    }
+    Ok(Some(SessionIdentity {
+        scope_link: session.scope != "full",
+        identity: Identity {
+            user_uid: session.user_uid,
+            device_id: session.device_id,
+        },
+    }))
+}
+
+/// The live session of a bearer token (stored as its SHA-256 digest).
+pub async fn lookup_session(
+    state: &AppState,
+    token: &str,
+    now: UnixSeconds,
+) -> Result<Option<openchat_storage::e2ee::SessionRecord>, ApiError> {
+    let digest = crate::handlers::sha256_hex(token.as_bytes());
+    let op = openchat_storage::e2ee::Op::Session {
+        token_sha256: digest,
+        now,
+    };
+    match state.store("session_lookup", state.storage.e2ee(op)).await? {
+        openchat_storage::e2ee::Outcome::MaybeSession(session) => Ok(session),
+        _ => Err(ApiError::internal()),
     }
 }
 
@@ -316,7 +425,7 @@ pub async fn handle(
                     Some(length) if length > limit => {
                         error_response(&handlers::too_large(matched.spec.endpoint, limit))
                     }
-                    _ => match admit(&state, &matched, &request, peer.ip()) {
+                    _ => match admit(&state, &matched, &request, peer.ip(), wire::unix_now()).await {
                         Err(err) => error_response(&err),
                         Ok(identity) => {
                             let ctx = Ctx {
