@@ -387,6 +387,42 @@ async fn scenario(store: &Store) {
     );
     let live = next_of(&mut bob_ws, "chat.message.created").await;
     assert_eq!(live["payload"]["message"]["envelope"]["ciphertext"], second);
+    // Resume replays through the same check: from the start of this boot, Bob gets the
+    // epoch-2 message but not the epoch-1 one, Carol (no member) neither.
+    let boot = update["event_id"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (user, device, expected) in [
+        ("uid_bob", "dev_bob", vec![second.clone()]),
+        ("uid_carol", "dev_carol", vec![]),
+    ] {
+        let url = format!(
+            "ws://{}/v1/realtime?server_id=srv_harbor&user_uid={user}&device_id={device}&resume_from={boot}:1",
+            server.addr
+        );
+        let stream = TcpStream::connect(server.addr).await.unwrap();
+        let (mut replayed, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        let got: Vec<String> = events_of(
+            &mut replayed,
+            "chat.message.created",
+            std::time::Duration::from_millis(300),
+        )
+        .await
+        .iter()
+        .filter(|e| e["payload"]["message"]["channel_id"] == channel.as_str())
+        .map(|e| {
+            e["payload"]["message"]["envelope"]["ciphertext"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+        assert_eq!(got, expected, "replay for {user}");
+    }
     // History for Bob: only epoch 2; for Alice: both. The WIRE messages route filters too.
     let history = ok(api.get(&ch("/history"), BOB).await, 200);
     let texts: Vec<&str> = history["messages"]
