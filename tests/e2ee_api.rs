@@ -726,6 +726,56 @@ async fn scenario(store: &Store) {
         "device_not_active",
     );
 
+    // Size limits of key material (decoded bytes), and the claim rate limit per caller.
+    let big = |bytes: usize| b64(&vec![7u8; bytes]);
+    expect(
+        api.post(
+            &ch("/membership/commit"),
+            ALICE,
+            json!({"epoch_id": 5, "committer_device_id": "dev_alice", "commit_payload": big(256 * 1024 + 1), "signature": b64(b"s")}),
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    expect(
+        api.post(
+            "/v1/keys/packages",
+            CAROL,
+            json!({"device_id": "dev_carol", "key_packages": [big(16 * 1024 + 1)]}),
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    expect(
+        api.post(
+            "/v1/keys/backups",
+            CAROL,
+            json!({"ciphertext_blob": big(1024 * 1024 + 1), "kdf_metadata": {}}),
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    let mut limited = false;
+    for _ in 0..40 {
+        let (status, body) = api
+            .post(
+                "/v1/keys/packages/claim",
+                ("uid_zed", "dev_zed"),
+                json!({"user_uid": "uid_carol"}),
+            )
+            .await;
+        if status == 429 {
+            assert_eq!(body["code"], "rate_limited");
+            limited = true;
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(limited, "KeyPackage claims are rate-limited per caller");
+
     // Backups.
     expect(
         api.get("/v1/keys/backups/latest", CAROL).await,
