@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod joiner;
 pub mod logging;
 pub mod startup;
 pub mod tls;

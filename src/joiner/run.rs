@@ -1,0 +1,402 @@
+//! The joiner's I/O shell: join ticket over HTTP, the signaling WebSocket, the transmitter
+//! (paced by `--interval-ms`), received streams written to `--write-received-dir`, leave on
+//! SIGINT/SIGTERM or after `--exit-after-send`, and exit after 60 s without a data message.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::flags::{Flags, MediaMode};
+use super::stream::{Kind, Reassembler, Received, Transmission};
+
+/// The join-ticket request's timeout (the Go tool's 12 s).
+pub const TICKET_TIMEOUT: Duration = Duration::from_secs(12);
+/// Without a data message for this long, the joiner leaves.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Outgoing messages queued for the socket writer.
+pub const OUTGOING_MAX: usize = 64;
+/// ffmpeg output read at most (raw PCM of a long file).
+pub const PCM_BYTES_MAX: usize = 1024 * 1024 * 1024;
+
+/// Why the joiner stopped with an error (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum JoinerError {
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("cannot run ffmpeg {bin:?} (set --ffmpeg-bin): {reason}")]
+    Ffmpeg { bin: String, reason: String },
+    #[error("join ticket refused ({status}): {code}: {message}")]
+    TicketRefused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("join ticket request failed: {0}")]
+    Ticket(String),
+    #[error("signaling: {0}")]
+    Signaling(String),
+    #[error("signaling closed: {0}")]
+    Closed(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn random_hex(bytes: usize) -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
+}
+
+fn rfc3339_nanos(at: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(at).to_string()
+}
+
+/// Reads the file, or decodes it with ffmpeg, into what will be sent.
+async fn load(flags: &Flags, path: &str) -> Result<Transmission, JoinerError> {
+    let kind = match flags.media_mode {
+        MediaMode::Chunks => Kind::Chunks,
+        MediaMode::PcmFrames => Kind::Pcm {
+            interval_ms: flags.interval_ms,
+        },
+        MediaMode::Webrtc => {
+            return Err(JoinerError::Unsupported(
+                "--media-mode webrtc is not available in this build yet; use chunks or pcm-frames".into(),
+            ));
+        }
+    };
+    let bytes = match kind {
+        Kind::Chunks => tokio::fs::read(path).await.map_err(|e| JoinerError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?,
+        Kind::Pcm { .. } => {
+            if let Err(e) = tokio::fs::metadata(path).await {
+                return Err(JoinerError::File {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+            decode_pcm(&flags.ffmpeg_bin, path).await?
+        }
+    };
+    let file_name = Path::new(path)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_owned();
+    Ok(Transmission {
+        pieces: Transmission::cut(kind.clone(), &bytes, flags.chunk_bytes),
+        kind,
+        stream_id: format!("stream_{}", random_hex(4)),
+        file_name,
+        file_type: flags.file_type.clone(),
+        transmitter_uid: flags.user_uid.clone(),
+    })
+}
+
+/// `ffmpeg -v error -i <file> -vn -f s16le -acodec pcm_s16le -ac 1 -ar 48000 pipe:1`.
+pub async fn decode_pcm(bin: &str, path: &str) -> Result<Vec<u8>, JoinerError> {
+    let failed = |reason: String| JoinerError::Ffmpeg {
+        bin: bin.to_owned(),
+        reason,
+    };
+    let mut child = tokio::process::Command::new(bin)
+        .args([
+            "-v",
+            "error",
+            "-i",
+            path,
+            "-vn",
+            "-f",
+            "s16le",
+            "-acodec",
+            "pcm_s16le",
+            "-ac",
+            "1",
+            "-ar",
+            "48000",
+            "pipe:1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| failed("no stdout".into()))?;
+    let mut pcm = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut stdout, &mut buffer)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        if pcm.len() + n > PCM_BYTES_MAX {
+            return Err(failed(format!("decoded audio exceeds {PCM_BYTES_MAX} bytes")));
+        }
+        pcm.extend_from_slice(&buffer[..n]);
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(failed(format!("{}: {}", output.status, stderr.trim())));
+    }
+    Ok(pcm)
+}
+
+/// The join ticket: 200 with a ticket and a signaling URL, or the server's flat error.
+async fn ticket(flags: &Flags) -> Result<Value, JoinerError> {
+    let url = format!(
+        "{}/v1/rtc/channels/{}/join-ticket",
+        flags.backend_url, flags.channel_id
+    );
+    let response = reqwest::Client::builder()
+        .timeout(TICKET_TIMEOUT)
+        .build()
+        .map_err(|e| JoinerError::Ticket(e.to_string()))?
+        .post(url)
+        .header("X-OpenChat-User-UID", &flags.user_uid)
+        .header("X-OpenChat-Device-ID", &flags.device_id)
+        .json(&json!({"server_id": flags.server_id}))
+        .send()
+        .await
+        .map_err(|e| JoinerError::Ticket(e.to_string()))?;
+    let status = response.status().as_u16();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| JoinerError::Ticket(e.to_string()))?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status != 200 {
+        // The flat envelope (WIRE.md §1.4); the Go tool looked for a nested one.
+        let code = body["code"].as_str().unwrap_or("unknown").to_owned();
+        let message = body["message"].as_str().map(str::to_owned).unwrap_or(text);
+        return Err(JoinerError::TicketRefused {
+            status,
+            code,
+            message,
+        });
+    }
+    let present = |k: &str| body[k].as_str().is_some_and(|v| !v.is_empty());
+    if !present("ticket") || !present("signaling_url") {
+        return Err(JoinerError::Ticket(
+            "the answer has no ticket or signaling_url".into(),
+        ));
+    }
+    Ok(body)
+}
+
+async fn connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, JoinerError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| JoinerError::Signaling(format!("bad signaling_url {url:?}")))?;
+    if uri.scheme_str() != Some("ws") {
+        return Err(JoinerError::Unsupported(format!(
+            "signaling_url {url:?}: only ws:// is supported by this build"
+        )));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| JoinerError::Signaling("signaling_url has no host".into()))?;
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .map_err(|e| JoinerError::Signaling(format!("connect {host}:{port}: {e}")))?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| JoinerError::Signaling(e.to_string()))?;
+    Ok(ws)
+}
+
+/// Writes one completed stream (directory 0755, file 0644).
+fn write_received(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(path)
+}
+
+/// Why the main loop ends.
+enum Stop {
+    Signal(&'static str),
+    Sent,
+    Idle,
+}
+
+/// Joins, transmits, records; returns when it left (Ok) or failed.
+pub async fn run(flags: Flags) -> Result<(), JoinerError> {
+    let transmission = match &flags.file {
+        Some(path) => Some(load(&flags, path).await?),
+        None if flags.media_mode == MediaMode::Webrtc => {
+            return Err(JoinerError::Unsupported(
+                "--media-mode webrtc is not available in this build yet; use chunks or pcm-frames".into(),
+            ));
+        }
+        None => None,
+    };
+    let ticket = ticket(&flags).await?;
+    let ws = connect(ticket["signaling_url"].as_str().unwrap_or("")).await?;
+    let (mut sink, mut stream) = ws.split();
+    let channel = ticket["channel_id"]
+        .as_str()
+        .unwrap_or(&flags.channel_id)
+        .to_owned();
+    // One writer owns the sink; the transmitter and the read loop queue messages for it.
+    let (out_tx, mut out_rx) = mpsc::channel::<Value>(OUTGOING_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            if sink.send(Message::text(message.to_string())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let join = json!({"type": "rtc.join", "request_id": format!("join_{}", random_hex(4)), "channel_id": channel, "payload": {"ticket": ticket["ticket"]}});
+    out_tx
+        .send(join)
+        .await
+        .map_err(|_| JoinerError::Closed("before joining".into()))?;
+
+    let mut reassembler = Reassembler::default();
+    let mut started = false;
+    let (sent_tx, mut sent_rx) = mpsc::channel::<()>(1);
+    let mut transmitter: Option<tokio::task::JoinHandle<()>> = None;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| JoinerError::Signaling(e.to_string()))?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| JoinerError::Signaling(e.to_string()))?;
+    let mut deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+    let stop = loop {
+        tokio::select! {
+            _ = sigint.recv() => break Stop::Signal("sigint"),
+            _ = sigterm.recv() => break Stop::Signal("sigterm"),
+            Some(()) = sent_rx.recv() => break Stop::Sent,
+            () = tokio::time::sleep_until(deadline) => break Stop::Idle,
+            next = stream.next() => {
+                let text = match next {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(JoinerError::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default()));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(JoinerError::Closed(e.to_string())),
+                    None => return Err(JoinerError::Closed("the server ended the connection".into())),
+                };
+                deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                let Ok(envelope) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let kind = envelope["type"].as_str().unwrap_or("");
+                let payload = &envelope["payload"];
+                let mut start = false;
+                match kind {
+                    "rtc.joined" => {
+                        let me = payload["participant_id"].as_str().unwrap_or("").to_owned();
+                        let others = payload["participants"].as_array().map_or(0, Vec::len);
+                        eprintln!("joined {channel} as {me} ({others} other participant(s) present)");
+                        reassembler.own = Some(me);
+                        start = others > 0;
+                    }
+                    "rtc.participant.joined" => {
+                        let who = payload["participant"]["participant_id"].as_str().unwrap_or("");
+                        if Some(who) != reassembler.own.as_deref() {
+                            eprintln!("participant {who} joined");
+                            start = true;
+                        }
+                    }
+                    "rtc.participant.left" => {
+                        eprintln!("participant {} left", payload["participant"]["participant_id"].as_str().unwrap_or(""));
+                    }
+                    "rtc.error" => {
+                        eprintln!("warning: rtc.error {}: {}", payload["code"].as_str().unwrap_or(""), payload["message"].as_str().unwrap_or(""));
+                    }
+                    "rtc.media.state" => match reassembler.on_media_state(payload) {
+                        Received::Complete { participant, name, bytes } => match &flags.write_received_dir {
+                            Some(dir) => match write_received(Path::new(dir), &name, &bytes) {
+                                Ok(path) => eprintln!("wrote {} ({} bytes) from {participant}", path.display(), bytes.len()),
+                                Err(e) => eprintln!("warning: cannot write {name}: {e}"),
+                            },
+                            None => eprintln!("stream complete: {name} ({} bytes) from {participant}", bytes.len()),
+                        },
+                        Received::Incomplete { participant, stream, have, total } => {
+                            eprintln!("warning: stream {participant}:{stream} ended with {have} of {total} chunks; nothing written");
+                        }
+                        Received::Dropped { participant, stream, reason } => {
+                            eprintln!("warning: stream {participant}:{stream} dropped: {reason}");
+                        }
+                        Received::Nothing => {}
+                    },
+                    _ => {}
+                }
+                if start && !started && let Some(t) = transmission.clone() {
+                    started = true;
+                    transmitter = Some(tokio::spawn(transmit(t, channel.clone(), flags.interval_ms, flags.repeat, flags.exit_after_send, out_tx.clone(), sent_tx.clone())));
+                }
+            }
+        }
+    };
+    if let Some(task) = transmitter {
+        task.abort();
+    }
+    let reason = match stop {
+        Stop::Signal(name) => name,
+        Stop::Sent => "exit_after_send",
+        Stop::Idle => {
+            eprintln!("no data message for {}s; leaving", IDLE_TIMEOUT.as_secs());
+            "idle_timeout"
+        }
+    };
+    let leave = json!({"type": "rtc.leave", "request_id": format!("leave_{}", random_hex(4)), "channel_id": channel, "payload": {"reason": reason}});
+    let _ = out_tx.send(leave).await;
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    Ok(())
+}
+
+/// Sends the pieces in order, pausing `interval_ms` after each; once, or forever with
+/// `repeat`; tells the main loop when a pass is done if it should then leave.
+async fn transmit(
+    t: Transmission,
+    channel: String,
+    interval_ms: u64,
+    repeat: bool,
+    exit_after_send: bool,
+    out: mpsc::Sender<Value>,
+    sent: mpsc::Sender<()>,
+) {
+    let mut loop_iteration = 1u64;
+    loop {
+        for seq in 0..t.total() {
+            let message = t.message(&channel, loop_iteration, seq, &rfc3339_nanos(SystemTime::now()));
+            if out.send(message).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        }
+        eprintln!(
+            "sent {} ({} bytes in {} messages, pass {loop_iteration})",
+            t.file_name,
+            t.bytes(),
+            t.total()
+        );
+        if exit_after_send {
+            let _ = sent.send(()).await;
+            return;
+        }
+        if !repeat {
+            return;
+        }
+        loop_iteration += 1;
+    }
+}
