@@ -304,3 +304,124 @@ fn pcm_frames_mode_delivers_ffmpegs_own_decode() {
     assert_eq!(received.len(), 2 * 48_000 * 2, "2 s of 48 kHz mono s16le");
     assert_eq!(received, decoded.stdout);
 }
+
+/// The strongest frequency (10 Hz steps, 100..2000 Hz) of 48 kHz mono s16le audio (Goertzel).
+fn dominant_frequency(pcm: &[u8]) -> f64 {
+    let samples: Vec<f64> = pcm
+        .chunks_exact(2)
+        .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])))
+        .collect();
+    let power = |freq: f64| {
+        let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / 48_000.0).cos();
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for x in &samples {
+            let s = x + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s;
+        }
+        s1 * s1 + s2 * s2 - coeff * s1 * s2
+    };
+    (10..=200)
+        .map(|step| f64::from(step) * 10.0)
+        .max_by(|a, b| power(*a).total_cmp(&power(*b)))
+        .unwrap()
+}
+
+#[test]
+fn webrtc_mode_publishes_opus_through_the_sfu_and_records_a_playable_ogg() {
+    if ffmpeg().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = tone(dir.path());
+    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
+    let backend = server.url("");
+    let received = dir.path().join("received");
+    let b = Running::start(
+        &[
+            "-backend-url",
+            &backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            "webrtc",
+            "-user-uid",
+            "uid_b",
+            "-write-received-dir",
+            received.to_str().unwrap(),
+        ],
+        dir.path().join("b.log"),
+    );
+    b.wait_for("joined vc_general");
+    let a = Running::start(
+        &[
+            "-backend-url",
+            &backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            "webrtc",
+            "-user-uid",
+            "uid_a",
+            "-file",
+            file.to_str().unwrap(),
+            "-file-type",
+            "wav",
+            "-exit-after-send",
+        ],
+        dir.path().join("a.log"),
+    );
+    let (a_code, a_log) = a.wait();
+    assert_eq!(a_code, 0, "{a_log}");
+    assert!(a_log.contains("sent 2.0 s of audio"), "{a_log}");
+    b.wait_for("participant");
+    let (b_code, b_log) = b.terminate();
+    assert_eq!(b_code, 0, "{b_log}");
+    let ogg = received.join("uid_a.ogg");
+    assert!(ogg.exists(), "{b_log}");
+    // ffprobe: a playable Opus stream of about the source's length.
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration:stream=codec_name",
+            "-of",
+            "json",
+        ])
+        .arg(&ogg)
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+    assert_eq!(info["streams"][0]["codec_name"], "opus", "{info}");
+    let duration: f64 = info["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (1.8..=2.2).contains(&duration),
+        "received {duration} s of a 2 s tone\n{b_log}"
+    );
+    // The tone survived: its dominant frequency is the source's 440 Hz.
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&ogg)
+        .args([
+            "-f",
+            "s16le",
+            "-acodec",
+            "pcm_s16le",
+            "-ac",
+            "1",
+            "-ar",
+            "48000",
+            "pipe:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(pcm.status.success());
+    let freq = dominant_frequency(&pcm.stdout);
+    assert!((430.0..=450.0).contains(&freq), "dominant frequency {freq} Hz");
+}

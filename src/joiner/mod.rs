@@ -5,3 +5,4 @@
 pub mod flags;
 pub mod run;
 pub mod stream;
+pub mod webrtc;

@@ -46,7 +46,7 @@ pub enum JoinerError {
     Unsupported(String),
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
 }
 
@@ -63,7 +63,7 @@ async fn load(flags: &Flags, path: &str) -> Result<Transmission, JoinerError> {
         },
         MediaMode::Webrtc => {
             return Err(JoinerError::Unsupported(
-                "--media-mode webrtc is not available in this build yet; use chunks or pcm-frames".into(),
+                "webrtc media is loaded by the webrtc module".into(),
             ));
         }
     };
@@ -153,7 +153,7 @@ pub async fn decode_pcm(bin: &str, path: &str) -> Result<Vec<u8>, JoinerError> {
 }
 
 /// The join ticket: 200 with a ticket and a signaling URL, or the server's flat error.
-async fn ticket(flags: &Flags) -> Result<Value, JoinerError> {
+pub(crate) async fn ticket(flags: &Flags) -> Result<Value, JoinerError> {
     let url = format!(
         "{}/v1/rtc/channels/{}/join-ticket",
         flags.backend_url, flags.channel_id
@@ -194,7 +194,7 @@ async fn ticket(flags: &Flags) -> Result<Value, JoinerError> {
     Ok(body)
 }
 
-async fn connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, JoinerError> {
+pub(crate) async fn connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, JoinerError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| JoinerError::Signaling(format!("bad signaling_url {url:?}")))?;
@@ -238,13 +238,11 @@ enum Stop {
 
 /// Joins, transmits, records; returns when it left (Ok) or failed.
 pub async fn run(flags: Flags) -> Result<(), JoinerError> {
+    if flags.media_mode == MediaMode::Webrtc {
+        return super::webrtc::run(flags).await;
+    }
     let transmission = match &flags.file {
         Some(path) => Some(load(&flags, path).await?),
-        None if flags.media_mode == MediaMode::Webrtc => {
-            return Err(JoinerError::Unsupported(
-                "--media-mode webrtc is not available in this build yet; use chunks or pcm-frames".into(),
-            ));
-        }
         None => None,
     };
     let ticket = ticket(&flags).await?;
