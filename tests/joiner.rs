@@ -425,3 +425,26 @@ fn webrtc_mode_publishes_opus_through_the_sfu_and_records_a_playable_ogg() {
     let freq = dominant_frequency(&pcm.stdout);
     assert!((430.0..=450.0).contains(&freq), "dominant frequency {freq} Hz");
 }
+
+#[test]
+fn a_closed_signaling_socket_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
+    let backend = server.url("");
+    let b = Running::start(
+        &[
+            "-backend-url",
+            &backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            "chunks",
+        ],
+        dir.path().join("b.log"),
+    );
+    b.wait_for("joined vc_general");
+    server.kill_hard();
+    let (code, log) = b.wait();
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("signaling closed"), "{log}");
+}

@@ -374,11 +374,18 @@ async fn transmit(
     sent: mpsc::Sender<()>,
 ) {
     let mut loop_iteration = 1u64;
+    // About ten progress lines per pass.
+    let every = (t.total() / 10).max(1);
     loop {
+        let mut sent_bytes = 0usize;
         for seq in 0..t.total() {
             let message = t.message(&channel, loop_iteration, seq, &rfc3339_nanos(SystemTime::now()));
             if out.send(message).await.is_err() {
                 return;
+            }
+            sent_bytes += t.pieces[seq].len();
+            if (seq + 1) % every == 0 && seq + 1 < t.total() {
+                eprintln!("sending {}: {sent_bytes} of {} bytes", t.file_name, t.bytes());
             }
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
         }
