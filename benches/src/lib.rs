@@ -245,9 +245,6 @@ impl Harness {
     pub fn forward(&mut self, datagram: &[u8]) -> usize {
         let from = self.publisher.addr;
         self.sfu.handle_datagram(self.now, from, datagram).unwrap();
-        // str0m releases queued RTP on its next timeout (as the shard loop does after
-        // every batch of datagrams).
-        self.sfu.handle_timeout(self.now);
         let mut sent = 0;
         while self.sfu.poll_transmit().is_some() {
             sent += 1;

@@ -972,6 +972,11 @@ impl Sfu {
             .ext_vals(ext_vals.clone())
             .nackable(kind == MediaKind::Video);
             stream.write_rtp(write);
+            // str0m releases queued RTP on a timeout; give this subscriber one now, so the
+            // packet leaves in this step without a timeout pass over every connection.
+            if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %err, "subscriber timeout handling failed");
+            }
             self.stats.forwarded += 1;
             self.drain(now, sub);
         }
