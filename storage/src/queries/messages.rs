@@ -172,18 +172,17 @@ pub(crate) async fn list_messages<D: Db>(
         let older_cursor = match messages.first() {
             None => None,
             Some((oldest, _)) => {
-                let count = format!(
-                    "SELECT COUNT(*) FROM messages m WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 \
-                     AND {}",
+                // Whether anything older is visible: one row is enough (no COUNT scan).
+                let probe = format!(
+                    "SELECT 1 FROM messages m WHERE m.channel_id = $1 AND m.deleted_at IS NULL AND m.seq < $2 \
+                     AND {} LIMIT 1",
                     epoch_filter(3)
                 );
                 let older = db
-                    .query_opt(&count, &[Param::Text(id.as_str()), Param::Int(*oldest), Param::Text(viewer)])
+                    .query_opt(&probe, &[Param::Text(id.as_str()), Param::Int(*oldest), Param::Text(viewer)])
                     .await?
-                    .map(|row| row.int(0))
-                    .transpose()?
-                    .unwrap_or(0);
-                (older > 0).then_some(*oldest)
+                    .is_some();
+                older.then_some(*oldest)
             }
         };
         Ok(MessagePage { channel: info, messages: messages.into_iter().map(|(_, m)| m).collect(), older_cursor })
