@@ -46,8 +46,8 @@ async fn request(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Signs in `device` of `user` with a fresh Ed25519 key; returns (token, scope).
-async fn sign_in(server: &Server, user: &str, device: &str, key: &Ed25519KeyPair) -> (String, String) {
+/// Asks for a challenge and opens a session signed with `key`: the answer as it came.
+async fn try_sign_in(server: &Server, user: &str, device: &str, key: &Ed25519KeyPair) -> (u16, Value) {
     let (status, challenge) = request(
         server,
         reqwest::Method::POST,
@@ -74,7 +74,7 @@ async fn sign_in(server: &Server, user: &str, device: &str, key: &Ed25519KeyPair
         "device_pubkey": b64(key.public_key().as_ref()),
         "signature": b64(key.sign(transcript.as_bytes()).as_ref()),
     });
-    let (status, session) = request(
+    request(
         server,
         reqwest::Method::POST,
         "/v1/auth/session",
@@ -82,7 +82,12 @@ async fn sign_in(server: &Server, user: &str, device: &str, key: &Ed25519KeyPair
         &[],
         Some(body),
     )
-    .await;
+    .await
+}
+
+/// Signs in `device` of `user` with `key`; returns (token, scope).
+async fn sign_in(server: &Server, user: &str, device: &str, key: &Ed25519KeyPair) -> (String, String) {
+    let (status, session) = try_sign_in(server, user, device, key).await;
     assert_eq!(status, 201, "{session}");
     (
         session["session_token"].as_str().unwrap().to_owned(),
@@ -214,36 +219,7 @@ async fn session_mode_requires_signed_sessions_everywhere() {
     .await;
     assert_eq!(status, 201, "{link}");
     // A known device must sign with its registered key.
-    let (status, challenge) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/auth/challenge",
-        None,
-        &[],
-        Some(json!({"user_uid": "uid_alice", "device_id": "dev_alice"})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let other = key();
-    let transcript = [
-        "openchat-auth-v1",
-        challenge["server_id"].as_str().unwrap(),
-        challenge["challenge_id"].as_str().unwrap(),
-        challenge["nonce"].as_str().unwrap(),
-        "uid_alice",
-        "dev_alice",
-    ]
-    .join("\n");
-    let (status, body) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/auth/session",
-        None,
-        &[],
-        Some(json!({"challenge_id": challenge["challenge_id"], "user_uid": "uid_alice", "device_id": "dev_alice",
-                    "device_pubkey": b64(other.public_key().as_ref()), "signature": b64(other.sign(transcript.as_bytes()).as_ref())})),
-    )
-    .await;
+    let (status, body) = try_sign_in(&server, "uid_alice", "dev_alice", &key()).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("device_key_mismatch"))
@@ -317,36 +293,7 @@ async fn session_mode_requires_signed_sessions_everywhere() {
     let (status, body) = request(&server, get.clone(), "/v1/profile/me", Some(&tab), &[], None).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("session_invalid")));
     // A revoked device cannot sign in again.
-    let (status, challenge) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/auth/challenge",
-        None,
-        &[],
-        Some(json!({"user_uid": "uid_alice", "device_id": "dev_alice_tab"})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let tab_key = key();
-    let transcript = [
-        "openchat-auth-v1",
-        challenge["server_id"].as_str().unwrap(),
-        challenge["challenge_id"].as_str().unwrap(),
-        challenge["nonce"].as_str().unwrap(),
-        "uid_alice",
-        "dev_alice_tab",
-    ]
-    .join("\n");
-    let (status, body) = request(
-        &server,
-        reqwest::Method::POST,
-        "/v1/auth/session",
-        None,
-        &[],
-        Some(json!({"challenge_id": challenge["challenge_id"], "user_uid": "uid_alice", "device_id": "dev_alice_tab",
-                    "device_pubkey": b64(tab_key.public_key().as_ref()), "signature": b64(tab_key.sign(transcript.as_bytes()).as_ref())})),
-    )
-    .await;
+    let (status, body) = try_sign_in(&server, "uid_alice", "dev_alice_tab", &key()).await;
     assert!(
         matches!(
             (status, body["code"].as_str()),

@@ -283,9 +283,16 @@ fn pcm_frames_mode_delivers_ffmpegs_own_decode() {
     let Some((received, source, _dir)) = relay("pcm-frames", "2") else {
         return;
     };
-    let decoded = Command::new("ffmpeg")
+    let decoded = decode_s16le(&source);
+    assert_eq!(received.len(), 2 * 48_000 * 2, "2 s of 48 kHz mono s16le");
+    assert_eq!(received, decoded);
+}
+
+/// ffmpeg's own decode of `path` to 48 kHz mono s16le (the joiner's PCM format).
+fn decode_s16le(path: &Path) -> Vec<u8> {
+    let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
-        .arg(&source)
+        .arg(path)
         .args([
             "-vn",
             "-f",
@@ -300,9 +307,12 @@ fn pcm_frames_mode_delivers_ffmpegs_own_decode() {
         ])
         .output()
         .unwrap();
-    assert!(decoded.status.success());
-    assert_eq!(received.len(), 2 * 48_000 * 2, "2 s of 48 kHz mono s16le");
-    assert_eq!(received, decoded.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 /// The strongest frequency (10 Hz steps, 100..2000 Hz) of 48 kHz mono s16le audio (Goertzel).
@@ -405,24 +415,8 @@ fn webrtc_mode_publishes_opus_through_the_sfu_and_records_a_playable_ogg() {
         "received {duration} s of a 2 s tone\n{b_log}"
     );
     // The tone survived: its dominant frequency is the source's 440 Hz.
-    let pcm = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&ogg)
-        .args([
-            "-f",
-            "s16le",
-            "-acodec",
-            "pcm_s16le",
-            "-ac",
-            "1",
-            "-ar",
-            "48000",
-            "pipe:1",
-        ])
-        .output()
-        .unwrap();
-    assert!(pcm.status.success());
-    let freq = dominant_frequency(&pcm.stdout);
+    let pcm = decode_s16le(&ogg);
+    let freq = dominant_frequency(&pcm);
     assert!((430.0..=450.0).contains(&freq), "dominant frequency {freq} Hz");
 }
 

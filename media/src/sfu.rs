@@ -321,6 +321,9 @@ struct Peer {
 /// Trickled remote candidates kept per connection; more are ignored.
 pub const REMOTE_CANDIDATES_MAX: usize = 32;
 
+/// The subscriber m-lines a publisher m-line's packets go to: `(connection, mid)`.
+type Targets = std::sync::Arc<[(usize, Mid)]>;
+
 /// The forwarding state of one room.
 pub struct Sfu {
     /// The shard's socket address; its IP is advertised unless the offer names another.
@@ -330,7 +333,9 @@ pub struct Sfu {
     peers: Vec<Option<Peer>>,
     by_address: HashMap<SocketAddr, usize>,
     /// Publisher m-line -> the subscriber m-lines carrying it (the forwarding fan-out).
-    routes: HashMap<(usize, Mid), Vec<(usize, Mid)>>,
+    /// Shared, so a forwarded packet takes its target list with a reference count, not a
+    /// copy (the list can change while the packet is forwarded).
+    routes: HashMap<(usize, Mid), Targets>,
     /// Publisher m-lines that have sent media, with their kind.
     sources: HashMap<(usize, Mid), MediaKind>,
     transmits: VecDeque<Transmit>,
@@ -629,13 +634,14 @@ impl Sfu {
 
     /// Recomputes the fan-out index from the subscribers' m-lines.
     fn rebuild_routes(&mut self) {
-        self.routes.clear();
+        let mut routes: HashMap<(usize, Mid), Vec<(usize, Mid)>> = HashMap::new();
         for (index, peer) in self.peers.iter().enumerate() {
             let Some(peer) = peer else { continue };
             for (mid, carried) in &peer.sending {
-                self.routes.entry(carried.source).or_default().push((index, *mid));
+                routes.entry(carried.source).or_default().push((index, *mid));
             }
         }
+        self.routes = routes.into_iter().map(|(k, v)| (k, v.into())).collect();
     }
 
     /// Removes a participant's connections; nothing is forwarded to it afterwards.
@@ -914,7 +920,7 @@ impl Sfu {
         ext_vals.video_orientation = packet.header.ext_vals.video_orientation;
         let switch_point = rid.is_some() && is_switch_point(&params, &packet.payload);
         let mut keyframes_wanted: Vec<Rid> = Vec::new();
-        for (sub, sub_mid) in targets {
+        for &(sub, sub_mid) in targets.iter() {
             let Some(peer) = self.peer(sub) else { continue };
             let Some(carried) = peer.sending.get_mut(&sub_mid) else {
                 continue;
