@@ -1,0 +1,399 @@
+//! `openchat-loadgen`: K publishers and M subscribers as real WebRTC peers (str0m) over
+//! loopback, against a fresh `openchatd` (through its real join ticket and signaling) or a
+//! fresh Janus VideoRoom (through its JSON API), pinned to a different CPU than the
+//! generator. Publishers send stamped packets on a fixed schedule; every receiver checks and
+//! counts each packet and records its delay. A run's [`Measured`] gives loss, latency
+//! percentiles, the server's CPU (its shard thread for openchatd, the whole process for
+//! Janus) and the generator's own CPU, printed as one `RESULT` line.
+//!
+//! Timeline of a run: start the server; connect the publishers; connect the subscribers
+//! (at most `join_concurrency` at once) and wait until every one is connected; then the
+//! publishers send `warmup` + `measure` + `tail` worth of packets; only packets of the
+//! `measure` part are counted, and the CPU is sampled at its two ends.
+
+pub mod janus;
+pub mod openchatd;
+pub mod peer;
+pub mod probe;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use str0m::media::MediaKind;
+use tokio::sync::watch;
+
+use peer::{Role, Tally, Window};
+use probe::Profile;
+
+/// A peer's signaling side, polled while the peer runs; it ends only when the session is
+/// gone, with the reason.
+pub type Keep = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// A generator run whose own CPU use is above this share of its core was limited by the
+/// generator, not the server: its numbers say nothing about the server.
+pub const GENERATOR_CPU_MAX: f64 = 0.85;
+/// Subscribers joining at once (signaling and DTLS handshakes in flight).
+pub const JOIN_CONCURRENCY_DEFAULT: usize = 32;
+/// How long peers may take to connect (ICE + DTLS) once negotiated.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn media_kind(profile: Profile) -> MediaKind {
+    match profile {
+        Profile::Audio => MediaKind::Audio,
+        Profile::Video => MediaKind::Video,
+    }
+}
+
+/// Which SFU a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    Openchatd,
+    Janus,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Openchatd => "openchatd",
+            Self::Janus => "janus",
+        }
+    }
+}
+
+/// A started server.
+pub enum Target {
+    Openchatd(openchatd::Openchatd),
+    Janus(janus::Janus),
+}
+
+impl Target {
+    pub async fn start(
+        kind: TargetKind,
+        bin: &std::path::Path,
+        cpu: usize,
+        plan: &Plan,
+        media_ip: std::net::IpAddr,
+    ) -> Result<Self, String> {
+        Ok(match kind {
+            TargetKind::Openchatd => Self::Openchatd(
+                openchatd::Openchatd::start(bin, cpu, plan.subscribers + plan.publishers as usize + 8)
+                    .await?,
+            ),
+            TargetKind::Janus => Self::Janus(janus::Janus::start(bin, cpu, plan.publishers, media_ip).await?),
+        })
+    }
+
+    /// The server CPU time counted: the shard thread(s) of openchatd, all of Janus.
+    fn cpu(&self) -> Duration {
+        match self {
+            Self::Openchatd(s) => probe::threads_cpu(s.pid, "openchat-shard"),
+            Self::Janus(s) => probe::threads_cpu(s.pid, ""),
+        }
+    }
+
+    async fn publisher(
+        &self,
+        index: u32,
+        profile: Profile,
+    ) -> Result<(peer::Peer, str0m::media::Mid, Keep), String> {
+        match self {
+            Self::Openchatd(s) => s.publisher(index, profile).await,
+            Self::Janus(s) => s.publisher(index, profile).await,
+        }
+    }
+
+    async fn subscriber(
+        &self,
+        index: usize,
+        profile: Profile,
+        publishers: u32,
+    ) -> Result<(peer::Peer, Keep), String> {
+        match self {
+            Self::Openchatd(s) => s.subscriber(index, profile, publishers).await,
+            Self::Janus(s) => s.subscriber(index, profile, publishers).await,
+        }
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Self::Openchatd(s) => s.stop().await,
+            Self::Janus(s) => s.stop().await,
+        }
+    }
+}
+
+/// One run's shape.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub profile: Profile,
+    pub publishers: u32,
+    pub subscribers: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    /// Sent after the window so late packets of the window still arrive.
+    pub tail: Duration,
+    pub join_concurrency: usize,
+}
+
+impl Plan {
+    fn packets_in(&self, span: Duration) -> u64 {
+        let frames = (span.as_secs_f64() / self.profile.frame_interval().as_secs_f64()).round() as u64;
+        frames * self.profile.packets_per_frame()
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Measured {
+    pub target: TargetKind,
+    pub scenario: String,
+    pub subscribers: usize,
+    pub shard_cores: usize,
+    /// Packets the receivers should have got in the window (all of them, summed).
+    pub expected: u64,
+    pub tally: Tally,
+    /// Server CPU seconds per second of the window.
+    pub server_cpu: f64,
+    /// Generator CPU seconds per second of the window.
+    pub generator_cpu: f64,
+    /// Time to connect every subscriber.
+    pub join_time: Duration,
+}
+
+impl Measured {
+    pub fn loss_pct(&self) -> f64 {
+        if self.expected == 0 {
+            return 100.0;
+        }
+        100.0 * (self.expected.saturating_sub(self.tally.received)) as f64 / self.expected as f64
+    }
+
+    /// Whether the generator, not the server, was the limit (the run says nothing then).
+    pub fn generator_bound(&self) -> bool {
+        self.generator_cpu > GENERATOR_CPU_MAX
+    }
+
+    fn percentile_ms(&self, q: f64) -> f64 {
+        self.tally.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// The line the chart script and BENCHMARKS.md read.
+    pub fn result_line(&self) -> String {
+        format!(
+            "RESULT target={} scenario={} subscribers={} shard_cores={} loss_pct={:.3} p50_ms={:.3} p99_ms={:.3} subscribers_per_core={} server_cpu={:.3} generator_cpu={:.3} duplicates={} damaged={} join_s={:.1} valid={}",
+            self.target.name(),
+            self.scenario,
+            self.subscribers,
+            self.shard_cores,
+            self.loss_pct(),
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.99),
+            self.subscribers / self.shard_cores.max(1),
+            self.server_cpu,
+            self.generator_cpu,
+            self.tally.duplicates,
+            self.tally.damaged,
+            self.join_time.as_secs_f64(),
+            !self.generator_bound(),
+        )
+    }
+}
+
+/// Runs one plan against a started target.
+pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measured, String> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
+    let warmup_packets = plan.packets_in(plan.warmup);
+    let window = Window {
+        first: warmup_packets,
+        count: plan.packets_in(plan.measure),
+    };
+    let total = warmup_packets + window.count + plan.packets_in(plan.tail);
+    let mut tasks = Vec::new();
+    let publishers_ready = Arc::new(AtomicUsize::new(0));
+    for index in 0..plan.publishers {
+        let (peer, mid, keep) = target.publisher(index, plan.profile).await?;
+        let role = Role::Publish {
+            index,
+            profile: plan.profile,
+            mid,
+            packets: total,
+            start: start_rx.clone(),
+            ready: publishers_ready.clone(),
+        };
+        tasks.push(tokio::spawn(peer::run(peer, role, keep, stop_rx.clone())));
+    }
+    // Subscribers join published feeds (Janus refuses a feed whose connection is not up).
+    wait_connected(
+        &publishers_ready,
+        plan.publishers as usize,
+        &mut tasks,
+        "publishers",
+    )
+    .await?;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let joining = Instant::now();
+    let mut joins = futures_util::stream::iter(0..plan.subscribers)
+        .map(|index| target.subscriber(index, plan.profile, plan.publishers))
+        .buffer_unordered(plan.join_concurrency.max(1));
+    let mut joined = 0usize;
+    while let Some(result) = joins.next().await {
+        let (peer, keep) = result.map_err(|e| format!("subscriber {joined} of {}: {e}", plan.subscribers))?;
+        let role = Role::Receive {
+            profile: plan.profile,
+            publishers: plan.publishers,
+            window,
+            ready: ready.clone(),
+            tally: tally.clone(),
+        };
+        tasks.push(tokio::spawn(peer::run(peer, role, keep, stop_rx.clone())));
+        joined += 1;
+        if joined % 500 == 0 {
+            eprintln!("  {joined} subscribers negotiated");
+        }
+    }
+    drop(joins);
+    // Every subscriber connected (ICE + DTLS), within a bound.
+    wait_connected(&ready, plan.subscribers, &mut tasks, "subscribers").await?;
+    let join_time = joining.elapsed();
+    let start = Instant::now() + Duration::from_millis(200);
+    let _ = start_tx.send(Some(start));
+    let frame = plan.profile.frame_interval();
+    let at = |packets: u64| start + frame * (packets / plan.profile.packets_per_frame()) as u32;
+    tokio::time::sleep_until(at(window.first).into()).await;
+    let (server_0, own_0, t0) = (target.cpu(), probe::own_cpu(), Instant::now());
+    tokio::time::sleep_until(at(window.first + window.count).into()).await;
+    let (server_1, own_1, t1) = (target.cpu(), probe::own_cpu(), Instant::now());
+    tokio::time::sleep_until(at(total).into()).await;
+    // Let the last packets arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let mut failures = Vec::new();
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => failures.push(e),
+            Ok(Err(e)) => failures.push(e.to_string()),
+            Err(_) => failures.push("a peer did not stop".into()),
+        }
+    }
+    if let Some(first) = failures.first() {
+        eprintln!(
+            "  {} peer(s) failed during the run; first: {first}",
+            failures.len()
+        );
+    }
+    let seconds = (t1 - t0).as_secs_f64();
+    let tally = std::mem::take(&mut *tally.lock().expect("tally"));
+    Ok(Measured {
+        target: kind,
+        scenario: format!("{}_{}pub", plan.profile.name(), plan.publishers),
+        subscribers: plan.subscribers,
+        shard_cores: 1,
+        expected: window.count * u64::from(plan.publishers) * plan.subscribers as u64,
+        tally,
+        server_cpu: (server_1.saturating_sub(server_0)).as_secs_f64() / seconds,
+        generator_cpu: (own_1.saturating_sub(own_0)).as_secs_f64() / seconds,
+        join_time,
+    })
+}
+
+/// Waits (at most [`CONNECT_TIMEOUT`]) until `want` peers count as connected.
+async fn wait_connected(
+    ready: &AtomicUsize,
+    want: usize,
+    tasks: &mut [tokio::task::JoinHandle<Result<(), String>>],
+    what: &str,
+) -> Result<(), String> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while ready.load(Ordering::Relaxed) < want {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {want} {what} connected within {CONNECT_TIMEOUT:?}",
+                ready.load(Ordering::Relaxed)
+            ));
+        }
+        if let Some(failed) = tasks.iter_mut().find(|t| t.is_finished()) {
+            let why = match failed.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => "it stopped".into(),
+                Err(e) => e.to_string(),
+            };
+            return Err(format!("a peer ended before the run started: {why}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Where a target's binary is looked for by default.
+pub fn default_bin(kind: TargetKind) -> PathBuf {
+    match kind {
+        TargetKind::Openchatd => {
+            let dir =
+                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+            dir.join("release").join("openchatd")
+        }
+        TargetKind::Janus => PathBuf::from("/usr/bin/janus"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_carry_every_field_the_chart_reads() {
+        let mut tally = Tally::default();
+        tally.received = 990;
+        for us in [400u64, 500, 600, 700, 5000] {
+            tally.latency_us.record(us).unwrap();
+        }
+        let measured = Measured {
+            target: TargetKind::Openchatd,
+            scenario: "audio_1pub".into(),
+            subscribers: 20,
+            shard_cores: 1,
+            expected: 1000,
+            tally,
+            server_cpu: 0.25,
+            generator_cpu: 0.9,
+            join_time: Duration::from_secs(2),
+        };
+        let line = measured.result_line();
+        for field in [
+            "RESULT target=openchatd ",
+            "scenario=audio_1pub ",
+            "subscribers=20 ",
+            "shard_cores=1 ",
+            "loss_pct=1.000 ",
+            "p50_ms=0.500 ",
+            "subscribers_per_core=20 ",
+            "valid=false",
+        ] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+        assert!(line.contains("p99_ms=5.0"), "{line}");
+    }
+
+    #[test]
+    fn the_window_is_a_whole_number_of_frames() {
+        let plan = Plan {
+            profile: Profile::Video,
+            publishers: 1,
+            subscribers: 1,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(2),
+            tail: Duration::from_millis(500),
+            join_concurrency: 1,
+        };
+        assert_eq!(plan.packets_in(Duration::from_secs(1)), 120);
+        assert_eq!(plan.packets_in(Duration::from_secs(2)) % 4, 0);
+    }
+}
