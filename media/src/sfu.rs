@@ -316,6 +316,11 @@ struct Peer {
     parked: HashMap<Mid, Renumber>,
     /// Remote candidates the client trickled (bounded by [`REMOTE_CANDIDATES_MAX`]).
     remote_candidates: usize,
+    /// str0m's next timeout for this connection, as its last drain reported; `None` when
+    /// the connection changed since (it is drained again before its deadline is used).
+    /// Only connections whose deadline passed get a timeout: no pass over every
+    /// connection each time any timer fires.
+    deadline: Option<Instant>,
 }
 
 /// Trickled remote candidates kept per connection; more are ignored.
@@ -481,6 +486,7 @@ impl Sfu {
                     voice: HashMap::new(),
                     parked: HashMap::new(),
                     remote_candidates: 0,
+                    deadline: None,
                 };
                 match self.peers.iter().position(Option::is_none) {
                     Some(slot) => {
@@ -602,6 +608,7 @@ impl Sfu {
             .map_err(|e| SfuError::Negotiation(format!("invalid candidate: {e}")))?;
         peer.rtc.add_remote_candidate(candidate);
         peer.remote_candidates += 1;
+        peer.deadline = None;
         Ok(())
     }
 
@@ -741,10 +748,13 @@ impl Sfu {
         Ok(())
     }
 
-    /// Lets every connection act on time passing.
+    /// Lets every connection whose deadline passed act on time passing.
     pub fn handle_timeout(&mut self, now: Instant) {
         for index in 0..self.peers.len() {
             let Some(peer) = self.peer(index) else { continue };
+            if !peer.due(now) {
+                continue;
+            }
             if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(error = %err, "peer timeout handling failed; dropping it");
                 self.drop_peer(index);
@@ -777,11 +787,17 @@ impl Sfu {
         self.events.pop_front()
     }
 
-    /// The earliest time any connection needs [`Sfu::handle_timeout`].
+    /// The earliest time any connection needs [`Sfu::handle_timeout`]: each connection's
+    /// remembered deadline (a connection changed since its last drain is drained now).
     pub fn poll_timeout(&mut self, now: Instant) -> Instant {
         let mut earliest = now + std::time::Duration::from_millis(100);
         for index in 0..self.peers.len() {
-            if let Some(deadline) = self.drain(now, index) {
+            let deadline = match self.peers[index].as_ref().map(|p| p.deadline) {
+                None => continue,
+                Some(Some(deadline)) => Some(deadline),
+                Some(None) => self.drain(now, index),
+            };
+            if let Some(deadline) = deadline {
                 earliest = earliest.min(deadline);
             }
             if let Some(peer) = self.peer(index) {
@@ -807,7 +823,10 @@ impl Sfu {
                 }
             };
             match output {
-                Output::Timeout(deadline) => return Some(deadline),
+                Output::Timeout(deadline) => {
+                    peer.deadline = Some(deadline);
+                    return Some(deadline);
+                }
                 Output::Transmit(transmit) => {
                     self.transmits.push_back(Transmit {
                         destination: transmit.destination,
@@ -994,6 +1013,16 @@ impl Sfu {
 }
 
 impl Peer {
+    /// Whether str0m's deadline or a voice detector's has passed (or is unknown).
+    fn due(&self, now: Instant) -> bool {
+        self.deadline.is_none_or(|d| d <= now)
+            || self
+                .voice
+                .values()
+                .filter_map(SpeakingDetector::deadline)
+                .any(|d| d <= now)
+    }
+
     /// The m-line carrying `(publisher, source)`, if any.
     fn carrying(&self, publisher: usize, source: Mid) -> Option<Mid> {
         self.sending

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The load-generator comparison of BENCHMARKS.md, by hand (not CI; about 10-20 minutes):
+#   bash benches/loadgen.sh [subscriber counts, default 100,250,500,1000,1500,2000]
+# Builds openchatd and openchat-loadgen (release), installs Debian's janus if missing, makes
+# a network namespace with only `lo` and a veth pair whose address exists only inside it
+# (Janus never gathers ICE candidates on a loopback interface), and runs the same sweep
+# against openchatd and Janus VideoRoom inside it: generator on CPU 0, server on CPU 1.
+# RESULT lines go to benches/results/loadgen.txt; benches/chart.py draws
+# benches/results/loadgen.png from them. Every run is bounded and ends by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+counts="${1:-100,250,500,1000,1500,2000}"
+seconds="${LOADGEN_SECONDS:-10}"
+ns=ocbench
+media_ip=10.99.0.1
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/openchat-target}"
+
+command -v janus >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q janus >/dev/null
+cargo build --release --locked -p openchat --bin openchatd -p openchat-benches --bin openchat-loadgen
+
+if ! ip netns list | grep -qw "$ns"; then
+  ip netns add "$ns"
+fi
+ip -n "$ns" link set lo up
+if ! ip -n "$ns" addr show | grep -q "$media_ip"; then
+  ip -n "$ns" link add v0 type veth peer name v1
+  ip -n "$ns" addr add "$media_ip/24" dev v0
+  ip -n "$ns" link set v0 up
+  ip -n "$ns" link set v1 up
+fi
+
+ulimit -l unlimited 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+out=benches/results/loadgen.txt
+: >"$out.new"
+for target in openchatd janus; do
+  ip netns exec "$ns" "$CARGO_TARGET_DIR/release/openchat-loadgen" --target "$target" \
+    --media-ip "$media_ip" --subscribers "$counts" --seconds "$seconds" \
+    --generator-cpu 0 --server-cpu 1 | tee -a "$out.new"
+done
+mv "$out.new" "$out"
+
+venv="$HOME/.cache/openchat-bench-venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r benches/requirements.txt
+"$venv/bin/python" benches/chart.py "$out" benches/results/loadgen.png
