@@ -350,8 +350,10 @@ mod tests {
 
     #[test]
     fn result_lines_carry_every_field_the_chart_reads() {
-        let mut tally = Tally::default();
-        tally.received = 990;
+        let mut tally = Tally {
+            received: 990,
+            ..Tally::default()
+        };
         for us in [400u64, 500, 600, 700, 5000] {
             tally.latency_us.record(us).unwrap();
         }
@@ -373,7 +375,7 @@ mod tests {
             "subscribers=20 ",
             "shard_cores=1 ",
             "loss_pct=1.000 ",
-            "p50_ms=0.500 ",
+            "p50_ms=0.600 ",
             "subscribers_per_core=20 ",
             "valid=false",
         ] {
