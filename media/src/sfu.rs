@@ -437,6 +437,11 @@ impl Sfu {
             return;
         };
         stream.request_keyframe(KeyframeRequestKind::Pli);
+        // str0m sends the PLI on a timeout; give the publisher one now rather than waiting
+        // for its next deadline (only due connections get timeouts).
+        if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %err, "publisher timeout handling failed");
+        }
         self.stats.keyframes_requested += 1;
         self.last_keyframe_request.insert(key, now);
         self.drain(now, publisher);
