@@ -34,7 +34,7 @@ use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::room::ParticipantId;
@@ -323,6 +323,32 @@ struct Peer {
     deadline: Option<Instant>,
 }
 
+/// A subscribe connection negotiates no transport-wide congestion control: the SFU does not
+/// estimate per-subscriber bandwidth (yet), and TWCC would cost a sequence registration per
+/// forwarded packet plus a feedback report from every subscriber several times a second
+/// (about a tenth of the shard's time in the load generator's profile). Publish
+/// connections keep it: the browser's sender-side estimate relies on it.
+fn subscribe_extensions(config: str0m::RtcConfig, leg: Leg) -> str0m::RtcConfig {
+    if leg != Leg::Subscribe {
+        return config;
+    }
+    let standard = str0m::rtp::ExtensionMap::standard();
+    let keep = [
+        Extension::AudioLevel,
+        Extension::RtpMid,
+        Extension::RtpStreamId,
+        Extension::RepairedRtpStreamId,
+        Extension::VideoOrientation,
+    ];
+    let mut config = config.clear_extension_map();
+    for ext in keep {
+        if let Some(id) = standard.id_of(ext.clone()) {
+            config = config.set_extension(id, ext);
+        }
+    }
+    config
+}
+
 /// Trickled remote candidates kept per connection; more are ignored.
 pub const REMOTE_CANDIDATES_MAX: usize = 32;
 
@@ -476,7 +502,8 @@ impl Sfu {
                     return Err(SfuError::Negotiation("too many connections in this room".into()));
                 }
                 let local = SocketAddr::new(advertise.unwrap_or(self.local.ip()), self.local.port());
-                let mut rtc = Rtc::builder().set_ice_lite(true).set_rtp_mode(true).build(now);
+                let mut rtc = subscribe_extensions(Rtc::builder().set_ice_lite(true).set_rtp_mode(true), leg)
+                    .build(now);
                 let candidate =
                     Candidate::host(local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
                 rtc.add_local_candidate(candidate);
