@@ -776,6 +776,12 @@ impl Sfu {
         peer.rtc
             .handle_input(Input::Receive(now, receive))
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        // What a datagram starts (a NACK or keyframe request to build, a retransmission
+        // to release) str0m does on a timeout, and only due connections get timeouts: give
+        // this one its timeout now (one per received datagram, not per forwarded packet).
+        if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %err, "timeout after a datagram failed");
+        }
         self.drain(now, index);
         Ok(())
     }
