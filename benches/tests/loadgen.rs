@@ -51,8 +51,8 @@ fn assert_delivered(fields: &HashMap<String, String>, subscribers: &str) {
     assert_eq!(fields["duplicates"], "0", "{fields:?}");
     assert_eq!(fields["damaged"], "0", "{fields:?}");
     let loss: f64 = fields["loss_pct"].parse().unwrap();
-    // 2 s of 50 packets/s to each subscriber on an idle loopback: nothing should be lost;
-    // a little slack for a busy CI machine.
+    // 2 s of 50 (audio) or 120 (video) packets/s to each subscriber on an idle loopback:
+    // nothing should be lost; a little slack for a busy CI machine.
     assert!(loss <= 2.0, "loss {loss} % in {fields:?}");
     let p50: f64 = fields["p50_ms"].parse().unwrap();
     assert!(p50 > 0.0, "no latency recorded: {fields:?}");
@@ -70,6 +70,17 @@ fn openchatd_delivers_every_stamped_packet_to_every_subscriber() {
         .args(["--target", "openchatd", "--bin"])
         .arg(openchatd()));
     assert_eq!(fields["target"], "openchatd");
+    assert_delivered(&fields, "5");
+}
+
+#[test]
+fn openchatd_delivers_every_packet_of_video_frames() {
+    // Four packets per frame arrive together: each must be counted (a receiver that read
+    // them all before polling str0m kept only some).
+    let fields = run(loadgen()
+        .args(["--target", "openchatd", "--profile", "video", "--bin"])
+        .arg(openchatd()));
+    assert_eq!(fields["scenario"], "video_1pub");
     assert_delivered(&fields, "5");
 }
 

@@ -35,10 +35,11 @@ use probe::Profile;
 pub type Keep = Pin<Box<dyn Future<Output = String> + Send>>;
 
 /// A generator run whose own CPU use is above this share of its core was limited by the
-/// generator, not the server: its numbers say nothing about the server. The media arrives
-/// in bursts (every subscriber's copy of a packet at once, every 20 ms), so the generator
-/// needs headroom: runs above about 0.8 lost packets in the generator's socket buffers
-/// while the server's CPU was far from its limit.
+/// generator, not the server: its latency figures say nothing about the server. The media
+/// arrives in bursts (every subscriber's copy of a packet at once, every 20 ms), so the
+/// generator needs headroom or its own queueing shows up as delay. (Loss is exact either
+/// way: every packet is counted, so a busy generator can only lose packets, never invent
+/// them.)
 pub const GENERATOR_CPU_MAX: f64 = 0.75;
 /// Subscribers joining at once (signaling and DTLS handshakes in flight).
 pub const JOIN_CONCURRENCY_DEFAULT: usize = 32;

@@ -317,11 +317,17 @@ pub async fn run(
             _ = stop.changed() => {}
             reason = &mut keep => break Err(reason),
             received = peer.socket.recv_from(&mut buf) => {
+                // str0m keeps one input's outputs only until the next input: drain after
+                // each datagram (a video frame's packets arrive together).
                 if let Ok((n, from)) = received {
                     peer.receive(&buf[..n], from);
+                    let _ = peer.drain(&mut events);
                     for _ in 0..READS_PER_WAKE_MAX {
                         match peer.socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => peer.receive(&buf[..n], from),
+                            Ok((n, from)) => {
+                                peer.receive(&buf[..n], from);
+                                let _ = peer.drain(&mut events);
+                            }
                             Err(_) => break,
                         }
                     }
