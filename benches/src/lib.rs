@@ -21,6 +21,14 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
+/// An offer as a browser writes it for recvonly transceivers: without `a=ssrc` lines.
+pub fn without_ssrc_lines(sdp: &str) -> String {
+    sdp.lines()
+        .filter(|l| !l.starts_with("a=ssrc"))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
+}
+
 /// One simulated peer.
 struct Peer {
     addr: SocketAddr,
@@ -102,12 +110,7 @@ impl Harness {
             let mut change = peer.rtc.sdp_api();
             change.add_media(kind, Direction::RecvOnly, None, None, None);
             let (offer, pending) = change.apply().unwrap();
-            let sdp: String = offer
-                .to_sdp_string()
-                .lines()
-                .filter(|l| !l.starts_with("a=ssrc"))
-                .map(|l| format!("{l}\r\n"))
-                .collect();
+            let sdp = without_ssrc_lines(&offer.to_sdp_string());
             let answer = sfu
                 .accept_offer(
                     start,

@@ -182,12 +182,7 @@ impl Openchatd {
         }
         let (offer, pending) = change.apply().ok_or("no subscribe offer")?;
         // Like a browser's recvonly transceivers: no a=ssrc lines.
-        let sdp: String = offer
-            .to_sdp_string()
-            .lines()
-            .filter(|l| !l.starts_with("a=ssrc"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
+        let sdp = crate::without_ssrc_lines(&offer.to_sdp_string());
         let answer = negotiate(&mut ws, "subscribe", sdp).await?;
         peer.rtc
             .sdp_api()
