@@ -20,7 +20,7 @@ pub const DEV_TICKET_SECRET: &str = "dev-insecure-secret-change-me";
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "openchatd",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("OPENCHAT_BUILD_COMMIT"), ", built ", env!("OPENCHAT_BUILD_TIME"), ")"),
+    version = concat!(env!("OPENCHAT_BUILD_VERSION"), " (", env!("OPENCHAT_BUILD_COMMIT"), ", built ", env!("OPENCHAT_BUILD_TIME"), ")"),
     about = "OpenChat server: chat, end-to-end-encrypted channels and voice, in one binary",
     long_about = None,
 )]

@@ -18,7 +18,7 @@ pub mod tls;
 /// Version, commit and build time of this binary.
 pub fn build_info() -> openchat_signaling::BuildInfo {
     openchat_signaling::BuildInfo {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: env!("OPENCHAT_BUILD_VERSION").to_owned(),
         commit: env!("OPENCHAT_BUILD_COMMIT").to_owned(),
         time: env!("OPENCHAT_BUILD_TIME").to_owned(),
     }

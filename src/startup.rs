@@ -114,18 +114,20 @@ pub fn run(mut config: Config) -> ExitCode {
     ) {
         Ok(shards) => Arc::new(shards),
         Err(err) => {
-            let var = if err.to_string().contains("UDP port") {
-                "OPENCHAT_MEDIA_PORT_BASE"
-            } else {
-                "OPENCHAT_MEDIA_CPUS"
-            };
             return config_failure(&ConfigError {
-                var,
+                var: err.variable(),
                 message: err.to_string(),
             });
         }
     };
-    tracing::info!(shards = shards.len(), cpus = ?shards.cpus(), media = ?shards.media_addrs(), "media shards running");
+    tracing::info!(
+        shards = shards.len(),
+        cpus = ?shards.cpus(),
+        media = ?shards.media_addrs(),
+        memlock_bytes = rlimit::Resource::MEMLOCK.get().map_or(0, |(soft, _)| soft),
+        ipc_lock = ?openchat_media::holds_ipc_lock(),
+        "media shards running"
+    );
     let rtc_config = openchat_signaling::rtc::RtcConfig {
         signaling_path: config.signaling_path.clone(),
         ticket_secret: config.join_ticket_secret.0.as_bytes().to_vec(),

@@ -147,13 +147,12 @@ fn help_documents_every_option_with_its_default() {
     }
 }
 
-#[test]
-fn no_locked_memory_for_the_media_shards_exits_2_naming_the_fix() {
-    let dir = tempfile::tempdir().unwrap();
+/// `openchatd` (env and output as [`command`]) run by bash after `limits` (e.g. `ulimit -l 0`).
+fn under_shell_limits(dir: &std::path::Path, limits: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg("-c")
-        .arg(format!("ulimit -l 0 && exec '{}'", support::binary()));
-    let inner = command(dir.path(), &Store::Sqlite);
+        .arg(format!("{limits} && exec '{}'", support::binary()));
+    let inner = command(dir, &Store::Sqlite);
     for (key, value) in inner.get_envs() {
         match value {
             Some(value) => cmd.env(key, value),
@@ -163,9 +162,46 @@ fn no_locked_memory_for_the_media_shards_exits_2_naming_the_fix() {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let (status, stderr) = run_to_exit(cmd);
+    cmd
+}
+
+#[test]
+fn no_locked_memory_for_the_media_shards_exits_2_naming_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = run_to_exit(under_shell_limits(dir.path(), "ulimit -l 0"));
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert_refused(&stderr, "OPENCHAT_MEDIA_CPUS", "ulimit -l");
+    assert_refused(
+        &stderr,
+        "OPENCHAT_SHARDS",
+        "locked-memory limit (RLIMIT_MEMLOCK) is 0 KiB",
+    );
+    assert_refused(&stderr, "OPENCHAT_SHARDS", "ulimit -l");
+}
+
+#[test]
+fn a_low_soft_locked_memory_limit_is_raised_to_the_hard_limit_at_start_up() {
+    // 64 KiB soft (an old kernel's default, below glommio's 512 KiB) under this process's hard
+    // limit: openchatd may raise its own soft limit up to the hard one, so the shards start.
+    let (_, hard) = rlimit::Resource::MEMLOCK.get().unwrap();
+    assert!(
+        hard >= openchat_media::MEMLOCK_MIN_BYTES,
+        "the test needs a hard RLIMIT_MEMLOCK of at least 512 KiB, have {hard} bytes"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = under_shell_limits(dir.path(), "ulimit -S -l 64");
+    let mut server = support::Server::spawn(cmd, dir.path());
+    let line = match server
+        .log
+        .iter()
+        .find(|line| line.contains("media shards running"))
+    {
+        Some(line) => line.clone(),
+        None => server.wait_for_log(|line| line.contains("media shards running")),
+    };
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(value["memlock_bytes"], hard, "{line}");
+    let (status, _) = server.terminate();
+    assert!(status.success());
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn check_capabilities(doc: &Value) {
     assert_eq!(doc["server_id"], "srv_harbor");
     assert_eq!(doc["server_name"], "OpenChat Harbor");
     assert_eq!(doc["api_version"], "2026-02-14");
-    assert_eq!(doc["build_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["build_version"], env!("OPENCHAT_BUILD_VERSION"));
     if let Some(commit) = expected_commit() {
         assert_eq!(doc["build_commit"], commit.as_str());
     }

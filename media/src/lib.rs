@@ -28,4 +28,4 @@ pub mod speaking;
 #[cfg(feature = "shards")]
 mod shards;
 #[cfg(feature = "shards")]
-pub use shards::{MediaNet, ShardError, ShardSet};
+pub use shards::{MEMLOCK_MIN_BYTES, MediaNet, ShardError, ShardSet, ensure_locked_memory, holds_ipc_lock};

@@ -6,20 +6,116 @@ use openchat_core::ChannelId;
 
 use crate::shard::{SHARD_IO_MEMORY_BYTES, SHARD_QUEUE_MAX, Shard, ShardCommand, ShardStats};
 
-/// Why the shards could not start.
+/// glommio refuses to build an executor below this soft `RLIMIT_MEMLOCK` (its reactor checks
+/// it before creating the io_uring rings).
+pub const MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+
+/// Why the shards could not start. Each variant names the cause and the fix an operator can
+/// apply; [`ShardError::variable`] names the configuration variable closest to it.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error(
-        "cannot start media shard {shard} on CPU {cpu}: {reason}; glommio needs io_uring (allow it in the \
-         container's seccomp profile) and locked memory (raise `ulimit -l`, e.g. to unlimited)"
+        "the locked-memory limit (RLIMIT_MEMLOCK) is {soft_kib} KiB (hard limit {hard_kib} KiB) and the \
+         media shards need at least {need_kib} KiB (glommio's io_uring reactor): raise it with `ulimit -l` \
+         (systemd: LimitMEMLOCK=, docker run --ulimit memlock=-1, Kubernetes: the container runtime's \
+         default ulimits on the node)",
+        soft_kib = soft / 1024,
+        hard_kib = hard / 1024,
+        need_kib = need / 1024
     )]
+    LockedMemory { soft: u64, hard: u64, need: u64 },
+    #[error(
+        "cannot start the media shards: io_uring is not permitted ({reason}); a seccomp \
+         profile that blocks io_uring_setup (container runtimes' default profiles do) or the sysctl \
+         kernel.io_uring_disabled denies it: run with a seccomp profile that allows io_uring (Kubernetes: \
+         seccompProfile Unconfined, or the chart's Localhost profile)"
+    )]
+    IoUringDenied { reason: String },
+    #[error("cannot start media shard {shard} on CPU {cpu}: {reason}")]
     Start {
         shard: usize,
         cpu: usize,
         reason: String,
     },
+    #[error("media shard {shard}: {reason}")]
+    MediaPort { shard: usize, reason: String },
     #[error("no CPUs were given for the media shards")]
     NoCpus,
+}
+
+impl ShardError {
+    /// The configuration variable an operator looks at first for this failure.
+    pub fn variable(&self) -> &'static str {
+        match self {
+            Self::MediaPort { .. } => "OPENCHAT_MEDIA_PORT_BASE",
+            Self::LockedMemory { .. } | Self::IoUringDenied { .. } => "OPENCHAT_SHARDS",
+            Self::Start { .. } | Self::NoCpus => "OPENCHAT_MEDIA_CPUS",
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_MEMLOCK` to the hard limit when it is below what the shards need
+/// (no privilege is needed for that), and refuses with [`ShardError::LockedMemory`] when even
+/// the hard limit is too low. Returns the soft limit now in force.
+pub fn ensure_locked_memory(shards: usize) -> Result<u64, ShardError> {
+    use rlimit::Resource;
+    let need = MEMLOCK_MIN_BYTES.max(shards as u64 * SHARD_IO_MEMORY_BYTES as u64);
+    let (soft, hard) = Resource::MEMLOCK.get().map_err(|e| ShardError::Start {
+        shard: 0,
+        cpu: 0,
+        reason: format!("cannot read RLIMIT_MEMLOCK: {e}"),
+    })?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    if hard >= MEMLOCK_MIN_BYTES && Resource::MEMLOCK.set(hard, hard).is_ok() {
+        return Ok(hard);
+    }
+    Err(ShardError::LockedMemory { soft, hard, need })
+}
+
+/// Whether this process holds `CAP_IPC_LOCK` (io_uring then charges no registered buffer
+/// against `RLIMIT_MEMLOCK`), read from `/proc/self/status`; `None` when unreadable.
+pub fn holds_ipc_lock() -> Option<bool> {
+    const CAP_IPC_LOCK: u32 = 14;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|line| line.strip_prefix("CapEff:"))?;
+    let effective = u64::from_str_radix(hex.trim(), 16).ok()?;
+    Some(effective & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// Sets up (and drops) a small io_uring instance, so that a seccomp profile or sysctl that
+/// denies io_uring is reported as such: glommio itself panics in its shard thread on it.
+pub fn probe_io_uring() -> Result<(), ShardError> {
+    io_uring::IoUring::new(2)
+        .map(drop)
+        .map_err(|e| ShardError::IoUringDenied {
+            reason: e.to_string(),
+        })
+}
+
+/// Sorts a glommio executor's failure to start into the causes an operator can fix.
+fn start_error(shard: usize, cpu: usize, err: glommio::GlommioError<()>) -> ShardError {
+    use glommio::{GlommioError, ReactorErrorKind};
+    const EPERM: i32 = 1;
+    const EACCES: i32 = 13;
+    const ENOSYS: i32 = 38;
+    match err {
+        GlommioError::ReactorError(ReactorErrorKind::MemLockLimit(soft, need)) => {
+            let hard = rlimit::Resource::MEMLOCK.get().map_or(soft, |(_, hard)| hard);
+            ShardError::LockedMemory { soft, hard, need }
+        }
+        GlommioError::IoError(ref io) if matches!(io.raw_os_error(), Some(EPERM | EACCES | ENOSYS)) => {
+            ShardError::IoUringDenied {
+                reason: io.to_string(),
+            }
+        }
+        other => ShardError::Start {
+            shard,
+            cpu,
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// The running shards.
@@ -78,6 +174,8 @@ impl ShardSet {
         if cpus.is_empty() {
             return Err(ShardError::NoCpus);
         }
+        ensure_locked_memory(cpus.len())?;
+        probe_io_uring()?;
         let mut set = Self {
             senders: Vec::new(),
             stats: Vec::new(),
@@ -90,7 +188,7 @@ impl ShardSet {
             let stats = Arc::new(ShardStats::default());
             let shard = Shard::new(index, participants_max, stats.clone());
             let (ready_tx, ready_rx) =
-                std::sync::mpsc::sync_channel::<Result<Option<std::net::SocketAddr>, String>>(1);
+                std::sync::mpsc::sync_channel::<Result<Option<std::net::SocketAddr>, ShardError>>(1);
             let thread = std::thread::Builder::new()
                 .name(format!("openchat-shard-{index}"))
                 .spawn(move || {
@@ -113,12 +211,13 @@ impl ShardSet {
                                         .await;
                                 }
                                 Err(reason) => {
-                                    let _ = ready_tx.send(Err(reason));
+                                    let _ =
+                                        ready_tx.send(Err(ShardError::MediaPort { shard: index, reason }));
                                 }
                             }
                         }),
                         Err(err) => {
-                            let _ = ready_tx.send(Err(err.to_string()));
+                            let _ = ready_tx.send(Err(start_error(index, cpu, err)));
                         }
                     }
                 })
@@ -129,13 +228,7 @@ impl ShardSet {
                 })?;
             match ready_rx.recv() {
                 Ok(Ok(addr)) => set.media_addrs.extend(addr),
-                Ok(Err(reason)) => {
-                    return Err(ShardError::Start {
-                        shard: index,
-                        cpu,
-                        reason,
-                    });
-                }
+                Ok(Err(err)) => return Err(err),
                 Err(_) => {
                     return Err(ShardError::Start {
                         shard: index,

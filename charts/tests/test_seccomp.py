@@ -1,0 +1,125 @@
+"""The chart's seccomp profile (files/seccomp-io-uring.json) really lets openchatd run its
+io_uring media shards, and a profile that blocks io_uring (as container runtimes' defaults
+do) makes openchatd stop at start-up naming the cause. The profile is loaded with libseccomp
+(pyseccomp) into the openchatd process before it starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+import pyseccomp as seccomp
+
+from conftest import CHART, REPO, need
+
+PROFILE = CHART / "files" / "seccomp-io-uring.json"
+IO_URING = ["io_uring_setup", "io_uring_enter", "io_uring_register"]
+HANG_GUARD_S = 30
+
+
+def openchatd() -> str:
+    candidates = [os.environ.get("OPENCHATD_BIN", "")]
+    target = os.environ.get("CARGO_TARGET_DIR")
+    candidates.append(str(Path(target) / "debug" / "openchatd") if target else "")
+    candidates.append(str(REPO / "target" / "debug" / "openchatd"))
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    need(found is not None, "the openchatd debug binary (cargo build --bin openchatd; OPENCHATD_BIN)")
+    return found
+
+
+def filter_from(profile: dict, extra_denied: list[str] = ()) -> seccomp.SyscallFilter:
+    """A libseccomp filter with the profile's semantics for this architecture (the subset of
+    the OCI profile format the chart's profile uses: a default action plus ERRNO rules)."""
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    actions = {rule["action"] for rule in profile["syscalls"]}
+    assert actions == {"SCMP_ACT_ERRNO"}, actions
+    filt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for rule in profile["syscalls"]:
+        for name in [*rule["names"], *extra_denied]:
+            try:
+                filt.add_rule(seccomp.ERRNO(rule.get("errnoRet", 1)), name)
+            except Exception:
+                # Not a syscall of this architecture (vm86 on x86_64, say): runc skips these too.
+                pass
+    return filt
+
+
+def start(filt: seccomp.SyscallFilter, data_dir: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_")}
+    env.update(
+        OPENCHAT_HTTP_ADDR="127.0.0.1:0",
+        OPENCHAT_MEDIA_PORT_BASE="0",
+        OPENCHAT_SHARDS="1",
+        OPENCHAT_DATA_DIR=data_dir,
+        OPENCHAT_LOG_FORMAT="json",
+        OPENCHAT_LOG="info",
+    )
+    return subprocess.Popen(
+        [openchatd()],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=filt.load,
+    )
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> tuple[str | None, list[str]]:
+    """Stderr lines up to the first containing `marker` (None if the process ends first)."""
+    lines: list[str] = []
+    timer = threading.Timer(HANG_GUARD_S, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if marker in line:
+                return line, lines
+        return None, lines
+    finally:
+        timer.cancel()
+
+
+def test_openchatd_runs_its_media_shards_under_the_charts_seccomp_profile():
+    profile = json.loads(PROFILE.read_text())
+    assert not set(IO_URING) & {n for r in profile["syscalls"] for n in r["names"]}
+    with tempfile.TemporaryDirectory() as data:
+        proc = start(filter_from(profile), data)
+        try:
+            shards, log = read_until(proc, "media shards running")
+            assert shards is not None, "\n".join(log)
+            listening, more = read_until(proc, '"listening"')
+            assert listening is not None, "\n".join(log + more)
+            addr = json.loads(listening)["addr"]
+            with urllib.request.urlopen(f"http://{addr}/healthz", timeout=10) as answer:
+                assert answer.status == 200
+        finally:
+            proc.terminate()
+            proc.wait(timeout=HANG_GUARD_S)
+
+
+def test_a_profile_that_blocks_io_uring_stops_openchatd_naming_the_cause():
+    profile = json.loads(PROFILE.read_text())
+    with tempfile.TemporaryDirectory() as data:
+        proc = start(filter_from(profile, IO_URING), data)
+        try:
+            stderr = proc.communicate(timeout=HANG_GUARD_S)[1]
+        finally:
+            proc.kill()
+        assert proc.returncode == 2, stderr
+        assert "io_uring is not permitted" in stderr, stderr
+        assert "seccomp" in stderr, stderr
+
+
+def test_the_profile_denies_what_it_says_it_denies():
+    profile = json.loads(PROFILE.read_text())
+    denied = {n for r in profile["syscalls"] for n in r["names"]}
+    for name in ["mount", "ptrace", "bpf", "unshare", "setns", "kexec_load", "init_module", "keyctl"]:
+        assert name in denied, name
+    assert "SCMP_ARCH_X86_64" in profile["architectures"] and "SCMP_ARCH_AARCH64" in profile["architectures"]
