@@ -20,6 +20,11 @@ pub const TICKET_TIMEOUT: Duration = Duration::from_secs(12);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Outgoing messages queued for the socket writer.
 pub const OUTGOING_MAX: usize = 64;
+/// With `--exit-after-send`: how long to wait for the room's echo of the last message (the
+/// room relays every media state to its sender too) before leaving anyway. Leaving at once
+/// could close the socket while the server still has unread messages: the kernel then
+/// answers the server's next write with a reset and the unread messages are lost.
+pub const LAST_ECHO_WAIT: Duration = Duration::from_secs(10);
 /// ffmpeg output read at most (raw PCM of a long file).
 pub const PCM_BYTES_MAX: usize = 1024 * 1024 * 1024;
 
@@ -270,7 +275,10 @@ pub async fn run(flags: Flags) -> Result<(), JoinerError> {
 
     let mut reassembler = Reassembler::default();
     let mut started = false;
-    let (sent_tx, mut sent_rx) = mpsc::channel::<()>(1);
+    let (sent_tx, mut sent_rx) = mpsc::channel::<String>(1);
+    // After a pass with --exit-after-send: the last message's request id, and until when to
+    // wait for its echo.
+    let mut last_echo: Option<(String, tokio::time::Instant)> = None;
     let mut transmitter: Option<tokio::task::JoinHandle<()>> = None;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| JoinerError::Signaling(e.to_string()))?;
@@ -281,7 +289,18 @@ pub async fn run(flags: Flags) -> Result<(), JoinerError> {
         tokio::select! {
             _ = sigint.recv() => break Stop::Signal("sigint"),
             _ = sigterm.recv() => break Stop::Signal("sigterm"),
-            Some(()) = sent_rx.recv() => break Stop::Sent,
+            Some(last) = sent_rx.recv(), if last_echo.is_none() => {
+                last_echo = Some((last, tokio::time::Instant::now() + LAST_ECHO_WAIT));
+            }
+            () = async {
+                match &last_echo {
+                    Some((_, until)) => tokio::time::sleep_until(*until).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                eprintln!("warning: the server did not relay the last message within {}s; leaving", LAST_ECHO_WAIT.as_secs());
+                break Stop::Sent;
+            }
             () = tokio::time::sleep_until(deadline) => break Stop::Idle,
             next = stream.next() => {
                 let text = match next {
@@ -319,6 +338,10 @@ pub async fn run(flags: Flags) -> Result<(), JoinerError> {
                     "rtc.error" => {
                         eprintln!("warning: rtc.error {}: {}", payload["code"].as_str().unwrap_or(""), payload["message"].as_str().unwrap_or(""));
                     }
+                    "rtc.media.state" if last_echo.as_ref().is_some_and(|(last, _)| {
+                        envelope["request_id"].as_str() == Some(last.as_str())
+                            && payload["participant_id"].as_str() == reassembler.own.as_deref()
+                    }) => break Stop::Sent,
                     "rtc.media.state" => match reassembler.on_media_state(payload) {
                         Received::Complete { participant, name, bytes } => match &flags.write_received_dir {
                             Some(dir) => match write_received(Path::new(dir), &name, &bytes) {
@@ -363,7 +386,8 @@ pub async fn run(flags: Flags) -> Result<(), JoinerError> {
 }
 
 /// Sends the pieces in order, pausing `interval_ms` after each; once, or forever with
-/// `repeat`; tells the main loop when a pass is done if it should then leave.
+/// `repeat`; tells the main loop the last request id when a pass is done if it should then
+/// leave (the main loop leaves once the room relayed that message back).
 async fn transmit(
     t: Transmission,
     channel: String,
@@ -371,15 +395,17 @@ async fn transmit(
     repeat: bool,
     exit_after_send: bool,
     out: mpsc::Sender<Value>,
-    sent: mpsc::Sender<()>,
+    sent: mpsc::Sender<String>,
 ) {
     let mut loop_iteration = 1u64;
     // About ten progress lines per pass.
     let every = (t.total() / 10).max(1);
     loop {
         let mut sent_bytes = 0usize;
+        let mut last_request_id = String::new();
         for seq in 0..t.total() {
             let message = t.message(&channel, loop_iteration, seq, &rfc3339_nanos(SystemTime::now()));
+            last_request_id = message["request_id"].as_str().unwrap_or_default().to_owned();
             if out.send(message).await.is_err() {
                 return;
             }
@@ -396,7 +422,7 @@ async fn transmit(
             t.total()
         );
         if exit_after_send {
-            let _ = sent.send(()).await;
+            let _ = sent.send(last_request_id).await;
             return;
         }
         if !repeat {
