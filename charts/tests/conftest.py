@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import helm_python
@@ -13,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "openchat-backend"
 RELEASE = "oc"
 NAMESPACE = "chat"
+HANG_GUARD_S = 30
 
 
 def in_ci() -> bool:
@@ -91,3 +94,40 @@ def render_error(values: dict) -> str:
 
 def chart_values() -> dict:
     return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def start_openchatd(binary: str, data_dir: str, preexec_fn=None) -> subprocess.Popen:
+    """openchatd on an ephemeral loopback port, one shard, JSON logs on stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_")}
+    env.update(
+        OPENCHAT_HTTP_ADDR="127.0.0.1:0",
+        OPENCHAT_MEDIA_PORT_BASE="0",
+        OPENCHAT_SHARDS="1",
+        OPENCHAT_DATA_DIR=data_dir,
+        OPENCHAT_LOG_FORMAT="json",
+        OPENCHAT_LOG="info",
+    )
+    return subprocess.Popen(
+        [binary],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+
+
+def read_until(proc: subprocess.Popen, marker: str) -> tuple[str | None, list[str]]:
+    """Stderr lines up to the first containing `marker` (None if the process ends first)."""
+    lines: list[str] = []
+    timer = threading.Timer(HANG_GUARD_S, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if marker in line:
+                return line, lines
+        return None, lines
+    finally:
+        timer.cancel()

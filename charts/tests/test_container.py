@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, REPO, chart_values
+from conftest import CHART, REPO, chart_values, need
 
 DOCKERFILE = REPO / "Dockerfile"
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -157,3 +157,86 @@ def test_chart_tag_check_accepts_only_chart_v_semver_matching_chart_yaml(tag, ex
         assert done.returncode != 0 and done.stderr.strip(), done
     else:
         assert done.returncode == 0 and done.stdout.strip() == expected, done
+
+
+def docker_context(dest: Path) -> int:
+    """Copies what `docker build .` would send: the checked-in files minus .dockerignore
+    (exact names, directories, and glob patterns). Modification times are kept, so cargo
+    only rebuilds what changed since the last run into the same `dest`."""
+    import fnmatch
+
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    kept = 0
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name in filter(None, files.decode().split("\0")):
+        parts = name.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        ignored = any(
+            fnmatch.fnmatch(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatch(prefix, pattern)
+            for pattern in patterns
+            for prefix in prefixes + parts
+        )
+        source = REPO / name
+        if ignored or not source.is_file():
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest / name)
+        kept += 1
+    return kept
+
+
+def test_the_docker_build_context_builds_openchatd_reporting_the_build_arguments(tmp_path):
+    """The Dockerfile's build step (`cargo build --locked` with OPENCHAT_BUILD_* from the build
+    arguments) on exactly the files the build context holds, in the debug profile: proves the
+    .dockerignore keeps what the build needs and the arguments reach --version and the
+    capabilities document. The cargo target directory is kept between runs
+    (OPENCHAT_DOCKER_CONTEXT_DIR) so only changed crates rebuild."""
+    import json
+    import os
+    import urllib.request
+
+    from conftest import read_until, start_openchatd
+
+    need(shutil.which("cargo") is not None and shutil.which("git") is not None, "cargo and git")
+    base = Path(os.environ.get("OPENCHAT_DOCKER_CONTEXT_DIR") or tmp_path)
+    context = base / "src"
+    assert docker_context(context) > 50
+    assert not (context / "charts").exists() and not (context / ".git").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCHAT_", "CARGO_TARGET"))}
+    env.update(
+        CARGO_TARGET_DIR=str(base / "target"),
+        OPENCHAT_BUILD_VERSION="v0.1.0-context",
+        OPENCHAT_BUILD_COMMIT="0123456789abcdef",
+        OPENCHAT_BUILD_TIME="2026-11-29T00:00:00Z",
+    )
+    build = subprocess.run(
+        ["cargo", "build", "--locked", "--bin", "openchatd", "--bin", "openchat-rtc-joiner"],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr[-4000:]
+    binary = str(base / "target" / "debug" / "openchatd")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    assert "v0.1.0-context (0123456789abcdef, built 2026-11-29T00:00:00Z)" in version, version
+    proc = start_openchatd(binary, str(tmp_path))
+    try:
+        started, log = read_until(proc, "starting openchatd")
+        assert started is not None and json.loads(started)["version"] == "v0.1.0-context", log
+        listening, more = read_until(proc, '"listening"')
+        assert listening is not None, log + more
+        addr = json.loads(listening)["addr"]
+        with urllib.request.urlopen(f"http://{addr}/v1/client/capabilities", timeout=10) as answer:
+            doc = json.load(answer)
+        assert doc["build_version"] == "v0.1.0-context"
+        assert doc["build_commit"] == "0123456789abcdef"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

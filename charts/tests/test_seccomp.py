@@ -9,18 +9,16 @@ import json
 import os
 import subprocess
 import tempfile
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 import pyseccomp as seccomp
 
-from conftest import CHART, REPO, need
+from conftest import CHART, HANG_GUARD_S, REPO, need, read_until, start_openchatd
 
 PROFILE = CHART / "files" / "seccomp-io-uring.json"
 IO_URING = ["io_uring_setup", "io_uring_enter", "io_uring_register"]
-HANG_GUARD_S = 30
 
 
 def openchatd() -> str:
@@ -51,39 +49,7 @@ def filter_from(profile: dict, extra_denied: list[str] = ()) -> seccomp.SyscallF
 
 
 def start(filt: seccomp.SyscallFilter, data_dir: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCHAT_")}
-    env.update(
-        OPENCHAT_HTTP_ADDR="127.0.0.1:0",
-        OPENCHAT_MEDIA_PORT_BASE="0",
-        OPENCHAT_SHARDS="1",
-        OPENCHAT_DATA_DIR=data_dir,
-        OPENCHAT_LOG_FORMAT="json",
-        OPENCHAT_LOG="info",
-    )
-    return subprocess.Popen(
-        [openchatd()],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=filt.load,
-    )
-
-
-def read_until(proc: subprocess.Popen, marker: str) -> tuple[str | None, list[str]]:
-    """Stderr lines up to the first containing `marker` (None if the process ends first)."""
-    lines: list[str] = []
-    timer = threading.Timer(HANG_GUARD_S, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if marker in line:
-                return line, lines
-        return None, lines
-    finally:
-        timer.cancel()
+    return start_openchatd(openchatd(), data_dir, preexec_fn=filt.load)
 
 
 def test_openchatd_runs_its_media_shards_under_the_charts_seccomp_profile():
