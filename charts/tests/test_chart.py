@@ -316,6 +316,11 @@ REFUSED = {
     "shards-in-env": ({"env": {"OPENCHAT_SHARDS": "4"}}, "use media.shards"),
     "route-without-a-gateway": ({"gateway": {"enabled": True, "parentRefs": []}}, "needs gateway.parentRefs"),
     "created-gateway-without-a-class": ({"gateway": {"enabled": True, "gateway": {"create": True}}}, "className is required"),
+    "load-balancer-without-its-address": (
+        {"media": {"portBase": 50000, "service": {"type": "LoadBalancer"}}},
+        "LoadBalancer needs media.publicIP",
+    ),
+    "public-ip-that-is-not-an-ip": ({"media": {"publicIP": "media.example.org"}}, "/media/publicIP"),
     "unknown-top-level-key": ({"replicas": 2}, "additional properties 'replicas' not allowed"),
     "wrong-type": ({"replicaCount": "two"}, "want integer"),
     "seccomp-in-security-context": (

@@ -115,6 +115,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.media.hostNetwork) (eq .Values.media.service.type "NodePort") (or (lt $base 30000) (gt $last 32767)) }}
 {{- fail (printf "media.service.type NodePort: the media ports %d-%d are the node ports clients reach, so they must lie in the node-port range 30000-32767 (set media.portBase)" $base $last) }}
 {{- end }}
+{{- if and (not .Values.media.hostNetwork) (eq .Values.media.service.type "LoadBalancer") (not .Values.media.publicIP) }}
+{{- fail "media.service.type LoadBalancer needs media.publicIP: clients must be sent to the balancer's address, not a node's" }}
+{{- end }}
 {{- if and .Values.media.hostNetwork (le $base (int .Values.containerPort)) (ge $last (int .Values.containerPort)) }}
 {{- fail (printf "media ports %d-%d overlap containerPort %d" $base $last (int .Values.containerPort)) }}
 {{- end }}
