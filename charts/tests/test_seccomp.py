@@ -89,3 +89,53 @@ def test_the_profile_denies_what_it_says_it_denies():
     for name in ["mount", "ptrace", "bpf", "unshare", "setns", "kexec_load", "init_module", "keyctl"]:
         assert name in denied, name
     assert "SCMP_ARCH_X86_64" in profile["architectures"] and "SCMP_ARCH_AARCH64" in profile["architectures"]
+
+
+def test_openchatd_runs_as_the_charts_user_without_capabilities_under_the_profile():
+    """What the chart's securityContext gives the container: uid/gid 10001, no supplementary
+    groups, no capabilities, no_new_privs (libseccomp sets it) and the Localhost profile;
+    the soft locked-memory limit is raised without privilege and the shards start."""
+    import shutil
+    import yaml
+
+    need(os.geteuid() == 0, "root (to switch to the chart's uid)")
+    pod = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+    uid, gid = pod["runAsUser"], pod["runAsGroup"]
+    # A copy the unprivileged user can reach (the build directory may sit under /root, and
+    # pytest's own temporary directories are private to root).
+    scratch = tempfile.TemporaryDirectory()
+    tmp_path = Path(scratch.name)
+    binary = tmp_path / "openchatd"
+    shutil.copy2(openchatd(), binary)
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, uid, gid)
+    os.chmod(tmp_path, 0o755)
+    filt = filter_from(json.loads(PROFILE.read_text()))
+
+    def drop_privileges_then_filter():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)  # a non-root uid keeps no capabilities
+        filt.load()
+
+    proc = start_openchatd(str(binary), str(data), preexec_fn=drop_privileges_then_filter)
+    try:
+        shards, log = read_until(proc, "media shards running")
+        assert shards is not None, "\n".join(log)
+        assert json.loads(shards)["ipc_lock"] == "Some(false)"
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        assert fields["Uid"].split()[1] == str(uid)
+        assert int(fields["CapEff"].strip(), 16) == 0
+        assert fields["NoNewPrivs"].strip() == "1"
+        assert fields["Seccomp"].strip() == "2"
+        listening, more = read_until(proc, '"listening"')
+        assert listening is not None, "\n".join(log + more)
+        addr = json.loads(listening)["addr"]
+        with urllib.request.urlopen(f"http://{addr}/readyz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=HANG_GUARD_S)
+        scratch.cleanup()
