@@ -125,7 +125,11 @@ pub fn run(mut config: Config) -> ExitCode {
         cpus = ?shards.cpus(),
         media = ?shards.media_addrs(),
         memlock_bytes = rlimit::Resource::MEMLOCK.get().map_or(0, |(soft, _)| soft),
-        ipc_lock = ?openchat_media::holds_ipc_lock(),
+        ipc_lock = match openchat_media::holds_ipc_lock() {
+            Some(true) => "held",
+            Some(false) => "not held",
+            None => "unknown",
+        },
         "media shards running"
     );
     let rtc_config = openchat_signaling::rtc::RtcConfig {

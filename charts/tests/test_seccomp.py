@@ -123,7 +123,7 @@ def test_openchatd_runs_as_the_charts_user_without_capabilities_under_the_profil
     try:
         shards, log = read_until(proc, "media shards running")
         assert shards is not None, "\n".join(log)
-        assert json.loads(shards)["ipc_lock"] == "Some(false)"
+        assert json.loads(shards)["ipc_lock"] == "not held"
         status = Path(f"/proc/{proc.pid}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         assert fields["Uid"].split()[1] == str(uid)
