@@ -291,6 +291,78 @@ fn pcm_frames_mode_delivers_ffmpegs_own_decode() {
     assert_eq!(received, decoded);
 }
 
+#[test]
+fn loop_mode_repeats_the_file_until_sigterm_then_leaves_the_room() {
+    if ffmpeg().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = tone(dir.path());
+    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
+    let backend = server.url("");
+    let received = dir.path().join("received");
+    let b = Running::start(
+        &[
+            "-backend-url",
+            &backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            "chunks",
+            "-user-uid",
+            "uid_b",
+            "-write-received-dir",
+            received.to_str().unwrap(),
+        ],
+        dir.path().join("b.log"),
+    );
+    b.wait_for("joined vc_general");
+    let a = Running::start(
+        &[
+            "-backend-url",
+            &backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            "chunks",
+            "-user-uid",
+            "uid_a",
+            "-file",
+            file.to_str().unwrap(),
+            "-file-type",
+            "wav",
+            "-chunk-bytes",
+            "8192",
+            "-interval-ms",
+            "1",
+            "-loop",
+        ],
+        dir.path().join("a.log"),
+    );
+    // Two whole passes reach B (each pass is a stream B rebuilds and writes).
+    let deadline = Instant::now() + HANG_GUARD;
+    while b.log().matches("wrote ").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than two passes received: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(a.log().contains("pass 2"), "{}", a.log());
+    let (a_code, a_log) = a.terminate();
+    assert_eq!(a_code, 0, "{a_log}");
+    // A's leave reaches the room: B is told A left.
+    b.wait_for("left");
+    let (b_code, b_log) = b.terminate();
+    assert_eq!(b_code, 0, "{b_log}");
+    assert!(!b_log.contains("warning"), "{b_log}");
+    assert_eq!(
+        std::fs::read(received.join("tone.wav")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}
+
 /// ffmpeg's own decode of `path` to 48 kHz mono s16le (the joiner's PCM format).
 fn decode_s16le(path: &Path) -> Vec<u8> {
     let output = Command::new("ffmpeg")
