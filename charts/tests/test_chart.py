@@ -4,8 +4,14 @@ for a matrix of values; combinations that cannot work must fail rendering with a
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import shutil
+import tarfile
+import tempfile
 import tomllib
+from pathlib import Path
 
 import helm_python
 import kubernetes_validate
@@ -185,9 +191,6 @@ def test_lint_reports_no_errors_or_warnings():
 
 
 def test_lint_reports_a_broken_template():
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "openchat-backend"
@@ -226,8 +229,6 @@ def test_defaults_are_guaranteed_qos_with_one_shard_per_core_and_a_working_secco
 
 def test_the_generated_ticket_secret_is_random_and_long():
     secret = render().one("Secret")
-    import base64
-
     value = base64.b64decode(secret["data"]["join-ticket-secret"]).decode()
     assert len(value) >= 32
     assert value != base64.b64decode(render().one("Secret")["data"]["join-ticket-secret"]).decode()
@@ -239,8 +240,6 @@ def test_a_database_url_in_values_goes_to_the_secret_not_the_pod_spec():
     url = "postgres://openchat:pw@db:5432/openchat"
     rendered = render({"database": {"url": url}})
     assert url not in yaml.safe_dump(rendered.deployment)
-    import base64
-
     assert base64.b64decode(rendered.one("Secret")["data"]["database-url"]).decode() == url
 
 
@@ -358,8 +357,6 @@ def test_chart_readme_documents_every_value():
 
 
 def test_every_value_has_a_schema_entry():
-    import json
-
     schema = json.loads((CHART / "values.schema.json").read_text())
 
     def covered(path: str) -> bool:
@@ -378,3 +375,21 @@ def test_every_value_has_a_schema_entry():
 
     missing = [key for key in leaf_keys(chart_values()) if not covered(key)]
     assert missing == [], missing
+
+
+def test_the_packaged_chart_holds_what_the_release_publishes_and_renders(tmp_path):
+    """What publish-helm-chart.yml does (`helm package --version X.Y.Z`), with Helm's engine:
+    the archive carries the templates, schema, README and seccomp profile, nothing else,
+    and renders like the directory."""
+    archive = helm_python.package(str(CHART), destination=str(tmp_path), version="0.2.0")
+    assert archive.endswith("openchat-backend-0.2.0.tgz"), archive
+    with tarfile.open(archive) as tar:
+        names = sorted(n.removeprefix("openchat-backend/") for n in tar.getnames())
+    expected_templates = sorted(p.name for p in (CHART / "templates").iterdir())
+    assert [n for n in names if n.startswith("templates/")] == [f"templates/{t}" for t in expected_templates]
+    for name in ["Chart.yaml", "values.yaml", "values.schema.json", "README.md", "files/seccomp-io-uring.json"]:
+        assert name in names, names
+    assert not [n for n in names if "__pycache__" in n or n.startswith("tests/") or n.endswith((".swp", ".pyc"))]
+    packaged = helm_python.Chart.load_archive(Path(archive).read_bytes())
+    files = packaged.render({}, name="oc", namespace="chat", is_install=True)
+    assert any("kind: Deployment" in text for text in files.values())
