@@ -213,64 +213,101 @@ fn a_refused_ticket_shows_the_servers_code_and_message() {
     assert!(stderr.contains(answer["message"].as_str().unwrap()), "{stderr}");
 }
 
-/// B listens and writes; A sends `file` in `mode` and leaves; returns B's file.
+/// A server, a 2 s test tone, and B: a joiner in `mode` that listens in vc_general and
+/// writes what it receives to `received`.
+struct Relay {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    received: PathBuf,
+    backend: String,
+    mode: String,
+    b: Running,
+    _server: Server,
+}
+
+impl Relay {
+    fn start(mode: &str) -> Option<Self> {
+        ffmpeg()?;
+        let dir = tempfile::tempdir().unwrap();
+        let file = tone(dir.path());
+        let server = Server::start(dir.path(), &Store::Sqlite, &[]);
+        let backend = server.url("");
+        let received = dir.path().join("received");
+        let b = Running::start(
+            &[
+                "-backend-url",
+                &backend,
+                "-channel-id",
+                "vc_general",
+                "-media-mode",
+                mode,
+                "-user-uid",
+                "uid_b",
+                "-write-received-dir",
+                received.to_str().unwrap(),
+            ],
+            dir.path().join("b.log"),
+        );
+        b.wait_for("joined vc_general");
+        Some(Self {
+            dir,
+            file,
+            received,
+            backend,
+            mode: mode.to_owned(),
+            b,
+            _server: server,
+        })
+    }
+
+    /// A: a joiner in the same mode sending the tone, with `extra` flags.
+    fn sender(&self, extra: &[&str]) -> Running {
+        let mut args = vec![
+            "-backend-url",
+            &self.backend,
+            "-channel-id",
+            "vc_general",
+            "-media-mode",
+            &self.mode,
+            "-user-uid",
+            "uid_a",
+            "-file",
+            self.file.to_str().unwrap(),
+            "-file-type",
+            "wav",
+        ];
+        args.extend_from_slice(extra);
+        Running::start(&args, self.dir.path().join("a.log"))
+    }
+
+    /// Stops B (exit 0, no warnings) and returns the file it wrote.
+    fn finish(self) -> (Vec<u8>, PathBuf, tempfile::TempDir) {
+        let (b_code, b_log) = self.b.terminate();
+        assert_eq!(b_code, 0, "{b_log}");
+        assert!(!b_log.contains("warning"), "{b_log}");
+        let written = std::fs::read(self.received.join("tone.wav")).unwrap();
+        (written, self.file, self.dir)
+    }
+}
+
+/// B listens and writes; A sends the tone in `mode` and leaves; returns B's file.
 /// Both relay tests run at once (on a loaded machine that is what exposed A leaving before
 /// the server had read its last messages: the joiner now waits for the room's echo of its
 /// last message before it leaves).
 fn relay(mode: &str, interval: &str) -> Option<(Vec<u8>, PathBuf, tempfile::TempDir)> {
-    ffmpeg()?;
-    let dir = tempfile::tempdir().unwrap();
-    let file = tone(dir.path());
-    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
-    let backend = server.url("");
-    let received = dir.path().join("received");
-    let b = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            mode,
-            "-user-uid",
-            "uid_b",
-            "-write-received-dir",
-            received.to_str().unwrap(),
-        ],
-        dir.path().join("b.log"),
-    );
-    b.wait_for("joined vc_general");
-    let a = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            mode,
-            "-user-uid",
-            "uid_a",
-            "-file",
-            file.to_str().unwrap(),
-            "-file-type",
-            "wav",
-            "-chunk-bytes",
-            "4096",
-            "-interval-ms",
-            interval,
-            "-exit-after-send",
-        ],
-        dir.path().join("a.log"),
-    );
+    let relay = Relay::start(mode)?;
+    let a = relay.sender(&[
+        "-chunk-bytes",
+        "4096",
+        "-interval-ms",
+        interval,
+        "-exit-after-send",
+    ]);
     let (a_code, a_log) = a.wait();
     assert_eq!(a_code, 0, "{a_log}");
     assert!(a_log.contains("sent tone.wav"), "{a_log}");
-    b.wait_for("wrote ");
-    let (b_code, b_log) = b.terminate();
-    assert_eq!(b_code, 0, "{b_log}");
-    assert!(!b_log.contains("warning"), "{b_log}");
-    let written = received.join("tone.wav");
-    Some((std::fs::read(&written).unwrap(), file, dir))
+    relay.b.wait_for("wrote ");
+    Some(relay.finish())
 }
 
 #[test]
@@ -293,59 +330,17 @@ fn pcm_frames_mode_delivers_ffmpegs_own_decode() {
 
 #[test]
 fn loop_mode_repeats_the_file_until_sigterm_then_leaves_the_room() {
-    if ffmpeg().is_none() {
+    let Some(relay) = Relay::start("chunks") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = tone(dir.path());
-    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
-    let backend = server.url("");
-    let received = dir.path().join("received");
-    let b = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            "chunks",
-            "-user-uid",
-            "uid_b",
-            "-write-received-dir",
-            received.to_str().unwrap(),
-        ],
-        dir.path().join("b.log"),
-    );
-    b.wait_for("joined vc_general");
-    let a = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            "chunks",
-            "-user-uid",
-            "uid_a",
-            "-file",
-            file.to_str().unwrap(),
-            "-file-type",
-            "wav",
-            "-chunk-bytes",
-            "8192",
-            "-interval-ms",
-            "1",
-            "-loop",
-        ],
-        dir.path().join("a.log"),
-    );
+    };
+    let a = relay.sender(&["-chunk-bytes", "8192", "-interval-ms", "1", "-loop"]);
     // Two whole passes reach B (each pass is a stream B rebuilds and writes).
     let deadline = Instant::now() + HANG_GUARD;
-    while b.log().matches("wrote ").count() < 2 {
+    while relay.b.log().matches("wrote ").count() < 2 {
         assert!(
             Instant::now() < deadline,
             "fewer than two passes received: {}",
-            b.log()
+            relay.b.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -353,14 +348,9 @@ fn loop_mode_repeats_the_file_until_sigterm_then_leaves_the_room() {
     let (a_code, a_log) = a.terminate();
     assert_eq!(a_code, 0, "{a_log}");
     // A's leave reaches the room: B is told A left.
-    b.wait_for("left");
-    let (b_code, b_log) = b.terminate();
-    assert_eq!(b_code, 0, "{b_log}");
-    assert!(!b_log.contains("warning"), "{b_log}");
-    assert_eq!(
-        std::fs::read(received.join("tone.wav")).unwrap(),
-        std::fs::read(&file).unwrap()
-    );
+    relay.b.wait_for("left");
+    let (received, source, _dir) = relay.finish();
+    assert_eq!(received, std::fs::read(source).unwrap());
 }
 
 /// ffmpeg's own decode of `path` to 48 kHz mono s16le (the joiner's PCM format).
@@ -414,54 +404,17 @@ fn dominant_frequency(pcm: &[u8]) -> f64 {
 
 #[test]
 fn webrtc_mode_publishes_opus_through_the_sfu_and_records_a_playable_ogg() {
-    if ffmpeg().is_none() {
+    let Some(relay) = Relay::start("webrtc") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let file = tone(dir.path());
-    let server = Server::start(dir.path(), &Store::Sqlite, &[]);
-    let backend = server.url("");
-    let received = dir.path().join("received");
-    let b = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            "webrtc",
-            "-user-uid",
-            "uid_b",
-            "-write-received-dir",
-            received.to_str().unwrap(),
-        ],
-        dir.path().join("b.log"),
-    );
-    b.wait_for("joined vc_general");
-    let a = Running::start(
-        &[
-            "-backend-url",
-            &backend,
-            "-channel-id",
-            "vc_general",
-            "-media-mode",
-            "webrtc",
-            "-user-uid",
-            "uid_a",
-            "-file",
-            file.to_str().unwrap(),
-            "-file-type",
-            "wav",
-            "-exit-after-send",
-        ],
-        dir.path().join("a.log"),
-    );
+    };
+    let a = relay.sender(&["-exit-after-send"]);
     let (a_code, a_log) = a.wait();
     assert_eq!(a_code, 0, "{a_log}");
     assert!(a_log.contains("sent 2.0 s of audio"), "{a_log}");
-    b.wait_for("participant");
-    let (b_code, b_log) = b.terminate();
+    relay.b.wait_for("participant");
+    let (b_code, b_log) = relay.b.terminate();
     assert_eq!(b_code, 0, "{b_log}");
+    let received = relay.received;
     let ogg = received.join("uid_a.ogg");
     assert!(ogg.exists(), "{b_log}");
     // ffprobe: a playable Opus stream of about the source's length.

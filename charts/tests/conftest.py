@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 
 import helm_python
@@ -131,3 +132,22 @@ def read_until(proc: subprocess.Popen, marker: str) -> tuple[str | None, list[st
         return None, lines
     finally:
         timer.cancel()
+
+
+def listening_addr(proc: subprocess.Popen, earlier: list[str]) -> str:
+    """Reads on to openchatd's "listening" line; returns its address."""
+    import json
+
+    listening, more = read_until(proc, '"listening"')
+    assert listening is not None, "\n".join(earlier + more)
+    return json.loads(listening)["addr"]
+
+
+def http_get(addr: str, path: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://{addr}{path}", timeout=10) as answer:
+        return answer.status, answer.read()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=HANG_GUARD_S)

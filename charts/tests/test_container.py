@@ -199,9 +199,8 @@ def test_the_docker_build_context_builds_openchatd_reporting_the_build_arguments
     (OPENCHAT_DOCKER_CONTEXT_DIR) so only changed crates rebuild."""
     import json
     import os
-    import urllib.request
 
-    from conftest import read_until, start_openchatd
+    from conftest import http_get, listening_addr, read_until, start_openchatd, stop
 
     need(shutil.which("cargo") is not None and shutil.which("git") is not None, "cargo and git")
     base = Path(os.environ.get("OPENCHAT_DOCKER_CONTEXT_DIR") or tmp_path)
@@ -230,13 +229,10 @@ def test_the_docker_build_context_builds_openchatd_reporting_the_build_arguments
     try:
         started, log = read_until(proc, "starting openchatd")
         assert started is not None and json.loads(started)["version"] == "v0.1.0-context", log
-        listening, more = read_until(proc, '"listening"')
-        assert listening is not None, log + more
-        addr = json.loads(listening)["addr"]
-        with urllib.request.urlopen(f"http://{addr}/v1/client/capabilities", timeout=10) as answer:
-            doc = json.load(answer)
+        status, body = http_get(listening_addr(proc, log), "/v1/client/capabilities")
+        assert status == 200
+        doc = json.loads(body)
         assert doc["build_version"] == "v0.1.0-context"
         assert doc["build_commit"] == "0123456789abcdef"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)

@@ -9,13 +9,12 @@ import json
 import os
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pytest
 import pyseccomp as seccomp
 
-from conftest import CHART, HANG_GUARD_S, REPO, need, read_until, start_openchatd
+from conftest import CHART, HANG_GUARD_S, REPO, http_get, listening_addr, need, read_until, start_openchatd, stop
 
 PROFILE = CHART / "files" / "seccomp-io-uring.json"
 IO_URING = ["io_uring_setup", "io_uring_enter", "io_uring_register"]
@@ -60,14 +59,9 @@ def test_openchatd_runs_its_media_shards_under_the_charts_seccomp_profile():
         try:
             shards, log = read_until(proc, "media shards running")
             assert shards is not None, "\n".join(log)
-            listening, more = read_until(proc, '"listening"')
-            assert listening is not None, "\n".join(log + more)
-            addr = json.loads(listening)["addr"]
-            with urllib.request.urlopen(f"http://{addr}/healthz", timeout=10) as answer:
-                assert answer.status == 200
+            assert http_get(listening_addr(proc, log), "/healthz")[0] == 200
         finally:
-            proc.terminate()
-            proc.wait(timeout=HANG_GUARD_S)
+            stop(proc)
 
 
 def test_a_profile_that_blocks_io_uring_stops_openchatd_naming_the_cause():
@@ -130,12 +124,7 @@ def test_openchatd_runs_as_the_charts_user_without_capabilities_under_the_profil
         assert int(fields["CapEff"].strip(), 16) == 0
         assert fields["NoNewPrivs"].strip() == "1"
         assert fields["Seccomp"].strip() == "2"
-        listening, more = read_until(proc, '"listening"')
-        assert listening is not None, "\n".join(log + more)
-        addr = json.loads(listening)["addr"]
-        with urllib.request.urlopen(f"http://{addr}/readyz", timeout=10) as answer:
-            assert answer.status == 200
+        assert http_get(listening_addr(proc, log), "/readyz")[0] == 200
     finally:
-        proc.terminate()
-        proc.wait(timeout=HANG_GUARD_S)
+        stop(proc)
         scratch.cleanup()
