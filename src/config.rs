@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use openchat_signaling::Limits;
+use openchat_signaling::guard::HttpBounds;
 
 /// The development default of `OPENCHAT_JOIN_TICKET_SECRET` (WIRE.md §7); refused in
 /// production.
@@ -131,6 +132,34 @@ pub struct Args {
     /// Participants per voice channel
     #[arg(long, env = "OPENCHAT_MAX_CALL_PARTICIPANTS", default_value = "200")]
     pub max_call_participants: String,
+
+    /// "true" lets a user add itself to an end-to-end-encrypted channel (E2EE.md); any mode
+    #[arg(long, env = "OPENCHAT_E2EE_SELF_JOIN", default_value = "false")]
+    pub e2ee_self_join: String,
+
+    /// A request's head must arrive within this many seconds (also the idle keep-alive bound)
+    #[arg(long, env = "OPENCHAT_HTTP_HEADER_TIMEOUT_SECONDS", default_value = "15")]
+    pub http_header_timeout_seconds: String,
+
+    /// Longest gap between two chunks of a request body, and the grace before the minimum rate applies, in seconds
+    #[arg(long, env = "OPENCHAT_HTTP_BODY_IDLE_SECONDS", default_value = "10")]
+    pub http_body_idle_seconds: String,
+
+    /// Average rate a request body must keep after the grace, in bytes per second
+    #[arg(long, env = "OPENCHAT_HTTP_BODY_MIN_BYTES_PER_SECOND", default_value = "1024")]
+    pub http_body_min_bytes_per_second: String,
+
+    /// The whole request body must arrive within this many seconds
+    #[arg(long, env = "OPENCHAT_HTTP_BODY_TIMEOUT_SECONDS", default_value = "600")]
+    pub http_body_timeout_seconds: String,
+
+    /// A response the client reads nothing of for this many seconds closes the connection
+    #[arg(long, env = "OPENCHAT_HTTP_WRITE_STALL_SECONDS", default_value = "30")]
+    pub http_write_stall_seconds: String,
+
+    /// Open connections one client address may hold (raise it behind a reverse proxy)
+    #[arg(long, env = "OPENCHAT_HTTP_CONNECTIONS_PER_IP_MAX", default_value = "256")]
+    pub http_connections_per_ip_max: String,
 }
 
 /// Operator commands; without one, openchatd serves.
@@ -248,6 +277,10 @@ pub struct Config {
     pub stun_urls: Vec<String>,
     pub turn: Option<TurnConfig>,
     pub limits: Limits,
+    /// `OPENCHAT_E2EE_SELF_JOIN`: a user may add itself to an e2ee channel.
+    pub e2ee_self_join: bool,
+    /// Time, rate and count bounds of HTTP connections.
+    pub http: HttpBounds,
     /// Things worth a warning once logging is up (valid, but probably not intended).
     pub warnings: Vec<String>,
 }
@@ -618,6 +651,52 @@ impl Config {
             )? as u32,
         };
 
+        let e2ee_self_join = match args.e2ee_self_join.trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(bad(
+                    "OPENCHAT_E2EE_SELF_JOIN",
+                    format!("{other:?} is not one of true, false"),
+                ));
+            }
+        };
+        let seconds = |var, raw: &str, max| parse_u64(var, raw, 1, max).map(Duration::from_secs);
+        let http = HttpBounds {
+            header_read: seconds(
+                "OPENCHAT_HTTP_HEADER_TIMEOUT_SECONDS",
+                &args.http_header_timeout_seconds,
+                300,
+            )?,
+            body_idle: seconds(
+                "OPENCHAT_HTTP_BODY_IDLE_SECONDS",
+                &args.http_body_idle_seconds,
+                300,
+            )?,
+            body_min_bytes_per_second: parse_u64(
+                "OPENCHAT_HTTP_BODY_MIN_BYTES_PER_SECOND",
+                &args.http_body_min_bytes_per_second,
+                1,
+                1 << 30,
+            )?,
+            body_total: seconds(
+                "OPENCHAT_HTTP_BODY_TIMEOUT_SECONDS",
+                &args.http_body_timeout_seconds,
+                24 * 3600,
+            )?,
+            write_stall: seconds(
+                "OPENCHAT_HTTP_WRITE_STALL_SECONDS",
+                &args.http_write_stall_seconds,
+                3600,
+            )?,
+            connections_per_ip_max: parse_u64(
+                "OPENCHAT_HTTP_CONNECTIONS_PER_IP_MAX",
+                &args.http_connections_per_ip_max,
+                1,
+                openchat_core::limits::HTTP_CONNECTIONS_MAX as u64,
+            )? as usize,
+        };
+
         Ok(Self {
             http_addr,
             public_base_url,
@@ -637,6 +716,8 @@ impl Config {
             stun_urls,
             turn,
             limits,
+            e2ee_self_join,
+            http,
             warnings,
         })
     }
@@ -668,6 +749,8 @@ mod tests {
         assert_eq!(config.limits.rate_limit_per_minute, 180);
         assert_eq!(config.limits.max_call_participants, 200);
         assert!(config.media.shards >= 1);
+        assert!(!config.e2ee_self_join);
+        assert_eq!(config.http, HttpBounds::default());
     }
 
     #[test]
@@ -727,6 +810,31 @@ mod tests {
                 "OPENCHAT_PUBLIC_BASE_URL",
             ),
             (&["--signaling-path", "v1/rtc"], "OPENCHAT_SIGNALING_PATH"),
+            (&["--e2ee-self-join", "yes"], "OPENCHAT_E2EE_SELF_JOIN"),
+            (
+                &["--http-header-timeout-seconds", "0"],
+                "OPENCHAT_HTTP_HEADER_TIMEOUT_SECONDS",
+            ),
+            (
+                &["--http-body-idle-seconds", "x"],
+                "OPENCHAT_HTTP_BODY_IDLE_SECONDS",
+            ),
+            (
+                &["--http-body-min-bytes-per-second", "0"],
+                "OPENCHAT_HTTP_BODY_MIN_BYTES_PER_SECOND",
+            ),
+            (
+                &["--http-body-timeout-seconds", "0"],
+                "OPENCHAT_HTTP_BODY_TIMEOUT_SECONDS",
+            ),
+            (
+                &["--http-write-stall-seconds", "0"],
+                "OPENCHAT_HTTP_WRITE_STALL_SECONDS",
+            ),
+            (
+                &["--http-connections-per-ip-max", "0"],
+                "OPENCHAT_HTTP_CONNECTIONS_PER_IP_MAX",
+            ),
         ];
         for (flags, var) in cases {
             let err = Config::from_args(&args(flags)).unwrap_err();

@@ -210,6 +210,8 @@ pub fn run(mut config: Config) -> ExitCode {
             session_auth: config.session_auth,
             limits: config.limits,
             build: build.clone(),
+            http: config.http,
+            e2ee_self_join: config.e2ee_self_join,
         };
         let mut state = AppState::new(front, storage.clone(), metrics, blobs);
         state.rtc = Some(openchat_signaling::rtc::RtcState::new(rtc_config, shards.clone()));

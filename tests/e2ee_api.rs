@@ -871,3 +871,99 @@ async fn scenario(store: &Store) {
         assert!(leaked.is_empty(), "a secret reached the log: {leaked:?}");
     }
 }
+
+/// Issue 15: outside production any user could add itself to any e2ee channel and then
+/// rotate its epoch at will, so every real member's next post failed with `epoch_stale`.
+/// Self-join is the operator's choice (`OPENCHAT_E2EE_SELF_JOIN`, default off in every mode)
+/// and rotations are rate-limited per member.
+#[test]
+fn self_join_needs_the_operator_switch_and_rotations_are_rate_limited_on_both_stores() {
+    for (store, db) in support::stores() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(self_join_and_rotation(&store));
+        drop(runtime);
+        drop(db);
+    }
+}
+
+async fn self_join_and_rotation(store: &Store) {
+    const MALLORY: (&str, &str) = ("uid_mallory", "dev_mallory");
+    for (self_join, env) in [
+        (None, "development"),
+        (Some("false"), "development"),
+        (Some("true"), "production"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = vec![
+            ("OPENCHAT_ENV", env),
+            ("OPENCHAT_JOIN_TICKET_SECRET", "a-test-secret-of-enough-bytes"),
+        ];
+        if let Some(value) = self_join {
+            settings.push(("OPENCHAT_E2EE_SELF_JOIN", value));
+        }
+        let server = Server::start(dir.path(), store, &settings);
+        let api = Api {
+            server: &server,
+            http: reqwest::Client::new(),
+        };
+        let created = ok(
+            api.post(
+                "/v1/servers/srv_harbor/channels",
+                ALICE,
+                json!({"name": "private", "type": "text", "group_id": "grp_general", "e2ee": true}),
+            )
+            .await,
+            201,
+        );
+        let channel = created["channel"]["id"].as_str().unwrap().to_owned();
+        let ch = |path: &str| format!("/v1/channels/{channel}{path}");
+        let joined = api
+            .post(&ch("/members"), MALLORY, json!({"user_uid": MALLORY.0}))
+            .await;
+        if self_join == Some("true") {
+            ok(joined, 200);
+        } else {
+            expect(joined, 403, "not_a_member");
+            // Not a member: no rotation either.
+            expect(
+                api.post(&ch("/epochs/rotate"), ("uid_eve", "dev_eve"), json!({}))
+                    .await,
+                403,
+                "not_a_member",
+            );
+            // A member adds Mallory the regular way.
+            ok(
+                api.post(&ch("/members"), ALICE, json!({"user_uid": MALLORY.0}))
+                    .await,
+                200,
+            );
+        }
+        // A member may rotate a few times, then must wait; other members are not held up.
+        for _ in 0..openchat_core::limits::EPOCH_ROTATIONS_BURST_MAX {
+            ok(api.post(&ch("/epochs/rotate"), MALLORY, json!({})).await, 200);
+        }
+        let response = api
+            .http
+            .post(server.url(&ch("/epochs/rotate")))
+            .header("X-OpenChat-User-UID", MALLORY.0)
+            .header("X-OpenChat-Device-ID", MALLORY.1)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 429);
+        let retry: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "{retry}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "rate_limited");
+        ok(api.post(&ch("/epochs/rotate"), ALICE, json!({})).await, 200);
+    }
+}

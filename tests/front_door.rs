@@ -56,9 +56,13 @@ fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str, framing: Fr
         .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
     let head = match framing {
-        Framing::Declared(n) => format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n"),
+        Framing::Declared(n) => format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+        ),
         Framing::Chunked(_) => {
-            format!("{method} {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
         }
     };
     stream.write_all(head.as_bytes()).unwrap();
@@ -239,6 +243,7 @@ fn exercise(store: &Store) {
 
     let response = http
         .put(server.url("/v1/servers/srv_harbor/settings"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .unwrap();

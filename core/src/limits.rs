@@ -35,6 +35,11 @@ pub const MESSAGES_PAGE_MAX: usize = 500;
 pub const MESSAGES_PAGE_DEFAULT: usize = 100;
 /// Attachments on one message.
 pub const ATTACHMENTS_PER_MESSAGE_MAX: usize = 4;
+/// Message attachment width and height, in pixels, and pixel count (width × height): an
+/// image that decodes to more would cost every client that shows it hundreds of megabytes.
+pub const ATTACHMENT_WIDTH_PX_MAX: u32 = 16_384;
+pub const ATTACHMENT_HEIGHT_PX_MAX: u32 = 16_384;
+pub const ATTACHMENT_PIXELS_MAX: u64 = 40_000_000;
 /// Avatar upload, in bytes (WIRE.md §2.5).
 pub const AVATAR_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Avatar width and height, in pixels.
@@ -54,6 +59,9 @@ pub const SUBSCRIBE_AUDIO_TRACKS_MAX: usize = 16;
 pub const OWNERSHIP_CLAIM_TTL_SECONDS: i64 = 24 * 3600;
 
 const _: () = assert!(MESSAGES_PAGE_DEFAULT <= MESSAGES_PAGE_MAX);
+const _: () =
+    assert!(ATTACHMENT_PIXELS_MAX <= ATTACHMENT_WIDTH_PX_MAX as u64 * ATTACHMENT_HEIGHT_PX_MAX as u64);
+const _: () = assert!((AVATAR_SIDE_PX_MAX as u64) * (AVATAR_SIDE_PX_MAX as u64) <= ATTACHMENT_PIXELS_MAX);
 const _: () = assert!(SERVER_DESCRIPTION_CHARS_MAX * 4 + SERVER_NAME_CHARS_MAX * 4 < JSON_BODY_BYTES_MAX);
 const _: () = assert!(ID_BYTES_MAX <= 255);
 
@@ -75,6 +83,10 @@ pub const KEY_ENVELOPES_PAGE_DEFAULT: usize = 100;
 pub const KEY_ENVELOPES_PAGE_MAX: usize = 500;
 /// An encrypted key backup.
 pub const KEY_BACKUP_BYTES_MAX: usize = 1024 * 1024;
+/// Epoch rotations one member may make in one channel at once, and then one per interval:
+/// each rotation makes every member's next post `epoch_stale` until their client catches up.
+pub const EPOCH_ROTATIONS_BURST_MAX: u32 = 3;
+pub const EPOCH_ROTATION_INTERVAL_SECONDS: u64 = 120;
 /// Devices per user (not counting revoked ones).
 pub const DEVICES_PER_USER_MAX: usize = 10;
 /// A device link request lives this long, in seconds.

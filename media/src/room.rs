@@ -150,6 +150,8 @@ pub enum LeaveReason {
     Replaced,
     /// Its send queue stayed full too long.
     TooSlow,
+    /// The server is shutting down (SIGTERM): everyone leaves at once.
+    ServerShutdown,
 }
 
 impl LeaveReason {
@@ -158,6 +160,7 @@ impl LeaveReason {
             LeaveReason::Left => "left",
             LeaveReason::Replaced => "replaced",
             LeaveReason::TooSlow => "too_slow",
+            LeaveReason::ServerShutdown => "server_shutdown",
         }
     }
 }
@@ -213,6 +216,9 @@ pub enum RoomCommand {
         leg: Leg,
         candidate: String,
     },
+    /// The server is going away: every participant is told that every other one left, then
+    /// every connection is closed.
+    Shutdown,
 }
 
 /// What the shard must do.
@@ -588,6 +594,36 @@ impl Room {
         Ok(())
     }
 
+    /// Empties the room: each participant hears that each other one left (so every client
+    /// sees the call end, whichever order the sockets close in), then all are closed.
+    fn shut_down(&mut self) {
+        let reason = LeaveReason::ServerShutdown;
+        let everyone: Vec<(ParticipantId, String)> = self
+            .participants
+            .iter()
+            .map(|p| (p.info.id.clone(), p.info.user_uid.clone()))
+            .collect();
+        for (to, _) in &everyone {
+            for (gone, user_uid) in everyone.iter().filter(|(id, _)| id != to) {
+                let frame = self.frame(
+                    "rtc.participant.left",
+                    None,
+                    json!({"participant": {"participant_id": gone.0, "user_uid": user_uid}, "reason": reason.as_str()}),
+                );
+                self.send_to(to, frame);
+            }
+        }
+        for (id, _) in everyone {
+            self.set_tracks(&id, Vec::new());
+            #[cfg(feature = "sfu")]
+            if let Some(sfu) = self.sfu.as_mut() {
+                sfu.remove(&id);
+            }
+            self.participants.retain(|p| p.info.id != id);
+            self.outputs.push_back(RoomOutput::Close { to: id, reason });
+        }
+    }
+
     /// Applies one command at time `now`; its effects are queued for [`Room::poll_output`].
     pub fn handle_command(&mut self, now: UnixSeconds, command: RoomCommand) -> Result<(), RoomError> {
         match command {
@@ -637,6 +673,10 @@ impl Room {
                 Ok(())
             }
             RoomCommand::Leave { participant, reason } => self.remove(&participant, reason),
+            RoomCommand::Shutdown => {
+                self.shut_down();
+                Ok(())
+            }
             RoomCommand::Offer {
                 from,
                 leg,
@@ -897,6 +937,35 @@ mod tests {
         assert_eq!(left[0].0, "p2");
         assert!(out.iter().any(|(to, v)| to == "p1" && v["close"] == "replaced"));
         assert_eq!(room.len(), 2);
+    }
+
+    #[test]
+    fn a_shutdown_tells_everyone_who_left_then_closes_everyone() {
+        let mut room = Room::new("vc_1", 10);
+        for (id, user) in [("p1", "uid_1"), ("p2", "uid_2"), ("p3", "uid_3")] {
+            join(&mut room, id, user);
+        }
+        room.handle_command(20, RoomCommand::Shutdown).unwrap();
+        let out = drain(&mut room);
+        for me in ["p1", "p2", "p3"] {
+            let mut heard: Vec<&str> = out
+                .iter()
+                .filter(|(to, v)| to == me && v["type"] == "rtc.participant.left")
+                .map(|(_, v)| v["payload"]["participant"]["participant_id"].as_str().unwrap())
+                .collect();
+            heard.sort_unstable();
+            let others: Vec<&str> = ["p1", "p2", "p3"].into_iter().filter(|p| *p != me).collect();
+            assert_eq!(heard, others, "{me}");
+            // The close comes after every frame for that participant.
+            let close = out
+                .iter()
+                .position(|(to, v)| to == me && v["close"] == "server_shutdown");
+            let last_frame = out
+                .iter()
+                .rposition(|(to, v)| to == me && v.get("close").is_none());
+            assert!(close > last_frame, "{me}: {out:?}");
+        }
+        assert!(room.is_empty());
     }
 
     #[test]

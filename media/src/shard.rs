@@ -100,6 +100,9 @@ pub enum ShardCommand {
         channel: ChannelId,
         reply: flume::Sender<Probe>,
     },
+    /// The server is shutting down: every room tells its participants that the others left
+    /// and closes them (reason `server_shutdown`).
+    Shutdown,
     /// Test hook: makes the room's state machine panic on its next command.
     #[doc(hidden)]
     PanicRoom { channel: ChannelId },
@@ -585,6 +588,12 @@ impl Shard {
                     room_exists: slot.is_some(),
                     participants: slot.map_or(0, |slot| slot.room.len()),
                 });
+            }
+            ShardCommand::Shutdown => {
+                let channels: Vec<ChannelId> = self.rooms.keys().cloned().collect();
+                for channel in channels {
+                    let _ = self.step(&channel, RoomCommand::Shutdown);
+                }
             }
             ShardCommand::PanicRoom { channel } => {
                 if let Some(slot) = self.rooms.get_mut(&channel) {

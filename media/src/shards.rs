@@ -262,6 +262,16 @@ impl ShardSet {
     }
 
     /// The command queue of the shard that owns `channel`.
+    /// Asks every shard to empty its rooms for a shutdown ([`ShardCommand::Shutdown`]); a
+    /// shard whose queue is full is skipped (its sockets still close when the process goes).
+    pub fn begin_shutdown(&self) {
+        for sender in &self.senders {
+            if sender.try_send(ShardCommand::Shutdown).is_err() {
+                tracing::warn!("a media shard's queue is full; its rooms are not told of the shutdown");
+            }
+        }
+    }
+
     pub fn sender(&self, channel: &ChannelId) -> &flume::Sender<ShardCommand> {
         &self.senders[self.shard_of(channel)]
     }

@@ -8,10 +8,17 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Bytes of a blob's beginning kept in memory for content sniffing and image headers.
 pub const HEAD_BYTES_MAX: usize = 256 * 1024;
+/// A download reads the file in chunks of this size: a response holds one chunk at a time
+/// (plus what hyper and the socket buffer), however large the blob and however slow the
+/// client.
+pub const DOWNLOAD_CHUNK_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -46,15 +53,25 @@ impl BlobStore {
         self.root.join(&sha256[..2]).join(sha256)
     }
 
-    /// Reads a whole blob.
+    /// Reads a whole blob (tests and small files only; downloads use [`BlobStore::open_blob`]).
     pub async fn read(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
+        let (mut file, len) = self.open_blob(sha256).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// Opens a blob for reading; returns the file and its length on disk.
+    pub async fn open_blob(&self, sha256: &str) -> std::io::Result<(tokio::fs::File, u64)> {
         if !valid_sha256(sha256) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "not a sha256",
             ));
         }
-        tokio::fs::read(self.path(sha256)).await
+        let file = tokio::fs::File::open(self.path(sha256)).await?;
+        let len = file.metadata().await?.len();
+        Ok((file, len))
     }
 
     /// Starts a new blob in a temporary file.
@@ -73,6 +90,40 @@ impl BlobStore {
             committed: false,
         })
     }
+}
+
+/// `len` bytes of `file` from `start`, streamed in [`DOWNLOAD_CHUNK_BYTES`] chunks. A read
+/// error ends the stream early (logged); hyper then closes the connection, because fewer
+/// bytes than the announced `Content-Length` were sent.
+pub async fn stream_range(
+    mut file: tokio::fs::File,
+    start: u64,
+    len: u64,
+) -> std::io::Result<crate::service::Body> {
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    let chunks = futures_util::stream::unfold((file, len), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let want = usize::try_from(left).map_or(DOWNLOAD_CHUNK_BYTES, |left| left.min(DOWNLOAD_CHUNK_BYTES));
+        let mut buf = BytesMut::with_capacity(want);
+        match (&mut file).take(want as u64).read_buf(&mut buf).await {
+            Ok(0) => {
+                tracing::error!(left, "a blob ended before its recorded length");
+                None
+            }
+            Ok(read) => Some((buf.freeze(), (file, left - read as u64))),
+            Err(err) => {
+                tracing::error!(error = %err, "reading a blob failed mid-response");
+                None
+            }
+        }
+    });
+    let frames =
+        chunks.map(|chunk: Bytes| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)));
+    Ok(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
 }
 
 /// A blob being written; dropped without [`BlobWriter::commit`], it leaves nothing behind.

@@ -5,7 +5,10 @@
 //! always present. Limits report the configured values.
 
 use openchat_core::UidPolicy;
-use openchat_core::limits::{AVATAR_BYTES_MAX, AVATAR_SIDE_PX_MAX};
+use openchat_core::limits::{
+    ATTACHMENT_HEIGHT_PX_MAX, ATTACHMENT_PIXELS_MAX, ATTACHMENT_WIDTH_PX_MAX, AVATAR_BYTES_MAX,
+    AVATAR_SIDE_PX_MAX,
+};
 use openchat_core::profile::{DISPLAY_NAME_CHARS_MAX, DISPLAY_NAME_CHARS_MIN};
 use openchat_storage::InstanceRecord;
 use serde_json::{Value, json};
@@ -74,7 +77,10 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
             "max_message_bytes": limits.max_message_bytes,
             "max_upload_bytes": limits.max_upload_bytes,
             "rate_limit_per_minute": limits.rate_limit_per_minute,
-            "max_call_participants": limits.max_call_participants
+            "max_call_participants": limits.max_call_participants,
+            "max_attachment_width": ATTACHMENT_WIDTH_PX_MAX,
+            "max_attachment_height": ATTACHMENT_HEIGHT_PX_MAX,
+            "max_attachment_pixels": ATTACHMENT_PIXELS_MAX
         },
         "security": {
             "https_required": config.production,
@@ -148,6 +154,8 @@ mod tests {
                 commit: "abc".into(),
                 time: "t".into(),
             },
+            http: crate::guard::HttpBounds::default(),
+            e2ee_self_join: false,
         }
     }
 

@@ -18,6 +18,8 @@ pub struct ApiError {
     /// The channel's current epoch, for the E2EE conflicts that need it
     /// (`details.current_epoch`).
     pub current_epoch: Option<i64>,
+    /// The methods a path supports, for the `Allow` header of a `405` (RFC 9110 §15.5.6).
+    pub allow: Option<String>,
 }
 
 /// The JSON body of every error response.
@@ -41,6 +43,7 @@ impl ApiError {
             retryable: false,
             retry_after: None,
             current_epoch: None,
+            allow: None,
         }
     }
 
@@ -68,11 +71,24 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
-        Self::new(
+    /// `allow` lists the methods the path does support.
+    pub fn method_not_allowed(method: &http::Method, path: &str, allow: &[&http::Method]) -> Self {
+        let allow = allow.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
+            format!("{method} is not allowed on {path}; allowed: {allow}"),
+        );
+        err.allow = Some(allow);
+        err
+    }
+
+    /// A request body that arrived too slowly (the connection is closed after the answer).
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body arrived too slowly",
         )
     }
 

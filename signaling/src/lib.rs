@@ -17,6 +17,8 @@ pub mod blobs;
 pub mod capabilities;
 pub mod dto;
 pub mod error;
+pub mod guard;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub storage_duration: Family<StorageLabels, Histogram, fn() -> Histogram>,
     pub storage_queue_depth: Gauge,
     pub http_connections: Gauge,
+    /// Connections closed at once because their address held too many.
+    pub http_connections_refused: Counter,
     pub realtime_sockets: Gauge,
     pub rtc_active_rooms: Gauge,
     pub rtc_active_participants: Gauge,
@@ -114,6 +116,12 @@ impl Metrics {
             "http_connections_open",
             "Open HTTP connections",
             http_connections.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections refused because their client address held too many",
+            http_connections_refused.clone(),
         );
         let realtime_sockets = Gauge::default();
         registry.register(
@@ -219,6 +227,7 @@ impl Metrics {
             storage_duration,
             storage_queue_depth,
             http_connections,
+            http_connections_refused,
             realtime_sockets,
             rtc_active_rooms,
             rtc_active_participants,

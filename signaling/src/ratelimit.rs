@@ -19,6 +19,9 @@ pub struct Limiters {
     users: DefaultKeyedRateLimiter<String>,
     /// KeyPackage claims per caller (E2EE.md: claims are rate-limited per caller).
     claims: DefaultKeyedRateLimiter<String>,
+    /// Epoch rotations per (channel, member): every rotation makes every member's next post
+    /// `epoch_stale`, so one member must not be able to rotate at will.
+    rotations: DefaultKeyedRateLimiter<String>,
     ips: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
@@ -27,11 +30,22 @@ fn quota(per_minute: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
+/// [`EPOCH_ROTATIONS_BURST_MAX`](openchat_core::limits::EPOCH_ROTATIONS_BURST_MAX) at once,
+/// then one per [`EPOCH_ROTATION_INTERVAL_SECONDS`](openchat_core::limits::EPOCH_ROTATION_INTERVAL_SECONDS).
+fn rotation_quota() -> Quota {
+    use openchat_core::limits::{EPOCH_ROTATION_INTERVAL_SECONDS, EPOCH_ROTATIONS_BURST_MAX};
+    let burst = NonZeroU32::new(EPOCH_ROTATIONS_BURST_MAX).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(std::time::Duration::from_secs(EPOCH_ROTATION_INTERVAL_SECONDS))
+        .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN))
+        .allow_burst(burst)
+}
+
 impl Limiters {
     pub fn new(user_per_minute: u32, ip_per_minute: u32) -> Self {
         Self {
             users: RateLimiter::keyed(quota(user_per_minute)),
             claims: RateLimiter::keyed(quota(openchat_core::limits::KEY_CLAIMS_PER_MINUTE)),
+            rotations: RateLimiter::keyed(rotation_quota()),
             ips: RateLimiter::keyed(quota(ip_per_minute)),
             clock: DefaultClock::default(),
         }
@@ -53,6 +67,14 @@ impl Limiters {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
     }
 
+    /// `Err(seconds to wait)` when this member rotated this channel's epoch too often lately.
+    pub fn check_rotation(&self, channel: &str, user: &str) -> Result<(), u64> {
+        self.prune();
+        self.rotations
+            .check_key(&format!("{channel}\n{user}"))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs() + 1)
+    }
+
     /// `Err(seconds to wait)` when the IP is over its limit.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), u64> {
         self.prune();
@@ -67,6 +89,9 @@ impl Limiters {
         }
         if self.claims.len() > TRACKED_KEYS_MAX {
             self.claims.retain_recent();
+        }
+        if self.rotations.len() > TRACKED_KEYS_MAX {
+            self.rotations.retain_recent();
         }
         if self.ips.len() > TRACKED_KEYS_MAX {
             self.ips.retain_recent();
@@ -88,5 +113,21 @@ mod tests {
         assert!((1..=61).contains(&wait), "{wait}");
         assert!(limiters.check_user("uid_b").is_ok(), "limits are per user");
         assert!(limiters.check_ip("127.0.0.1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn epoch_rotations_are_limited_per_channel_and_member() {
+        use openchat_core::limits::{EPOCH_ROTATION_INTERVAL_SECONDS, EPOCH_ROTATIONS_BURST_MAX};
+        let limiters = Limiters::new(1000, 1000);
+        for _ in 0..EPOCH_ROTATIONS_BURST_MAX {
+            assert!(limiters.check_rotation("ch_a", "uid_a").is_ok());
+        }
+        let wait = limiters.check_rotation("ch_a", "uid_a").unwrap_err();
+        assert!(
+            (1..=EPOCH_ROTATION_INTERVAL_SECONDS + 1).contains(&wait),
+            "{wait}"
+        );
+        assert!(limiters.check_rotation("ch_a", "uid_b").is_ok(), "per member");
+        assert!(limiters.check_rotation("ch_b", "uid_a").is_ok(), "per channel");
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use crate::error::ApiError;
 use crate::service::{AppState, Body};
@@ -418,7 +418,7 @@ struct ConnectQuery {
 /// Answers the upgrade and starts the session.
 pub fn upgrade(
     state: Arc<AppState>,
-    mut request: http::Request<hyper::body::Incoming>,
+    mut request: http::Request<crate::service::RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (response, socket) = crate::websocket::accept(&mut request, INBOUND_MESSAGE_BYTES_MAX)?;
     let query: ConnectQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""));
@@ -429,6 +429,7 @@ pub fn upgrade(
             .as_deref()
             .and_then(|raw| ServerId::parse(raw).ok());
         let resume_from = query.resume_from.clone();
+        let mut guard = state.lifecycle.socket();
         tokio::spawn(async move {
             let Some(mut ws) = socket.await else { return };
             let Some(authed) = first_frame_session(&state, &mut ws).await else {
@@ -467,7 +468,7 @@ pub fn upgrade(
                     ),
                 );
             }
-            session(state.clone(), id, member, ws, rx, kick).await;
+            session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
             leave(&state, id);
         });
         return Ok(response);
@@ -507,6 +508,7 @@ pub fn upgrade(
             .hub
             .register(server, member.clone(), user_uid, query.resume_from.as_deref())?;
 
+    let mut guard = state.lifecycle.socket();
     tokio::spawn(async move {
         if let Some(ws) = socket.await {
             if let Some(reason) = resync {
@@ -515,7 +517,7 @@ pub fn upgrade(
                     .hub
                     .reply(id, frame("chat.resync_required", None, &payload, None));
             }
-            session(state.clone(), id, member, ws, rx, kick).await;
+            session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
         }
         // Cleanup runs however the session ended.
         leave(&state, id);
@@ -624,6 +626,7 @@ async fn session<S>(
     ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Utf8Bytes>,
     kick: Arc<Notify>,
+    guard: &mut crate::lifecycle::SocketGuard,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -645,37 +648,60 @@ async fn session<S>(
         loop {
             let next = match tokio::time::timeout(READ_DEADLINE, stream.next()).await {
                 Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(WsError::Capacity(err)))) => {
+                    tracing::debug!(socket = id, error = %err, "realtime frame too large");
+                    return SessionEnd::TooBig;
+                }
                 Ok(Some(Err(err))) => {
                     tracing::debug!(socket = id, error = %err, "realtime read failed");
-                    break;
+                    return SessionEnd::Ended;
                 }
-                Ok(None) => break,
+                Ok(None) => return SessionEnd::Ended,
                 Err(_) => {
                     tracing::debug!(socket = id, "realtime read deadline passed");
-                    break;
+                    return SessionEnd::Ended;
                 }
             };
             match next {
                 Message::Text(text) => handle_inbound(&state, id, &member, text.as_str()).await,
-                Message::Close(_) => break,
+                Message::Close(_) => return SessionEnd::Ended,
                 // Pings are answered by tungstenite; pongs and binary frames only count as life.
                 _ => {}
             }
         }
     };
-    let kicked = tokio::select! {
-        () = writer => false,
-        () = reader => false,
-        () = kick.notified() => true,
+    let end = tokio::select! {
+        () = writer => SessionEnd::Ended,
+        end = reader => end,
+        () = kick.notified() => SessionEnd::Kicked,
+        () = guard.closing() => SessionEnd::GoingAway,
     };
-    if kicked {
+    let close = match end {
+        SessionEnd::Ended => None,
+        SessionEnd::Kicked => Some((CloseCode::Policy, "send queue full")),
+        SessionEnd::TooBig => Some((CloseCode::Size, "message too big")),
+        SessionEnd::GoingAway => Some((CloseCode::Away, "server shutting down")),
+    };
+    if let Some((code, reason)) = close {
         // Best effort: a consumer too slow for its queue may be too slow for this too.
         let close = CloseFrame {
-            code: CloseCode::Policy,
-            reason: "send queue full".into(),
+            code,
+            reason: reason.into(),
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
     }
+}
+
+/// Why a realtime session ended, and so which close frame (if any) the client gets.
+enum SessionEnd {
+    /// The client closed, went silent, or the transport failed: nothing more to send.
+    Ended,
+    /// Its send queue was full: 1008.
+    Kicked,
+    /// A frame over the inbound limit: 1009.
+    TooBig,
+    /// The server is shutting down: 1001.
+    GoingAway,
 }
 
 async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &str) {
@@ -954,6 +980,8 @@ pub(crate) mod tests {
                 commit: "t".into(),
                 time: "t".into(),
             },
+            http: crate::guard::HttpBounds::default(),
+            e2ee_self_join: false,
         };
         let labels = crate::metrics::BuildLabels {
             version: "t".into(),
@@ -980,7 +1008,11 @@ pub(crate) mod tests {
             .hub
             .register(Some(server), member(), UserUid::parse("uid_r").unwrap(), None)
             .unwrap();
-        let task = tokio::spawn(session(state.clone(), id, member(), server_ws, rx, kick));
+        let mut guard = state.lifecycle.socket();
+        let state = state.clone();
+        let task = tokio::spawn(async move {
+            session(state, id, member(), server_ws, rx, kick, &mut guard).await;
+        });
         (task, client_ws)
     }
 

@@ -106,6 +106,33 @@ pub struct RouteSpec {
     pub body: BodyLimit,
 }
 
+/// The body media types a route takes (checked by the request shell before the handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// A GET (or HEAD): a body, if any, is ignored.
+    None,
+    /// `application/json`, with or without parameters.
+    Json,
+    /// `multipart/form-data` with a boundary.
+    Multipart,
+    /// Either (a message: JSON, or a form with images).
+    JsonOrMultipart,
+}
+
+impl RouteSpec {
+    /// What a request to this route may carry as its body.
+    pub fn body_kind(&self) -> BodyKind {
+        if self.method == Method::GET {
+            return BodyKind::None;
+        }
+        match self.endpoint {
+            Endpoint::UploadAvatar => BodyKind::Multipart,
+            Endpoint::CreateMessage => BodyKind::JsonOrMultipart,
+            _ => BodyKind::Json,
+        }
+    }
+}
+
 const fn spec(
     method: Method,
     pattern: &'static str,
@@ -467,17 +494,24 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, ApiError> {
     } else {
         method
     };
-    let mut path_known = false;
+    let mut allowed: Vec<&Method> = Vec::new();
     for spec in ROUTES {
         if let Some(params) = match_pattern(spec.pattern, path) {
             if spec.method == *effective {
                 return Ok(Matched { spec, params });
             }
-            path_known = true;
+            if !allowed.contains(&&spec.method) {
+                allowed.push(&spec.method);
+            }
         }
     }
-    if path_known {
-        Err(ApiError::method_not_allowed(method, path))
+    if !allowed.is_empty() {
+        // GET routes serve HEAD; every path answers OPTIONS (CORS preflight).
+        if allowed.contains(&&Method::GET) {
+            allowed.push(&Method::HEAD);
+        }
+        allowed.push(&Method::OPTIONS);
+        Err(ApiError::method_not_allowed(method, path, &allowed))
     } else {
         Err(ApiError::not_found_route(method, path))
     }
@@ -545,6 +579,9 @@ mod tests {
         }
         let err = route(&Method::POST, "/healthz").unwrap_err();
         assert_eq!((err.status.as_u16(), err.code), (405, "method_not_allowed"));
+        assert_eq!(err.allow.as_deref(), Some("GET, HEAD, OPTIONS"));
+        let err = route(&Method::PATCH, "/v1/profile/me").unwrap_err();
+        assert_eq!(err.allow.as_deref(), Some("GET, PUT, HEAD, OPTIONS"));
         assert_eq!(
             route(&Method::PATCH, "/v1/servers/s/settings")
                 .unwrap_err()

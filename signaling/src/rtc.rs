@@ -139,7 +139,7 @@ fn error_frame(
 /// Answers the upgrade and starts the session.
 pub fn upgrade(
     state: Arc<AppState>,
-    mut request: http::Request<hyper::body::Incoming>,
+    mut request: http::Request<crate::service::RequestBody>,
     local: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, ApiError> {
     if state.rtc.is_none() {
@@ -151,9 +151,10 @@ pub fn upgrade(
     }
     let (response, socket) =
         crate::websocket::accept(&mut request, openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX)?;
+    let guard = state.lifecycle.socket();
     tokio::spawn(async move {
         if let Some(ws) = socket.await {
-            session(state, ws, local).await;
+            session(state, ws, local, guard).await;
         }
     });
     Ok(response)
@@ -391,11 +392,23 @@ fn request_id_of(frame: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn session<S>(state: Arc<AppState>, mut ws: Ws<S>, local: Option<std::net::IpAddr>)
-where
+async fn session<S>(
+    state: Arc<AppState>,
+    mut ws: Ws<S>,
+    local: Option<std::net::IpAddr>,
+    mut guard: crate::lifecycle::SocketGuard,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some((joined, join_request)) = join(&state, &mut ws).await else {
+    let joining = tokio::select! {
+        joined = join(&state, &mut ws) => Some(joined),
+        () = guard.closing() => None,
+    };
+    let Some(joining) = joining else {
+        close(&mut ws, CloseCode::Away, "server shutting down").await;
+        return;
+    };
+    let Some((joined, join_request)) = joining else {
         return;
     };
     let Joined {
@@ -639,12 +652,22 @@ where
                 }
             }
         };
+        // On shutdown the room tells everyone who left and then kicks each participant
+        // (`server_shutdown`); if it cannot, the socket closes anyway after a short wait.
+        let shutdown_fallback = async {
+            guard.closing().await;
+            tokio::time::sleep(SHUTDOWN_KICK_WAIT).await;
+        };
         tokio::select! {
             () = writer => None,
             _reason = reader => None,
             reason = outbox.kick.recv_async() => Some(reason.unwrap_or_default()),
+            () = shutdown_fallback => Some(SERVER_SHUTDOWN.to_owned()),
         }
     };
+    // The room drops the outbox when it closes a participant, so the writer may see the end
+    // of the frames before the kick is read: the kick's reason still decides.
+    let kicked = kicked.or_else(|| outbox.kick.try_recv().ok());
     if kicked.is_none() {
         let leave = RoomCommand::Leave {
             participant: id.clone(),
@@ -659,12 +682,34 @@ where
             .await;
     }
     let reason = kicked.unwrap_or_else(|| "left".into());
+    let code = if reason == SERVER_SHUTDOWN {
+        // What the room queued before the kick (who left) goes out first; the outbox is
+        // bounded and no longer filled, so this ends.
+        while let Ok(frame) = outbox.frames.try_recv() {
+            let text = Utf8Bytes::from(frame_to_string(&frame));
+            if tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Text(text)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        // 1001: the client rejoins once the server is back (WIRE.md §0 item 7).
+        CloseCode::Away
+    } else {
+        CloseCode::Normal
+    };
     let frame = CloseFrame {
-        code: CloseCode::Normal,
+        code,
         reason: reason.into(),
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
 }
+
+/// The kick reason of a room emptied for a shutdown (`LeaveReason::ServerShutdown`).
+const SERVER_SHUTDOWN: &str = "server_shutdown";
+/// How long a joined session waits for its room's shutdown kick before closing anyway.
+const SHUTDOWN_KICK_WAIT: Duration = Duration::from_secs(3);
 
 fn frame_to_string(frame: &Frame) -> String {
     frame.to_string()
@@ -696,7 +741,8 @@ mod tests {
         let (client_io, server_io) = tokio::io::duplex(16 * 1024);
         let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
-        let mut task = tokio::spawn(session(state, server_ws, None));
+        let guard = state.lifecycle.socket();
+        let mut task = tokio::spawn(session(state, server_ws, None, guard));
         let early = FIRST_MESSAGE_DEADLINE - Duration::from_secs(1);
         assert!(
             tokio::time::timeout(early, &mut task).await.is_err(),

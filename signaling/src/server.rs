@@ -12,10 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::guard::{GuardedIo, PerIpSlots, TimedBody};
 use crate::service::{AppState, handle};
 
-/// A client must finish sending request headers within this.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// A client must finish the TLS handshake within this.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,9 +36,11 @@ pub async fn serve(
     // Flips to true once: every connection then finishes its current request and closes.
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let connections = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
+    let bounds = state.config.http;
+    let per_ip = PerIpSlots::new(bounds.connections_per_ip_max);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(bounds.header_read)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
@@ -64,17 +65,27 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(ip_slot) = per_ip.try_acquire(peer.ip()) else {
+            state.metrics.http_connections_refused.inc();
+            refuse_connection(&stream, bounds.connections_per_ip_max);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // The local address the client reached: the media candidate's default IP.
         let local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
+        let (stream, connection) = GuardedIo::new(stream, bounds.write_stall);
         let service_state = state.clone();
-        let service = service_fn(move |request| handle(service_state.clone(), peer, local, request));
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(|body| TimedBody::new(body, bounds));
+            request.extensions_mut().insert(connection.clone());
+            handle(service_state.clone(), peer, local, request)
+        });
         let closing = closing_rx.clone();
         let http = http.clone();
         let tls = tls.clone();
         let open = OpenConnection::new(&state);
         tokio::spawn(async move {
-            let _slot = (permit, open);
+            let _slot = (permit, ip_slot, open);
             match tls {
                 None => drive(&http, stream, service, closing, peer).await,
                 Some(acceptor) => {
@@ -96,14 +107,34 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; waiting for in-flight requests");
+    tracing::info!("stopped accepting; waiting for in-flight requests and closing WebSockets");
     let _ = closing_tx.send(true);
+    // WebSockets outlive their HTTP connection (the upgrade hands the socket over): they
+    // close with 1001 on their own signal, and are waited for like connections.
+    state.begin_shutdown();
     // Every open connection holds one permit; all permits back means all connections done.
     let all = HTTP_CONNECTIONS_MAX as u32;
+    let drained = async {
+        let _ = connections.acquire_many(all).await;
+        state.lifecycle.sockets_closed().await;
+    };
     tokio::select! {
-        _ = connections.acquire_many(all) => Ok(()),
+        () = drained => Ok(()),
         () = tokio::time::sleep(grace) => Err(ServeError::GraceExpired(grace)),
     }
+}
+
+/// Answers a connection over its address's limit with a `429` and closes it, without
+/// waiting for the client (a full socket buffer just loses the answer).
+fn refuse_connection(stream: &tokio::net::TcpStream, max: usize) {
+    let body = format!(
+        r#"{{"code":"too_many_connections","message":"this address already holds {max} connections","retryable":true}}"#
+    );
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(response.as_bytes());
 }
 
 /// Serves one connection until it ends or, once `closing` flips, until its in-flight

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
-use hyper::body::Incoming;
 use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
 use openchat_core::{UnixSeconds, UserUid};
 use openchat_storage::{StorageError, StorageHandle};
@@ -28,6 +27,8 @@ use crate::wire::{self, Identity};
 
 /// The body of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
+/// The body of every request: hyper's, under the connection's time and rate bounds.
+pub type RequestBody = crate::guard::TimedBody;
 
 /// Longest a request waits for the storage thread before answering 503.
 pub const STORAGE_DEADLINE: Duration = Duration::from_secs(10);
@@ -62,6 +63,10 @@ pub struct FrontConfig {
     pub session_auth: bool,
     pub limits: Limits,
     pub build: BuildInfo,
+    /// Time and rate bounds of every connection (`OPENCHAT_HTTP_*`).
+    pub http: crate::guard::HttpBounds,
+    /// `OPENCHAT_E2EE_SELF_JOIN`: a user may add itself to an e2ee channel (any mode).
+    pub e2ee_self_join: bool,
 }
 
 impl FrontConfig {
@@ -89,6 +94,8 @@ pub struct AppState {
     pub limiters: Limiters,
     /// Voice; `None` when no shards run (then the RTC routes answer 503).
     pub rtc: Option<crate::rtc::RtcState>,
+    /// Open WebSockets and the shutdown signal they watch.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 impl AppState {
@@ -104,6 +111,7 @@ impl AppState {
             blobs,
             limiters,
             rtc: None,
+            lifecycle: crate::lifecycle::Lifecycle::default(),
         }
     }
 
@@ -125,6 +133,15 @@ impl AppState {
         result.map_err(ApiError::from)
     }
 
+    /// Starts closing every WebSocket: realtime sockets close with 1001; voice rooms tell
+    /// their participants that the others left, then close them with 1001.
+    pub fn begin_shutdown(&self) {
+        self.lifecycle.begin_shutdown();
+        if let Some(rtc) = &self.rtc {
+            rtc.shards.begin_shutdown();
+        }
+    }
+
     pub fn base_url(&self) -> &str {
         &self.config.public_base_url
     }
@@ -134,7 +151,7 @@ impl AppState {
 #[derive(Debug)]
 pub struct Ctx {
     pub now: UnixSeconds,
-    pub request: Request<Incoming>,
+    pub request: Request<RequestBody>,
     pub params: Params,
     /// Set on authed routes.
     pub identity: Option<Identity>,
@@ -204,17 +221,24 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+    if let Some(allow) = &err.allow
+        && let Ok(value) = HeaderValue::from_str(allow)
+    {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
     response
 }
 
 /// Reads a body of at most `limit` bytes.
-pub async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(request: Request<RequestBody>, limit: usize) -> Result<Bytes, ApiError> {
     let collected = Limited::new(request.into_body(), limit)
         .collect()
         .await
         .map_err(|err| {
             if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 ApiError::payload_too_large(limit)
+            } else if crate::guard::BodyError::is_too_slow(&*err) {
+                ApiError::request_timeout()
             } else {
                 ApiError::invalid_payload(format!("cannot read the request body: {err}"))
             }
@@ -229,7 +253,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn read_json<T: DeserializeOwned>(request: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
+pub async fn read_json<T: DeserializeOwned>(
+    request: Request<RequestBody>,
+    limit: usize,
+) -> Result<T, ApiError> {
     parse_json(&read_body(request, limit).await?)
 }
 
@@ -248,7 +275,7 @@ fn add_cors(headers: &mut http::HeaderMap) {
     );
 }
 
-fn declared_length(request: &Request<Incoming>) -> Option<u64> {
+fn declared_length(request: &Request<RequestBody>) -> Option<u64> {
     request
         .headers()
         .get(header::CONTENT_LENGTH)?
@@ -256,6 +283,51 @@ fn declared_length(request: &Request<Incoming>) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// Whether a request carries a body (a non-zero length, or a transfer coding).
+fn has_body(request: &Request<RequestBody>) -> bool {
+    request.headers().contains_key(header::TRANSFER_ENCODING)
+        || declared_length(request).is_some_and(|len| len > 0)
+}
+
+/// Refuses a body of a media type the route does not take: a cross-site form cannot post
+/// `text/plain` or `application/x-www-form-urlencoded` to a JSON route without a CORS
+/// preflight, so only the declared types are accepted. Bodiless requests pass.
+fn check_content_type(kind: routes::BodyKind, request: &Request<RequestBody>) -> Result<(), ApiError> {
+    use routes::BodyKind;
+    if kind == BodyKind::None || !has_body(request) {
+        return Ok(());
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let essence = declared
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.as_deref() == Some("application/json");
+    let multipart = crate::upload::boundary(declared).is_some();
+    let (ok, wanted) = match kind {
+        BodyKind::None => (true, ""),
+        BodyKind::Json => (json, "application/json"),
+        BodyKind::Multipart => (multipart, "multipart/form-data with a boundary"),
+        BodyKind::JsonOrMultipart => (
+            json || multipart,
+            "application/json or multipart/form-data with a boundary",
+        ),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "this route takes {wanted}, not {}",
+            declared.map_or("a body without Content-Type".to_owned(), |d| format!("{d:?}"))
+        ),
+    ))
 }
 
 /// Routes exempt from rate limiting: probes and scrapes.
@@ -268,10 +340,13 @@ fn unlimited(endpoint: routes::Endpoint) -> bool {
 async fn admit(
     state: &AppState,
     matched: &Matched,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     peer: IpAddr,
     now: UnixSeconds,
 ) -> Result<Option<Identity>, ApiError> {
+    // In every mode and on every route: a garbled identity header is an error, never "no
+    // identity".
+    wire::check_identity_headers(request.headers())?;
     match matched.spec.access {
         Access::Authed if state.config.session_auth => {
             let who = session_identity(state, request, now)
@@ -337,7 +412,7 @@ struct SessionIdentity {
 /// someone else, are errors.
 async fn session_identity(
     state: &AppState,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     now: UnixSeconds,
 ) -> Result<Option<SessionIdentity>, ApiError> {
     let Some(token) = request
@@ -401,7 +476,7 @@ pub async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
     local: Option<IpAddr>,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = request.method().clone();
@@ -425,20 +500,25 @@ pub async fn handle(
                     Some(length) if length > limit => {
                         error_response(&handlers::too_large(matched.spec.endpoint, limit))
                     }
-                    _ => match admit(&state, &matched, &request, peer.ip(), wire::unix_now()).await {
+                    _ => match check_content_type(matched.spec.body_kind(), &request) {
                         Err(err) => error_response(&err),
-                        Ok(identity) => {
-                            let ctx = Ctx {
-                                now: wire::unix_now(),
-                                request,
-                                params: matched.params,
-                                identity,
-                                peer: peer.ip(),
-                                local,
-                            };
-                            match handlers::dispatch(&state, matched.spec.endpoint, ctx).await {
-                                Ok(response) => response,
+                        Ok(()) => {
+                            match admit(&state, &matched, &request, peer.ip(), wire::unix_now()).await {
                                 Err(err) => error_response(&err),
+                                Ok(identity) => {
+                                    let ctx = Ctx {
+                                        now: wire::unix_now(),
+                                        request,
+                                        params: matched.params,
+                                        identity,
+                                        peer: peer.ip(),
+                                        local,
+                                    };
+                                    match handlers::dispatch(&state, matched.spec.endpoint, ctx).await {
+                                        Ok(response) => response,
+                                        Err(err) => error_response(&err),
+                                    }
+                                }
                             }
                         }
                     },
@@ -449,6 +529,13 @@ pub async fn handle(
     };
     if method == Method::HEAD {
         *response.body_mut() = full(Bytes::new());
+    }
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a stalled body will not be read: the connection cannot carry another
+        // request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     add_cors(response.headers_mut());
     state

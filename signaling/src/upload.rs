@@ -6,7 +6,6 @@
 
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::blobs::{BlobStore, BlobWriter};
 
@@ -55,6 +54,8 @@ pub enum UploadError {
     FileTooLarge(u64),
     #[error("more than {0} files")]
     TooManyFiles(usize),
+    #[error("the request body arrived too slowly")]
+    TooSlow,
     #[error("malformed multipart body: {0}")]
     Malformed(String),
     #[error("storing the upload failed: {0}")]
@@ -68,7 +69,7 @@ pub fn boundary(content_type: Option<&str>) -> Option<String> {
 
 /// Reads a whole form, storing each file as a blob.
 pub async fn read_form(
-    body: Incoming,
+    body: crate::service::RequestBody,
     boundary: String,
     limits: FormLimits,
     blobs: &BlobStore,
@@ -142,6 +143,9 @@ fn map_multer(err: multer::Error, limits: FormLimits) -> UploadError {
     match err {
         multer::Error::StreamSizeExceeded { .. } => UploadError::BodyTooLarge(limits.body_bytes_max),
         multer::Error::FieldSizeExceeded { .. } => UploadError::FileTooLarge(limits.file_bytes_max),
+        multer::Error::StreamReadFailed(inner) if crate::guard::BodyError::is_too_slow(&*inner) => {
+            UploadError::TooSlow
+        }
         multer::Error::StreamReadFailed(inner) => UploadError::Malformed(inner.to_string()),
         other => UploadError::Malformed(other.to_string()),
     }

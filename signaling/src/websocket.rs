@@ -4,7 +4,6 @@
 use std::future::Future;
 
 use http::{Response, StatusCode, header};
-use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -20,7 +19,7 @@ pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
 /// that yields the socket once hyper hands the connection over (`None` if it never does).
 /// Inbound messages are limited to `message_bytes_max`.
 pub fn accept(
-    request: &mut http::Request<Incoming>,
+    request: &mut http::Request<crate::service::RequestBody>,
     message_bytes_max: usize,
 ) -> Result<
     (

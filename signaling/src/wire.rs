@@ -33,7 +33,32 @@ pub struct Identity {
     pub device_id: String,
 }
 
-fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+/// The headers that say who a caller is, with their names as clients write them.
+pub const IDENTITY_HEADERS: [(&str, &str); 3] = [
+    (USER_UID_HEADER, "X-OpenChat-User-UID"),
+    (DEVICE_ID_HEADER, "X-OpenChat-Device-ID"),
+    ("authorization", "Authorization"),
+];
+
+/// Refuses a request whose identity headers are not text: such a header must never be read
+/// as "absent" (that would make the caller the development identity).
+pub fn check_identity_headers(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    for (name, display) in IDENTITY_HEADERS {
+        for value in headers.get_all(name) {
+            if value.to_str().is_err() {
+                return Err(ApiError::bad_request(
+                    "invalid_identity_header",
+                    format!("the {display} header is not valid text (visible ASCII only)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A header's trimmed value; `None` when absent or empty. Callers have run
+/// [`check_identity_headers`], so a value that is not text is treated as absent only here.
+pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -44,6 +69,7 @@ fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 /// Reads the identity headers as Go does: the UID header, else a bearer value used as the
 /// UID; missing values default outside production and are refused in production.
 pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity, ApiError> {
+    check_identity_headers(headers)?;
     let bearer = header(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
@@ -112,5 +138,18 @@ mod tests {
             ("uid_bearer", "desktop_x")
         );
         assert!(identity(&headers(&[(USER_UID_HEADER, "uid with space")]), false).is_err());
+    }
+
+    #[test]
+    fn identity_headers_that_are_not_text_are_refused_not_defaulted() {
+        for (name, display) in IDENTITY_HEADERS {
+            let mut map = http::HeaderMap::new();
+            map.insert(name, http::HeaderValue::from_bytes(b"uid_\xff\xfe").unwrap());
+            for production in [false, true] {
+                let err = identity(&map, production).unwrap_err();
+                assert_eq!((err.status.as_u16(), err.code), (400, "invalid_identity_header"));
+                assert!(err.message.contains(display), "{}", err.message);
+            }
+        }
     }
 }

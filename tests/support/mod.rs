@@ -228,6 +228,32 @@ impl Server {
         child.wait().unwrap();
     }
 
+    /// Sends SIGTERM without waiting (see [`Server::wait_exit`]).
+    pub fn signal_term(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most [`HANG_GUARD`]) for the process to exit by itself.
+    pub fn wait_exit(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "openchatd did not exit within {HANG_GUARD:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then wait for the exit; returns the status and the log after the signal.
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().unwrap();

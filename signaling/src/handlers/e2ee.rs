@@ -159,8 +159,8 @@ fn announce_membership(state: &AppState, change: &openchat_storage::e2ee::Member
     );
 }
 
-/// Adds a member to an e2ee channel (a member adds someone; outside production a user may
-/// add itself). The epoch advances.
+/// Adds a member to an e2ee channel (a member adds someone; a user may add itself only with
+/// `OPENCHAT_E2EE_SELF_JOIN=true`, in every mode). The epoch advances.
 #[utoipa::path(post, path = "/v1/channels/{channel_id}/members", tag = "e2ee", request_body = AddMemberBody,
     params(("channel_id" = String, Path)), responses((status = 200, body = MembershipDto), GenericErrors))]
 pub(crate) async fn add_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
@@ -172,7 +172,7 @@ pub(crate) async fn add_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
         actor,
         channel,
         user,
-        self_join: !state.config.production,
+        self_join: state.config.e2ee_self_join,
         now: ctx.now,
     };
     match state.store("e2ee_add_member", state.storage.e2ee(op)).await? {
@@ -227,11 +227,16 @@ pub struct CurrentEpochDto {
     pub current_epoch: i64,
 }
 
-/// Starts a new epoch (any member; e.g. after a device revocation).
+/// Starts a new epoch (any member; e.g. after a device revocation). Rate-limited per member
+/// and channel (429).
 #[utoipa::path(post, path = "/v1/channels/{channel_id}/epochs/rotate", tag = "e2ee",
     params(("channel_id" = String, Path)), responses((status = 200, body = CurrentEpochDto), GenericErrors))]
 pub(crate) async fn rotate_epoch(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let channel = channel_id(&ctx)?;
+    state
+        .limiters
+        .check_rotation(channel.as_str(), ctx.user()?.as_str())
+        .map_err(ApiError::rate_limited)?;
     let op = Op::Rotate {
         actor: actor(&ctx)?,
         channel,

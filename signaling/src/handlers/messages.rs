@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use http::{Response, StatusCode, header};
 use openchat_core::limits::{
-    ATTACHMENTS_PER_MESSAGE_MAX, JSON_BODY_BYTES_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_DEFAULT,
-    MESSAGES_PAGE_MAX,
+    ATTACHMENT_HEIGHT_PX_MAX, ATTACHMENT_PIXELS_MAX, ATTACHMENT_WIDTH_PX_MAX, ATTACHMENTS_PER_MESSAGE_MAX,
+    JSON_BODY_BYTES_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
 };
 use openchat_core::{AttachmentId, ChannelId, MessageId};
 use openchat_storage::{AttachmentRecord, NewMessage, PageRequest};
@@ -108,6 +108,7 @@ fn upload_error(err: UploadError, limit: u64) -> ApiError {
             format!("at most {max} files per message"),
         ),
         UploadError::Malformed(reason) => ApiError::invalid_payload(reason),
+        UploadError::TooSlow => ApiError::request_timeout(),
         UploadError::Io(err) => {
             tracing::error!(error = %err, "storing an upload failed");
             ApiError::internal()
@@ -135,7 +136,7 @@ fn message_image(declared: Option<&str>, head: &[u8]) -> Result<upload::ImageInf
         return Err(unsupported());
     }
     match upload::sniff(head) {
-        Sniffed::Image(info) if MESSAGE_IMAGE_TYPES.contains(&info.mime) => Ok(info),
+        Sniffed::Image(info) if MESSAGE_IMAGE_TYPES.contains(&info.mime) => check_dimensions(info),
         Sniffed::Image(_) | Sniffed::OtherFormat => Err(unsupported()),
         Sniffed::Unreadable if declared.is_some() => Err(ApiError::bad_request(
             "attachment_invalid_image",
@@ -143,6 +144,30 @@ fn message_image(declared: Option<&str>, head: &[u8]) -> Result<upload::ImageInf
         )),
         Sniffed::Unreadable => Err(unsupported()),
     }
+}
+
+/// Refuses an image larger than the attachment limits, naming the limit it breaks.
+fn check_dimensions(info: upload::ImageInfo) -> Result<upload::ImageInfo, ApiError> {
+    let too_big = |what: String| ApiError::bad_request("attachment_invalid_image", what);
+    if info.width > ATTACHMENT_WIDTH_PX_MAX {
+        return Err(too_big(format!(
+            "the image is {} pixels wide; at most {ATTACHMENT_WIDTH_PX_MAX} (max_attachment_width)",
+            info.width
+        )));
+    }
+    if info.height > ATTACHMENT_HEIGHT_PX_MAX {
+        return Err(too_big(format!(
+            "the image is {} pixels high; at most {ATTACHMENT_HEIGHT_PX_MAX} (max_attachment_height)",
+            info.height
+        )));
+    }
+    let pixels = u64::from(info.width) * u64::from(info.height);
+    if pixels > ATTACHMENT_PIXELS_MAX {
+        return Err(too_big(format!(
+            "the image has {pixels} pixels; at most {ATTACHMENT_PIXELS_MAX} (max_attachment_pixels)"
+        )));
+    }
+    Ok(info)
 }
 
 /// Posts a message: JSON `{body, reply_to_message_id?}` or `multipart/form-data` with up to
@@ -323,40 +348,143 @@ pub(crate) async fn delete_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     Ok(response)
 }
 
-/// The raw bytes of an attachment with their stored content type.
+/// The raw bytes of an attachment with their stored content type (one `Range` honoured).
 #[utoipa::path(get, path = "/v1/channels/{channel_id}/attachments/{attachment_id}", tag = "messages",
     params(("channel_id" = String, Path), ("attachment_id" = String, Path)),
-    responses((status = 200, description = "the image bytes", content_type = "image/*"), GenericErrors))]
+    responses(
+        (status = 200, description = "the image bytes", content_type = "image/*"),
+        (status = 206, description = "the requested range of the image bytes", content_type = "image/*"),
+        (status = 416, description = "the range is outside the file"),
+        GenericErrors
+    ))]
 pub(crate) async fn attachment(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let channel = channel_id(&ctx)?;
     let id = ctx.id("attachment_id", AttachmentId::parse, "attachment_not_found")?;
     let record = state
         .store("attachment", state.storage.attachment(channel, id))
         .await?;
-    blob_response(
-        state,
-        &record.sha256,
-        &record.content_type,
-        "attachment_not_found",
-    )
-    .await
+    let blob = StoredFile {
+        sha256: &record.sha256,
+        bytes: record.bytes,
+        content_type: &record.content_type,
+    };
+    blob_response(state, &ctx, blob, "attachment_not_found").await
 }
 
-/// A stored blob as a cacheable response.
+/// A stored blob as its metadata describes it.
+pub(crate) struct StoredFile<'a> {
+    pub sha256: &'a str,
+    /// The length recorded when the blob was stored.
+    pub bytes: i64,
+    pub content_type: &'a str,
+}
+
+/// A byte range of a blob: `Range: bytes=a-b`, `bytes=a-` or `bytes=-n` (one range only;
+/// anything else is served whole, as RFC 9110 allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeRequest {
+    Whole,
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+pub(crate) fn range_request(header: Option<&str>, len: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parse = |raw: &str| raw.parse::<u64>().ok();
+    match (first.is_empty(), last.is_empty()) {
+        (true, true) => RangeRequest::Whole,
+        (true, false) => match parse(last) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(suffix) if len > 0 => RangeRequest::Part {
+                start: len.saturating_sub(suffix),
+                end: len - 1,
+            },
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Whole,
+        },
+        (false, _) => {
+            let Some(start) = parse(first) else {
+                return RangeRequest::Whole;
+            };
+            let end = if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                parse(last)
+            };
+            match end {
+                None => RangeRequest::Whole,
+                Some(end) if end < start => RangeRequest::Whole,
+                Some(_) if start >= len => RangeRequest::Unsatisfiable,
+                Some(end) => RangeRequest::Part {
+                    start,
+                    end: end.min(len - 1),
+                },
+            }
+        }
+    }
+}
+
+/// A stored blob as a cacheable response, streamed from disk in bounded chunks.
 pub(crate) async fn blob_response(
     state: &AppState,
-    sha256: &str,
-    content_type: &str,
+    ctx: &Ctx,
+    blob: StoredFile<'_>,
     missing_code: &'static str,
 ) -> Result<Response<Body>, ApiError> {
-    let bytes = state.blobs.read(sha256).await.map_err(|err| {
-        tracing::error!(error = %err, sha256, "a stored blob is missing");
+    let (file, len) = state.blobs.open_blob(blob.sha256).await.map_err(|err| {
+        tracing::error!(error = %err, sha256 = blob.sha256, "a stored blob is missing");
         ApiError::not_found(missing_code, "the stored bytes are missing")
     })?;
-    let mut response = Response::new(full(bytes));
+    if u64::try_from(blob.bytes).ok() != Some(len) {
+        tracing::error!(
+            sha256 = blob.sha256,
+            recorded = blob.bytes,
+            on_disk = len,
+            "a stored blob's length differs from its metadata"
+        );
+        return Err(ApiError::internal());
+    }
+    let range = range_request(ctx.header(header::RANGE.as_str()), len);
+    let (status, start, count) = match range {
+        RangeRequest::Whole => (StatusCode::OK, 0, len),
+        RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Unsatisfiable => {
+            let mut response = Response::new(full(bytes::Bytes::new()));
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(value) = header::HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let body = crate::blobs::stream_range(file, start, count)
+        .await
+        .map_err(|err| {
+            tracing::error!(error = %err, "seeking in a blob failed");
+            ApiError::internal()
+        })?;
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
     let headers = response.headers_mut();
-    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+    if let Ok(value) = header::HeaderValue::from_str(blob.content_type) {
         headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(count));
+    headers.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(value) =
+            header::HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
+    {
+        headers.insert(header::CONTENT_RANGE, value);
     }
     headers.insert(
         header::CACHE_CONTROL,
@@ -507,6 +635,29 @@ mod tests {
     }
 
     #[test]
+    fn ranges_follow_rfc_9110_for_one_range() {
+        use RangeRequest::*;
+        let cases: &[(Option<&str>, u64, RangeRequest)] = &[
+            (None, 10, Whole),
+            (Some("bytes=0-3"), 10, Part { start: 0, end: 3 }),
+            (Some("bytes=5-"), 10, Part { start: 5, end: 9 }),
+            (Some("bytes=4-100"), 10, Part { start: 4, end: 9 }),
+            (Some("bytes=-3"), 10, Part { start: 7, end: 9 }),
+            (Some("bytes=-30"), 10, Part { start: 0, end: 9 }),
+            (Some("bytes=10-"), 10, Unsatisfiable),
+            (Some("bytes=-0"), 10, Unsatisfiable),
+            (Some("bytes=0-"), 0, Unsatisfiable),
+            (Some("bytes=5-2"), 10, Whole),
+            (Some("bytes=0-1,4-5"), 10, Whole),
+            (Some("items=0-1"), 10, Whole),
+            (Some("bytes=x-1"), 10, Whole),
+        ];
+        for (header, len, want) in cases {
+            assert_eq!(range_request(*header, *len), *want, "{header:?} of {len}");
+        }
+    }
+
+    #[test]
     fn message_images_must_be_png_jpeg_or_gif_by_their_bytes() {
         let png = crate::upload::tests::png(2, 3);
         assert_eq!(message_image(Some("image/png"), &png).unwrap().height, 3);
@@ -523,5 +674,24 @@ mod tests {
             message_image(None, b"garbage").unwrap_err().code,
             "attachment_type_unsupported"
         );
+    }
+
+    #[test]
+    fn message_images_beyond_the_pixel_limits_are_refused_naming_the_limit() {
+        use crate::upload::tests::png;
+        let edge = png(ATTACHMENT_WIDTH_PX_MAX, 1);
+        assert!(message_image(Some("image/png"), &edge).is_ok());
+        let cases = [
+            (png(ATTACHMENT_WIDTH_PX_MAX + 1, 1), "max_attachment_width"),
+            (png(1, ATTACHMENT_HEIGHT_PX_MAX + 1), "max_attachment_height"),
+            (png(100_000, 100_000), "max_attachment_width"),
+            (png(8_000, 5_001), "max_attachment_pixels"),
+            (png(i32::MAX as u32, i32::MAX as u32), "max_attachment_width"),
+        ];
+        for (image, limit) in cases {
+            let err = message_image(Some("image/png"), &image).unwrap_err();
+            assert_eq!(err.code, "attachment_invalid_image");
+            assert!(err.message.contains(limit), "{}", err.message);
+        }
     }
 }

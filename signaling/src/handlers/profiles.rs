@@ -8,7 +8,7 @@ use openchat_core::profile::{display_name, parse_if_match};
 use openchat_core::{AssetId, UserUid};
 use openchat_storage::{Avatar, AvatarRecord, ProfileUpdate};
 
-use super::messages::blob_response;
+use super::messages::{StoredFile, blob_response};
 use super::new_id;
 use crate::dto::{AvatarDto, ProfileBody, ProfileDto, ProfilesDto};
 use crate::error::{ApiError, ErrorEnvelope};
@@ -139,6 +139,7 @@ pub(crate) async fn upload_avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
             UploadError::BodyTooLarge(_) | UploadError::FileTooLarge(_) => too_large(),
             UploadError::TooManyFiles(_) => ApiError::invalid_payload("exactly one part named file"),
             UploadError::Malformed(reason) => ApiError::invalid_payload(reason),
+            UploadError::TooSlow => ApiError::request_timeout(),
             UploadError::Io(err) => {
                 tracing::error!(error = %err, "storing an avatar failed");
                 ApiError::internal()
@@ -201,13 +202,12 @@ pub(crate) async fn upload_avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
 pub(crate) async fn avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let id = ctx.id("asset_id", AssetId::parse, "avatar_asset_not_found")?;
     let record = state.store("avatar", state.storage.avatar(id)).await?;
-    blob_response(
-        state,
-        &record.sha256,
-        &record.content_type,
-        "avatar_asset_not_found",
-    )
-    .await
+    let blob = StoredFile {
+        sha256: &record.sha256,
+        bytes: record.bytes,
+        content_type: &record.content_type,
+    };
+    blob_response(state, &ctx, blob, "avatar_asset_not_found").await
 }
 
 /// Profiles of 1-100 users (`user_uid` repeated), created with defaults when missing.
