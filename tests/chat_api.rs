@@ -208,6 +208,15 @@ fn hydrate(store: &Store) {
         .unwrap()
         .iter()
         .for_each(assert_profile_shape);
+    // The seeded authors are the seeded members (issue 15), not "User seed_1".
+    let mut names: Vec<&str> = batch["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["display_name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Lyra", "Orin"]);
     // 9. PUT read-ack with {} = up to the latest message
     let (status, put) = call(
         Method::PUT,

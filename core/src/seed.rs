@@ -43,6 +43,10 @@ pub struct SeedChannel {
 #[derive(Debug, Clone)]
 pub struct SeedMember {
     pub id: &'static str,
+    /// The member's user: seeded messages are written by these users, and each gets a
+    /// profile with the member's name, so authors, the member list and mention candidates
+    /// name the same people.
+    pub user_uid: &'static str,
     pub name: &'static str,
     pub status: MemberStatus,
 }
@@ -69,8 +73,13 @@ fn message(id: &'static str, author_uid: &'static str, age_minutes: i64, body: &
     }
 }
 
-fn member(id: &'static str, name: &'static str, status: MemberStatus) -> SeedMember {
-    SeedMember { id, name, status }
+fn member(id: &'static str, user_uid: &'static str, name: &'static str, status: MemberStatus) -> SeedMember {
+    SeedMember {
+        id,
+        user_uid,
+        name,
+        status,
+    }
 }
 
 fn group(id: &'static str, label: &'static str, kind: ChannelKind, channels: Vec<SeedChannel>) -> SeedGroup {
@@ -137,10 +146,10 @@ pub fn default_community() -> Seed {
             ),
         ],
         members: vec![
-            member("mem_1", "Lyra", Online),
-            member("mem_2", "Orin", Idle),
-            member("mem_3", "Mira", Online),
-            member("mem_4", "Calix", Dnd),
+            member("mem_1", "uid_seed_1", "Lyra", Online),
+            member("mem_2", "uid_seed_2", "Orin", Idle),
+            member("mem_3", "uid_seed_3", "Mira", Online),
+            member("mem_4", "uid_seed_4", "Calix", Dnd),
         ],
     };
     let testlab = SeedServer {
@@ -192,9 +201,9 @@ pub fn default_community() -> Seed {
             ),
         ],
         members: vec![
-            member("mem_t1", "Devon", Online),
-            member("mem_t2", "Rhea", Idle),
-            member("mem_t3", "Pax", Online),
+            member("mem_t1", "uid_tl_1", "Devon", Online),
+            member("mem_t2", "uid_tl_2", "Rhea", Idle),
+            member("mem_t3", "uid_tl_3", "Pax", Online),
         ],
     };
     Seed {
@@ -225,6 +234,30 @@ mod tests {
                     assert!(seen.insert(channel.id), "duplicate {}", channel.id);
                     for message in &channel.messages {
                         assert!(seen.insert(message.id), "duplicate {}", message.id);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_seeded_author_is_a_member_of_the_server_with_a_valid_uid() {
+        for server in default_community().servers {
+            let members: HashSet<&str> = server.members.iter().map(|m| m.user_uid).collect();
+            assert_eq!(members.len(), server.members.len(), "one user per member");
+            for uid in &members {
+                assert!(crate::ids::UserUid::parse(uid).is_ok(), "{uid}");
+            }
+            for group in &server.groups {
+                for channel in &group.channels {
+                    for message in &channel.messages {
+                        assert!(
+                            members.contains(message.author_uid),
+                            "{} is by {}, who is not a member of {}",
+                            message.id,
+                            message.author_uid,
+                            server.id
+                        );
                     }
                 }
             }

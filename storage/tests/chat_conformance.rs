@@ -72,6 +72,7 @@ conformance!(
     read_acks_only_move_forward,
     profiles_are_created_with_defaults_and_versioned,
     mention_candidates_match_prefixes,
+    seeded_authors_are_members_with_profiles,
     voice_channels_refuse_messages,
 );
 
@@ -782,6 +783,45 @@ async fn mention_candidates_match_prefixes(fixture: Fixture) {
             .unwrap()
             .len(),
         2
+    );
+    fixture.finish().await;
+}
+
+/// Issue 15: the seeded messages were by "User seed_1/2/3" while the member list and the
+/// mention autocomplete offered Lyra, Orin, Mira and Calix, who matched no author.
+async fn seeded_authors_are_members_with_profiles(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    for server in seed::default_community().servers {
+        let members = handle.members(sid(server.id)).await.unwrap();
+        let authors: Vec<&str> = server
+            .groups
+            .iter()
+            .flat_map(|g| &g.channels)
+            .flat_map(|c| &c.messages)
+            .map(|m| m.author_uid)
+            .collect();
+        assert!(!authors.is_empty());
+        let profiles = handle
+            .profiles(authors.iter().map(|a| uid(a)).collect(), NOW)
+            .await
+            .unwrap();
+        for author in authors {
+            let profile = profiles.iter().find(|p| p.user_uid.as_str() == author).unwrap();
+            assert!(
+                members.iter().any(|m| m.name == profile.display_name),
+                "{author} shows as {:?}, who is not in the member list",
+                profile.display_name
+            );
+        }
+    }
+    // The autocomplete's Lyra is the author of the welcome message, once.
+    let ly = handle.mentions(cid("ch_general"), "ly".into(), 25).await.unwrap();
+    assert_eq!(
+        ly.iter()
+            .map(|m| (m.display_text.as_str(), m.target_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("Lyra", "uid_seed_1")]
     );
     fixture.finish().await;
 }

@@ -520,6 +520,8 @@ pub(crate) async fn mention_candidates<D: Db>(
              UNION \
              SELECT p.user_uid, p.display_name, 1000000 FROM profiles p \
              WHERE p.user_uid IN (SELECT DISTINCT author_uid FROM messages WHERE channel_id = $3) \
+             AND p.user_uid NOT IN (SELECT user_uid FROM server_members \
+                 WHERE server_id = $1 AND user_uid IS NOT NULL AND left_at IS NULL) \
              AND (LOWER(p.display_name) LIKE $2 ESCAPE '\\' OR LOWER(p.user_uid) LIKE $2 ESCAPE '\\') \
              ORDER BY 3, 2 LIMIT $4",
             &[

@@ -168,14 +168,28 @@ pub(crate) async fn seed<D: Db>(db: &mut D, seed: &Seed, now: UnixSeconds) -> Re
             }
             for (member_pos, member) in server.members.iter().enumerate() {
                 db.execute(
-                    "INSERT INTO server_members (server_id, member_id, display_name, status, position, joined_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO server_members (server_id, member_id, user_uid, display_name, status, position, joined_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[
                         Param::Text(server.id),
                         Param::Text(member.id),
+                        Param::Text(member.user_uid),
                         Param::Text(member.name),
                         Param::Text(member.status.as_str()),
                         Param::Int(member_pos as i64),
+                        Param::Int(now),
+                    ],
+                )
+                .await?;
+                // The member's profile, so seeded messages show the member's name.
+                db.execute(
+                    "INSERT INTO profiles (user_uid, display_name, avatar_mode, avatar_preset_id, \
+                     avatar_asset_id, profile_version, updated_at) \
+                     VALUES ($1, $2, 'generated', $3, NULL, 1, $4) ON CONFLICT (user_uid) DO NOTHING",
+                    &[
+                        Param::Text(member.user_uid),
+                        Param::Text(member.name),
+                        Param::Text(openchat_core::profile::default_avatar_preset(member.user_uid)),
                         Param::Int(now),
                     ],
                 )
