@@ -496,3 +496,157 @@ async fn channel_management_answers_and_announces_valid_shapes() {
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(openapi["paths"]["/v1/profiles:batch"]["get"].is_object());
 }
+
+async fn get_as(server: &Server, path: &str, uid: Option<&str>) -> Value {
+    let mut request = reqwest::Client::new().get(server.url(path));
+    if let Some(uid) = uid {
+        request = request
+            .header("X-OpenChat-User-UID", uid)
+            .header("X-OpenChat-Device-ID", "desktop_m");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+fn ch_general_counts(layout: &Value) -> (Value, Value) {
+    let channel = layout["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["channels"].as_array().unwrap())
+        .find(|c| c["id"] == "ch_general")
+        .unwrap();
+    (channel["unread_count"].clone(), channel["mention_count"].clone())
+}
+
+/// Issue 15: picking `@Name` or `@here` from the autocomplete sent the message, but no
+/// message carried `mentions`, so the mentioned user got no highlight, badge or
+/// notification. The client's sequence: resolve, insert the token, post; the mention must be
+/// in the 201, the live event and history, with UTF-16 ranges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_picked_from_the_autocomplete_reach_the_reply_live_events_history_and_counts() {
+    let (_dir, server) = start();
+    // Lyra (a seeded member) is online, looking at another channel of the server.
+    let mut lyra = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_seed_1&device_id=desktop_l",
+    )
+    .await;
+    subscribe(&mut lyra, "ch_design").await;
+    // Someone whose name has a space, known in the channel as an author.
+    post(&server, "ch_general", "uid_0000aaaa", "hi all").await;
+    let me = get_as(&server, "/v1/profile/me", Some("uid_0000aaaa")).await;
+    let response = reqwest::Client::new()
+        .put(server.url("/v1/profile/me"))
+        .header("X-OpenChat-User-UID", "uid_0000aaaa")
+        .header("If-Match", me["profile_version"].to_string())
+        .json(&json!({"display_name": "Mira Vale", "avatar_mode": "generated", "avatar_preset_id": "mint"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The composer: `@` + query, pick the candidate, insert its token.
+    let resolve = |query: &'static str, pick: &'static str| {
+        let server = &server;
+        async move {
+            let found = get_as(
+                server,
+                &format!("/v1/channels/ch_general/mentions:resolve?query={query}&limit=12"),
+                Some("uid_0000ffff"),
+            )
+            .await;
+            found["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["type"] == "user" && r["display_text"] == pick)
+                .unwrap_or_else(|| panic!("no candidate {pick} for {query}: {found}"))
+                .clone()
+        }
+    };
+    let lyra_pick = resolve("Ly", "Lyra").await;
+    assert_eq!(lyra_pick["target_id"], "uid_seed_1");
+    // The seeded Mira is offered too; the user picks Mira Vale.
+    let mira_pick = resolve("Mira", "Mira Vale").await;
+    assert_eq!(mira_pick["target_id"], "uid_0000aaaa");
+    let body = format!(
+        "Grüße 👋 {} and {} — @here",
+        lyra_pick["token"].as_str().unwrap(),
+        mira_pick["token"].as_str().unwrap()
+    );
+    let created = post(&server, "ch_general", "uid_0000ffff", &body).await;
+    let mentions = created["mentions"]
+        .as_array()
+        .expect("mentions in the 201")
+        .clone();
+    let utf16: Vec<u16> = body.encode_utf16().collect();
+    let summary: Vec<(String, String, String)> = mentions
+        .iter()
+        .map(|m| {
+            let (start, end) = (
+                m["range"]["start"].as_u64().unwrap(),
+                m["range"]["end"].as_u64().unwrap(),
+            );
+            let text = String::from_utf16(&utf16[start as usize..end as usize]).unwrap();
+            assert_eq!(text, m["token"].as_str().unwrap(), "the range covers the token");
+            (
+                m["type"].as_str().unwrap().to_owned(),
+                m["target_id"].as_str().unwrap().to_owned(),
+                m["display_text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("user".into(), "uid_seed_1".into(), "Lyra".into()),
+            ("user".into(), "uid_0000aaaa".into(), "Mira Vale".into()),
+            ("channel".into(), "ch_general".into(), "here".into()),
+        ]
+    );
+    assert_eq!(mentions[0]["range"]["start"], 9, "the emoji is two UTF-16 units");
+
+    // The live event on Lyra's socket (another channel of the same server) carries them.
+    let live = loop {
+        let event = next_of(&mut lyra, "chat.message.created").await;
+        if event["payload"]["message"]["id"] == created["id"] {
+            break event;
+        }
+    };
+    assert_eq!(live["payload"]["message"]["mentions"], created["mentions"]);
+    // So does history, as the client loads it (no identity).
+    let history = get_as(&server, "/v1/channels/ch_general/messages?limit=150", None).await;
+    let stored = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == created["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(stored["mentions"], created["mentions"]);
+    assert!(
+        history["messages"][0].get("mentions").is_none(),
+        "a message without mentions has no array"
+    );
+
+    // Counts: with identity, Lyra has one mention in ch_general; without, no counts at all.
+    let layout = get_as(&server, "/v1/servers/srv_harbor/channels", Some("uid_seed_1")).await;
+    let (unread, mention) = ch_general_counts(&layout);
+    assert_eq!(mention, 1);
+    assert!(unread.as_i64().unwrap() >= 2, "{unread}");
+    let anonymous = get_as(&server, "/v1/servers/srv_harbor/channels", None).await;
+    assert_eq!(ch_general_counts(&anonymous), (Value::Null, Value::Null));
+    // Once Lyra has read the channel, the badge is gone.
+    let response = reqwest::Client::new()
+        .put(server.url("/v1/channels/ch_general/read-ack"))
+        .header("X-OpenChat-User-UID", "uid_seed_1")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let layout = get_as(&server, "/v1/servers/srv_harbor/channels", Some("uid_seed_1")).await;
+    assert_eq!(ch_general_counts(&layout), (json!(0), json!(0)));
+}

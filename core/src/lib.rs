@@ -11,6 +11,7 @@
 
 pub mod ids;
 pub mod limits;
+pub mod mention;
 pub mod model;
 pub mod policy;
 pub mod profile;

@@ -48,6 +48,11 @@ pub const AVATAR_SIDE_PX_MAX: u32 = 1024;
 pub const PROFILES_BATCH_MAX: usize = 100;
 /// Mention candidates returned by one resolve.
 pub const MENTION_RESULTS_MAX: usize = 25;
+/// Mentions kept per message (the rest of a body is plain text).
+pub const MENTIONS_PER_MESSAGE_MAX: usize = 50;
+/// People a message's mentions are matched against: the server's members and the
+/// channel's authors, at most this many.
+pub const MENTION_ROSTER_MAX: usize = 5000;
 /// Reply previews, in characters (WIRE.md §2.4).
 pub const REPLY_PREVIEW_CHARS_MAX: usize = 220;
 /// The subscribe receive policy (capabilities `rtc.subscribe_receive_policy`): at most this

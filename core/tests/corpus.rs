@@ -55,3 +55,41 @@ fn chat_corpus_parses_without_panics() {
         .count();
     assert!(accepted >= 4, "{accepted}");
 }
+
+#[test]
+fn mention_corpus_parses_with_ranges_that_cover_their_tokens() {
+    use openchat_core::mention::{ChannelName, Person, parse};
+    let people = [
+        Person {
+            uid: "uid_seed_1",
+            name: "Lyra",
+        },
+        Person {
+            uid: "uid_0000aaaa",
+            name: "Mira Vale",
+        },
+        Person {
+            uid: "uid_0000bbbb",
+            name: "Zoë Ångström",
+        },
+    ];
+    let channels = [ChannelName {
+        id: "ch_design",
+        name: "design",
+    }];
+    let inputs = corpus("mention_parse");
+    assert!(inputs.len() >= 2);
+    let mut found = 0;
+    for (_, bytes) in &inputs {
+        let Ok(body) = std::str::from_utf8(bytes) else {
+            continue;
+        };
+        let utf16: Vec<u16> = body.encode_utf16().collect();
+        for mention in parse(body, "ch_general", &people, &channels) {
+            let text = String::from_utf16(&utf16[mention.start as usize..mention.end as usize]).unwrap();
+            assert_eq!(text, mention.token);
+            found += 1;
+        }
+    }
+    assert!(found >= 6, "the seed bodies hold mentions ({found})");
+}

@@ -142,6 +142,12 @@ pub struct ChannelDto {
     pub e2ee: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_epoch: Option<i64>,
+    /// The caller's unread messages (present when the caller's identity is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_count: Option<i64>,
+    /// Of those, the ones that mention the caller (present when the identity is known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mention_count: Option<i64>,
 }
 
 impl From<&ChannelRecord> for ChannelDto {
@@ -152,6 +158,8 @@ impl From<&ChannelRecord> for ChannelDto {
             kind: channel.kind.as_str().into(),
             e2ee: channel.e2ee.map(|_| true),
             current_epoch: channel.e2ee,
+            unread_count: None,
+            mention_count: None,
         }
     }
 }
@@ -337,6 +345,30 @@ pub struct MessageDto {
     pub reply_to: Option<ReplyDto>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub attachments: Vec<AttachmentDto>,
+    /// Mentions in `body`, with UTF-16 ranges (WIRE.md §2.4); omitted when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub mentions: Vec<MessageMentionDto>,
+}
+
+/// A mention inside a message body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageMentionDto {
+    /// `user` or `channel`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text in the body (`@Lyra`, `@here`, `#design`).
+    pub token: String,
+    /// A user's uid, or the channel's id.
+    pub target_id: String,
+    pub display_text: String,
+    pub range: MentionRangeDto,
+}
+
+/// UTF-16 code-unit offsets into the body, `[start, end)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct MentionRangeDto {
+    pub start: u32,
+    pub end: u32,
 }
 
 impl MessageDto {
@@ -365,6 +397,20 @@ impl MessageDto {
                 .attachments
                 .iter()
                 .map(|a| AttachmentDto::new(base_url, a))
+                .collect(),
+            mentions: message
+                .mentions
+                .iter()
+                .map(|m| MessageMentionDto {
+                    kind: m.kind.as_str().to_owned(),
+                    token: m.token.clone(),
+                    target_id: m.target_id.clone(),
+                    display_text: m.display_text.clone(),
+                    range: MentionRangeDto {
+                        start: m.start,
+                        end: m.end,
+                    },
+                })
                 .collect(),
         }
     }

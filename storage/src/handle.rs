@@ -9,9 +9,9 @@ use tokio::sync::oneshot;
 
 use crate::error::StorageError;
 use crate::records::{
-    AttachmentRecord, AvatarRecord, ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord, InstanceRecord,
-    MemberRecord, MentionRecord, MessagePage, MessageRecord, NewMessage, NewServer, PageRequest,
-    ProfileRecord, ProfileUpdate, ReadAckRecord, ServerRecord,
+    AttachmentRecord, AvatarRecord, ChannelCounts, ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord,
+    InstanceRecord, MemberRecord, MentionRecord, MessagePage, MessageRecord, NewMessage, NewServer,
+    PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ServerRecord,
 };
 use crate::thread::StoreKind;
 
@@ -154,6 +154,11 @@ pub(crate) enum Request {
         query: String,
         limit: usize,
         reply: Reply<Vec<MentionRecord>>,
+    },
+    ChannelCounts {
+        server: ServerId,
+        reader: UserUid,
+        reply: Reply<Vec<ChannelCounts>>,
     },
     Profile {
         user: UserUid,
@@ -528,6 +533,21 @@ impl StorageHandle {
             user,
             message,
             now,
+            reply,
+        })
+        .await
+    }
+
+    /// `reader`'s unread and mention counts per text channel of `server` (channels with
+    /// none are absent).
+    pub async fn channel_counts(
+        &self,
+        server: ServerId,
+        reader: UserUid,
+    ) -> Result<Vec<ChannelCounts>, StorageError> {
+        self.call(|reply| Request::ChannelCounts {
+            server,
+            reader,
             reply,
         })
         .await

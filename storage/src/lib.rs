@@ -36,8 +36,9 @@ pub use error::StorageError;
 pub use handle::StorageHandle;
 pub use migrations::SCHEMA_VERSION;
 pub use records::{
-    AttachmentRecord, Avatar, AvatarMode, AvatarRecord, ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord,
-    InstanceRecord, MemberRecord, MentionRecord, MessagePage, MessageRecord, NewMessage, NewServer,
-    PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ReplyRecord, ServerRecord, StarterIds,
+    AttachmentRecord, Avatar, AvatarMode, AvatarRecord, ChannelCounts, ChannelInfo, ChannelRecord,
+    ClaimRecord, GroupRecord, InstanceRecord, MemberRecord, MentionRecord, MessagePage, MessageRecord,
+    NewMessage, NewServer, PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ReplyRecord,
+    ServerRecord, StarterIds,
 };
 pub use thread::{StorageThread, StoreConfig, StoreKind, start};

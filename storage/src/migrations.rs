@@ -30,10 +30,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "e2ee",
         sql: include_str!("../migrations/0003_e2ee.sql"),
     },
+    Migration {
+        version: 4,
+        name: "mentions",
+        sql: include_str!("../migrations/0004_mentions.sql"),
+    },
 ];
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 

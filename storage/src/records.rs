@@ -81,6 +81,8 @@ pub struct MessageRecord {
     pub attachments: Vec<AttachmentRecord>,
     /// In an e2ee channel: the encrypted content (`body` is empty).
     pub envelope: Option<crate::e2ee::Envelope>,
+    /// Mentions found in the body when it was posted, in body order.
+    pub mentions: Vec<openchat_core::mention::Mention>,
 }
 
 /// What a reply shows of its target. `unavailable` when the target was deleted.
@@ -202,6 +204,16 @@ pub struct AvatarRecord {
     pub sha256: String,
     pub uploaded_by: UserUid,
     pub created_at: UnixSeconds,
+}
+
+/// A reader's counts for one channel of the channel list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelCounts {
+    pub channel_id: ChannelId,
+    /// Live messages by others after the reader's read marker.
+    pub unread: i64,
+    /// Of those, the ones that mention the reader (by name or uid, or `@here`/`@channel`/`@everyone`).
+    pub mentions: i64,
 }
 
 /// A mention candidate.

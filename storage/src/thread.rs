@@ -270,6 +270,11 @@ async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
                 limit,
                 reply,
             } => drop(reply.send(messages::mention_candidates(db, &channel, &query, limit).await)),
+            Request::ChannelCounts {
+                server,
+                reader,
+                reply,
+            } => drop(reply.send(messages::channel_counts(db, &server, &reader).await)),
             Request::Profile { user, now, reply } => {
                 drop(reply.send(profiles::profile(db, &user, now).await))
             }

@@ -73,6 +73,7 @@ conformance!(
     profiles_are_created_with_defaults_and_versioned,
     mention_candidates_match_prefixes,
     seeded_authors_are_members_with_profiles,
+    mentions_are_stored_with_their_message_and_counted_per_reader,
     voice_channels_refuse_messages,
 );
 
@@ -823,6 +824,119 @@ async fn seeded_authors_are_members_with_profiles(fixture: Fixture) {
             .collect::<Vec<_>>(),
         [("Lyra", "uid_seed_1")]
     );
+    fixture.finish().await;
+}
+
+/// Issue 15: no message carried a `mentions` array, so a mentioned user got no highlight,
+/// badge or notification.
+async fn mentions_are_stored_with_their_message_and_counted_per_reader(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    // Someone with a space in their name, known as an author of the channel.
+    handle
+        .create_message(message("msg_m0", "ch_general", "uid_0000aaaa", "hello", None))
+        .await
+        .unwrap();
+    handle
+        .update_profile(ProfileUpdate {
+            user_uid: uid("uid_0000aaaa"),
+            expected_version: None,
+            display_name: "Mira Vale".into(),
+            avatar: Avatar::Preset("mint".into()),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    let body = "Grüße 👋 @Lyra, @Mira_Vale and @here: see #design (mail x@y.z)";
+    let created = handle
+        .create_message(message("msg_m1", "ch_general", "uid_0000ffff", body, None))
+        .await
+        .unwrap();
+    let summary: Vec<(&str, &str, &str, u32, u32)> = created
+        .mentions
+        .iter()
+        .map(|m| {
+            (
+                m.kind.as_str(),
+                m.token.as_str(),
+                m.target_id.as_str(),
+                m.start,
+                m.end,
+            )
+        })
+        .collect();
+    // "Grüße 👋 " is 9 UTF-16 units (the emoji is two).
+    assert_eq!(
+        summary,
+        [
+            ("user", "@Lyra", "uid_seed_1", 9, 14),
+            ("user", "@Mira_Vale", "uid_0000aaaa", 16, 26),
+            ("channel", "@here", "ch_general", 31, 36),
+            ("channel", "#design", "ch_design", 42, 49),
+        ]
+    );
+    let utf16: Vec<u16> = body.encode_utf16().collect();
+    for m in &created.mentions {
+        let slice = String::from_utf16(&utf16[m.start as usize..m.end as usize]).unwrap();
+        assert_eq!(slice, m.token);
+    }
+    assert_eq!(created.mentions[1].display_text, "Mira Vale");
+    // History carries the same mentions.
+    let history = handle
+        .messages(cid("ch_general"), page(10, None, None))
+        .await
+        .unwrap();
+    let stored = history
+        .messages
+        .iter()
+        .find(|m| m.id.as_str() == "msg_m1")
+        .unwrap();
+    assert_eq!(stored.mentions, created.mentions);
+    // Counts per reader: Lyra is mentioned by name and by @here; a bystander only by @here;
+    // the author is never counted for their own message.
+    let counts = |reader: &'static str| {
+        let handle = handle.clone();
+        async move {
+            let all = handle
+                .channel_counts(sid("srv_harbor"), uid(reader))
+                .await
+                .unwrap();
+            all.into_iter()
+                .find(|c| c.channel_id.as_str() == "ch_general")
+                .map(|c| (c.unread, c.mentions))
+        }
+    };
+    // ch_general: two seeded messages, msg_m0 and msg_m1.
+    assert_eq!(
+        counts("uid_seed_1").await,
+        Some((3, 1)),
+        "Lyra wrote one seeded message"
+    );
+    assert_eq!(counts("uid_0000bbbb").await, Some((4, 1)));
+    assert_eq!(counts("uid_0000ffff").await, Some((3, 0)));
+    handle
+        .create_message(message(
+            "msg_m2",
+            "ch_general",
+            "uid_0000ffff",
+            "@uid_seed_1 again",
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(counts("uid_seed_1").await, Some((4, 2)));
+    // Reading up to the latest message clears both.
+    handle
+        .put_read_ack(cid("ch_general"), uid("uid_seed_1"), None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(counts("uid_seed_1").await, None);
+    // A deleted message takes its mentions with it.
+    handle
+        .delete_message(cid("ch_general"), mid("msg_m1"), uid("uid_0000ffff"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(counts("uid_0000bbbb").await, Some((4, 0)));
     fixture.finish().await;
 }
 

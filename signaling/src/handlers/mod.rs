@@ -27,6 +27,27 @@ pub(crate) use profiles::*;
 pub(crate) use rtc::*;
 pub(crate) use servers::*;
 
+/// The caller of a public route, when it says who it is: its session (session mode) or its
+/// identity headers (headers mode). `None` when it sends none: the development default
+/// identity is nobody's counts.
+pub(crate) fn optional_viewer(state: &AppState, ctx: &Ctx) -> Option<openchat_core::UserUid> {
+    if let Some(identity) = &ctx.identity {
+        return Some(identity.user_uid.clone());
+    }
+    if state.config.session_auth {
+        return None;
+    }
+    let headers = ctx.request.headers();
+    let sent = crate::wire::header(headers, crate::wire::USER_UID_HEADER).is_some()
+        || crate::wire::header(headers, "authorization").is_some();
+    if !sent {
+        return None;
+    }
+    crate::wire::identity(headers, state.config.production)
+        .ok()
+        .map(|identity| identity.user_uid)
+}
+
 /// The 413 answer of a route whose declared body is over its limit.
 pub(crate) fn too_large(endpoint: Endpoint, limit: u64) -> ApiError {
     match endpoint {

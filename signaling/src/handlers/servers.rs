@@ -227,11 +227,30 @@ pub(crate) async fn channels(state: &Arc<AppState>, ctx: Ctx) -> Result<Response
     let layout = state
         .store("layout", state.storage.layout(server.clone()))
         .await?;
+    let mut groups = groups(&layout);
+    // Per-reader counts when the caller says who it is (the desktop client sends no identity
+    // here, WIRE.md §0 item 9; its badges come from the live events).
+    if let Some(reader) = super::optional_viewer(state, &ctx) {
+        let counts = state
+            .store(
+                "channel_counts",
+                state.storage.channel_counts(server.clone(), reader),
+            )
+            .await?;
+        for channel in groups.iter_mut().flat_map(|g| g.channels.iter_mut()) {
+            if channel.kind != "text" || channel.e2ee.is_some() {
+                continue;
+            }
+            let found = counts.iter().find(|c| c.channel_id.as_str() == channel.id);
+            channel.unread_count = Some(found.map_or(0, |c| c.unread));
+            channel.mention_count = Some(found.map_or(0, |c| c.mentions));
+        }
+    }
     Ok(json(
         StatusCode::OK,
         &LayoutDto {
             server_id: server.to_string(),
-            groups: groups(&layout),
+            groups,
         },
     ))
 }

@@ -1,17 +1,18 @@
 //! Messages, attachments, read acknowledgements and mention candidates.
 
-use openchat_core::limits::MENTION_RESULTS_MAX;
+use openchat_core::limits::{MENTION_RESULTS_MAX, MENTION_ROSTER_MAX};
+use openchat_core::mention::{self, ChannelName, Mention, MentionKind, Notifies, Person};
 use openchat_core::policy::may_delete_message;
 use openchat_core::profile::reply_preview;
-use openchat_core::{AttachmentId, ChannelId, ChannelKind, MessageId, UnixSeconds, UserUid};
+use openchat_core::{AttachmentId, ChannelId, ChannelKind, MessageId, ServerId, UnixSeconds, UserUid};
 
 use super::corrupt;
 use super::servers::channel;
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
 use crate::records::{
-    AttachmentRecord, ChannelInfo, MentionRecord, MessagePage, MessageRecord, NewMessage, PageRequest,
-    ReadAckRecord, ReplyRecord,
+    AttachmentRecord, ChannelCounts, ChannelInfo, MentionRecord, MessagePage, MessageRecord, NewMessage,
+    PageRequest, ReadAckRecord, ReplyRecord,
 };
 
 const MESSAGE_COLUMNS: &str = "m.id, m.author_uid, m.body, m.created_at, m.seq, m.reply_to_id, \
@@ -69,6 +70,7 @@ fn message_from_row(channel: &ChannelInfo, row: &Row) -> Result<(i64, MessageRec
             created_at: row.int(3)?,
             reply_to,
             attachments: Vec::new(),
+            mentions: Vec::new(),
             envelope: match row.opt_int(9)? {
                 None => None,
                 Some(epoch_id) => Some(crate::e2ee::Envelope {
@@ -130,6 +132,156 @@ async fn fill_attachments<D: Db>(
     Ok(())
 }
 
+/// Attaches each message's mentions (one query for the whole page).
+async fn fill_mentions<D: Db>(
+    db: &mut D,
+    channel: &ChannelId,
+    messages: &mut [(i64, MessageRecord)],
+) -> Result<(), StorageError> {
+    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+        return Ok(());
+    };
+    let (low, high) = (first.0.min(last.0), first.0.max(last.0));
+    let rows = db
+        .query(
+            "SELECT x.message_id, x.kind, x.token, x.target_id, x.display_text, x.range_start, x.range_end \
+             FROM message_mentions x JOIN messages m ON m.id = x.message_id \
+             WHERE m.channel_id = $1 AND m.seq >= $2 AND m.seq <= $3 ORDER BY m.seq, x.position",
+            &[Param::Text(channel.as_str()), Param::Int(low), Param::Int(high)],
+        )
+        .await?;
+    for row in &rows {
+        let owner = row.text(0)?;
+        let kind = row.text(1)?;
+        let mention = Mention {
+            kind: MentionKind::parse(&kind).ok_or_else(|| corrupt("mention kind", kind.clone()))?,
+            token: row.text(2)?,
+            target_id: row.text(3)?,
+            display_text: row.text(4)?,
+            start: u32::try_from(row.int(5)?).map_err(|e| corrupt("mention range", e))?,
+            end: u32::try_from(row.int(6)?).map_err(|e| corrupt("mention range", e))?,
+        };
+        if let Some((_, message)) = messages
+            .iter_mut()
+            .find(|(_, message)| message.id.as_str() == owner)
+        {
+            message.mentions.push(mention);
+        }
+    }
+    Ok(())
+}
+
+/// Who may be mentioned by name in a channel: the server's current members and the
+/// channel's authors who have a profile (the same people `mentions:resolve` offers), and
+/// the server's text channels for `#name`.
+async fn mention_roster<D: Db>(
+    db: &mut D,
+    info: &ChannelInfo,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>), StorageError> {
+    let people = db
+        .query(
+            "SELECT user_uid, display_name FROM server_members \
+             WHERE server_id = $1 AND left_at IS NULL AND user_uid IS NOT NULL \
+             UNION \
+             SELECT p.user_uid, p.display_name FROM profiles p \
+             WHERE p.user_uid IN (SELECT DISTINCT author_uid FROM messages WHERE channel_id = $2) \
+             LIMIT $3",
+            &[
+                Param::Text(info.server_id.as_str()),
+                Param::Text(info.id.as_str()),
+                Param::Int(MENTION_ROSTER_MAX as i64),
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.text(0)?, row.text(1)?)))
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    let channels = db
+        .query(
+            "SELECT id, name FROM channels WHERE server_id = $1 AND kind = 'text'",
+            &[Param::Text(info.server_id.as_str())],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.text(0)?, row.text(1)?)))
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok((people, channels))
+}
+
+/// Finds and stores the mentions of a new plain message.
+async fn store_mentions<D: Db>(db: &mut D, info: &ChannelInfo, new: &NewMessage) -> Result<(), StorageError> {
+    if !mention::may_mention(&new.body) {
+        return Ok(());
+    }
+    let (people, channels) = mention_roster(db, info).await?;
+    let people: Vec<Person<'_>> = people.iter().map(|(uid, name)| Person { uid, name }).collect();
+    let channels: Vec<ChannelName<'_>> = channels
+        .iter()
+        .map(|(id, name)| ChannelName { id, name })
+        .collect();
+    let found = mention::parse(&new.body, info.id.as_str(), &people, &channels);
+    for (position, mention) in found.iter().enumerate() {
+        let notify = match mention.notifies() {
+            Notifies::User(uid) => Some(uid),
+            Notifies::Everyone => Some(NOTIFY_EVERYONE.to_owned()),
+            Notifies::Nobody => None,
+        };
+        db.execute(
+            "INSERT INTO message_mentions (message_id, channel_id, position, kind, token, target_id, \
+             display_text, range_start, range_end, notify_uid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                Param::Text(new.id.as_str()),
+                Param::Text(info.id.as_str()),
+                Param::Int(position as i64),
+                Param::Text(mention.kind.as_str()),
+                Param::Text(&mention.token),
+                Param::Text(&mention.target_id),
+                Param::Text(&mention.display_text),
+                Param::Int(i64::from(mention.start)),
+                Param::Int(i64::from(mention.end)),
+                Param::OptText(notify.as_deref()),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `notify_uid` of a channel-wide mention.
+const NOTIFY_EVERYONE: &str = "*";
+
+/// A reader's unread and mention counts for every text channel of a server that has any
+/// (end-to-end-encrypted channels are left out: their history is bound to membership).
+pub(crate) async fn channel_counts<D: Db>(
+    db: &mut D,
+    server: &ServerId,
+    reader: &UserUid,
+) -> Result<Vec<ChannelCounts>, StorageError> {
+    let rows = db
+        .query(
+            "SELECT m.channel_id, COUNT(*), \
+             SUM(CASE WHEN EXISTS (SELECT 1 FROM message_mentions x WHERE x.message_id = m.id \
+                 AND x.channel_id = m.channel_id AND (x.notify_uid = $2 OR x.notify_uid = '*')) THEN 1 ELSE 0 END) \
+             FROM messages m JOIN channels c ON c.id = m.channel_id \
+             LEFT JOIN read_acks a ON a.channel_id = m.channel_id AND a.user_uid = $2 \
+             LEFT JOIN messages r ON r.id = a.last_read_message_id \
+             WHERE c.server_id = $1 AND c.kind = 'text' AND c.e2ee = 0 AND m.deleted_at IS NULL \
+             AND m.author_uid <> $2 AND (r.seq IS NULL OR m.seq > r.seq) \
+             GROUP BY m.channel_id",
+            &[Param::Text(server.as_str()), Param::Text(reader.as_str())],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ChannelCounts {
+                channel_id: ChannelId::parse_owned(row.text(0)?).map_err(|e| corrupt("channel id", e))?,
+                unread: row.int(1)?,
+                mentions: row.int(2)?,
+            })
+        })
+        .collect()
+}
+
 /// A page of history, oldest first. Voice channels have none.
 pub(crate) async fn list_messages<D: Db>(
     db: &mut D,
@@ -169,6 +321,7 @@ pub(crate) async fn list_messages<D: Db>(
         let mut messages = rows.iter().map(|row| message_from_row(&info, row)).collect::<Result<Vec<_>, _>>()?;
         messages.sort_by_key(|(seq, _)| *seq);
         fill_attachments(db, id, &mut messages).await?;
+        fill_mentions(db, id, &mut messages).await?;
         let older_cursor = match messages.first() {
             None => None,
             Some((oldest, _)) => {
@@ -205,6 +358,7 @@ async fn read_message<D: Db>(
         .ok_or(StorageError::NotFound("message"))?;
     let mut one = vec![message_from_row(info, &row)?];
     fill_attachments(db, &info.id, &mut one).await?;
+    fill_mentions(db, &info.id, &mut one).await?;
     one.pop().ok_or_else(|| corrupt("message", "vanished"))
 }
 
@@ -302,6 +456,9 @@ pub(crate) async fn create_message<D: Db>(
             )
             .await?;
         }
+        if envelope.is_none() {
+            store_mentions(db, &info, new).await?;
+        }
         read_message(db, &info, &new.id).await.map(|(_, message)| message)
     })
     .await
@@ -337,6 +494,7 @@ pub(crate) async fn delete_message<D: Db>(
         )
         .await?;
         db.execute("DELETE FROM attachments WHERE message_id = $1", &[Param::Text(id.as_str())]).await?;
+        db.execute("DELETE FROM message_mentions WHERE message_id = $1", &[Param::Text(id.as_str())]).await?;
         Ok(info)
     })
     .await
