@@ -572,7 +572,7 @@ fn bad_input_gets_the_documented_status_and_code_and_stores_nothing() {
                 Method::POST,
                 "/v1/servers/srv_harbor/channels",
                 Some(json!({"name": "x", "type": "text", "group_id": "grp_test_text"})),
-                404,
+                409,
                 "category_not_found",
             ),
             (

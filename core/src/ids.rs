@@ -20,6 +20,11 @@ pub enum IdError {
     BadCharacter,
 }
 
+/// Whether `raw` has the syntax of an id (for ids with no newtype, such as device ids).
+pub fn is_id(raw: &str) -> bool {
+    check_id(raw).is_ok()
+}
+
 fn check_id(raw: &str) -> Result<(), IdError> {
     if raw.is_empty() {
         return Err(IdError::Empty);

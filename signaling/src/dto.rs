@@ -444,6 +444,7 @@ pub struct CreateMessageBody {
 /// An e2ee message's encrypted content (base64url fields; opaque to the server).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EnvelopeDto {
+    #[serde(deserialize_with = "whole_number")]
     pub epoch_id: i64,
     pub sender_device_id: String,
     pub ciphertext: String,
@@ -562,4 +563,29 @@ pub struct AvatarDto {
     pub height: i64,
     pub content_type: String,
     pub bytes: i64,
+}
+
+/// The largest integer a JSON number carries exactly through a double (2^53 - 1): integer
+/// fields of request bodies are refused beyond it, so JavaScript clients and the server agree.
+pub const SAFE_INTEGER_MAX: i64 = (1 << 53) - 1;
+
+/// Reads an integer field that JSON may spell `282` or `282.0` (JSON Schema's "integer"
+/// allows both), within ±[`SAFE_INTEGER_MAX`].
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let value = if let Some(int) = number.as_i64() {
+        Some(int)
+    } else {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= SAFE_INTEGER_MAX as f64)
+            .map(|f| f as i64)
+    };
+    match value {
+        Some(value) if value.abs() <= SAFE_INTEGER_MAX => Ok(value),
+        _ => Err(D::Error::custom(format!(
+            "{number} is not a whole number within ±{SAFE_INTEGER_MAX}"
+        ))),
+    }
 }

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub current_epoch: Option<i64>,
     /// The methods a path supports, for the `Allow` header of a `405` (RFC 9110 §15.5.6).
     pub allow: Option<String>,
+    /// The protocol to switch to, for the `Upgrade` header of a `426`.
+    pub upgrade: Option<&'static str>,
 }
 
 /// The JSON body of every error response.
@@ -44,6 +46,7 @@ impl ApiError {
             retry_after: None,
             current_epoch: None,
             allow: None,
+            upgrade: None,
         }
     }
 
@@ -176,7 +179,9 @@ pub fn e2ee_status(code: &str) -> StatusCode {
         | "device_exists"
         | "device_limit"
         | "device_not_pending"
-        | "key_package_limit" => StatusCode::CONFLICT,
+        | "key_package_limit"
+        // The channel exists but is a plain one: a conflict with its state, not bad syntax.
+        | "channel_not_e2ee" => StatusCode::CONFLICT,
         "link_request_expired" => StatusCode::GONE,
         "challenge_invalid"
         | "signature_invalid"

@@ -226,6 +226,11 @@ pub fn error_response(err: &ApiError) -> Response<Body> {
     {
         response.headers_mut().insert(header::ALLOW, value);
     }
+    if let Some(protocol) = err.upgrade {
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static(protocol));
+    }
     response
 }
 

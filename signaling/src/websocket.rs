@@ -35,10 +35,15 @@ pub fn accept(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let key = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec());
     let (true, Some(key)) = (is_upgrade, key) else {
-        return Err(ApiError::bad_request(
+        // 426 with `Upgrade: websocket` (RFC 9110 §15.5.22): the request is fine, the
+        // protocol is not.
+        let mut err = ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
             "websocket_required",
             "this endpoint needs a WebSocket upgrade",
-        ));
+        );
+        err.upgrade = Some("websocket");
+        return Err(err);
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
     let on_upgrade = hyper::upgrade::on(request);

@@ -89,8 +89,10 @@ pub(crate) async fn auth_challenge(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let user = UserUid::parse(body.user_uid.trim())
         .map_err(|e| ApiError::invalid_payload(format!("user_uid: {e}")))?;
     let device_id = body.device_id.trim().to_owned();
-    if device_id.is_empty() || device_id.len() > openchat_core::limits::ID_BYTES_MAX {
-        return Err(ApiError::invalid_payload("device_id is not a device id"));
+    if !openchat_core::ids::is_id(&device_id) {
+        return Err(ApiError::invalid_payload(
+            "device_id is not a device id (1-128 of A-Z a-z 0-9 _ . -)",
+        ));
     }
     // Per-user as well as the route's per-IP limit: one user cannot be flooded from many IPs.
     state
@@ -175,7 +177,7 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     }
     let key = ed25519_key(&body.device_pubkey)?;
     let signature = URL_SAFE_NO_PAD
-        .decode(body.signature.trim().trim_end_matches('='))
+        .decode(body.signature.as_str())
         .map_err(|_| refused("signature_invalid", "the signature is not base64url"))?;
     let server_id = server_id(state).await?;
     let message = transcript(

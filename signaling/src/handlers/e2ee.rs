@@ -56,12 +56,13 @@ fn same_device(actor: &Actor, named: &str) -> Result<(), ApiError> {
 
 /// A base64url (no padding) field of at most `max` decoded bytes.
 fn blob(field: &str, value: &str, max: usize) -> Result<Vec<u8>, ApiError> {
-    if value.len() > max.div_ceil(3) * 4 + 4 {
+    if value.len() > (max * 4).div_ceil(3) {
         return Err(too_large(field, max));
     }
+    // Canonical base64url without padding (E2EE.md): no `=`, no whitespace, no stray bits.
     let bytes = URL_SAFE_NO_PAD
-        .decode(value.trim_end_matches('='))
-        .map_err(|_| ApiError::invalid_payload(format!("{field} is not base64url")))?;
+        .decode(value)
+        .map_err(|_| ApiError::invalid_payload(format!("{field} is not base64url without padding")))?;
     if bytes.len() > max {
         return Err(too_large(field, max));
     }
@@ -78,8 +79,10 @@ fn too_large(field: &str, max: usize) -> ApiError {
 
 fn device_id_field(field: &str, value: &str) -> Result<String, ApiError> {
     let value = value.trim();
-    if value.is_empty() || value.len() > ID_BYTES_MAX || value.chars().any(char::is_control) {
-        return Err(ApiError::invalid_payload(format!("{field} is not a device id")));
+    if !openchat_core::ids::is_id(value) {
+        return Err(ApiError::invalid_payload(format!(
+            "{field} is not a device id (1-{ID_BYTES_MAX} of A-Z a-z 0-9 _ . -)"
+        )));
     }
     Ok(value.to_owned())
 }
@@ -307,6 +310,7 @@ pub(crate) async fn epochs(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CommitBody {
+    #[serde(deserialize_with = "crate::dto::whole_number")]
     pub epoch_id: i64,
     pub committer_device_id: String,
     pub commit_payload: String,
@@ -407,10 +411,7 @@ pub struct HistoryDto {
 }
 
 fn history_cursor(name: &str, raw: &str) -> Result<i64, ApiError> {
-    raw.strip_prefix('c')
-        .and_then(|seq| seq.parse::<i64>().ok())
-        .filter(|seq| *seq >= 0)
-        .ok_or_else(|| {
+    super::cursor_sequence(raw).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_cursor",
                 format!("{name} is not a cursor this server issued"),
@@ -433,13 +434,7 @@ pub(crate) async fn history(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<
     };
     for (key, value) in ctx.query() {
         match key.as_str() {
-            "limit" => {
-                let limit: usize = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ApiError::invalid_query("limit is not a number"))?;
-                page.limit = limit.clamp(1, HISTORY_PAGE_MAX);
-            }
+            "limit" => page.limit = super::query_number("limit", &value, 1, HISTORY_PAGE_MAX as u64)? as usize,
             "before" => page.before = Some(history_cursor("before", &value)?),
             "after" => page.after = Some(history_cursor("after", &value)?),
             _ => {}
@@ -507,7 +502,7 @@ pub struct DevicesDto {
 
 /// An Ed25519 public key: 32 bytes, base64url.
 pub(crate) fn ed25519_key(raw: &str) -> Result<Vec<u8>, ApiError> {
-    match URL_SAFE_NO_PAD.decode(raw.trim().trim_end_matches('=')) {
+    match URL_SAFE_NO_PAD.decode(raw) {
         Ok(key) if key.len() == 32 => Ok(key),
         _ => Err(ApiError::bad_request(
             "invalid_pubkey",
@@ -719,7 +714,7 @@ pub(crate) async fn publish_key_packages(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct ClaimBody {
+pub struct KeyPackageClaimBody {
     pub user_uid: String,
 }
 
@@ -737,7 +732,7 @@ pub struct ClaimedDto {
 
 /// One KeyPackage per active device of a user, each consumed once (the last-resort one is
 /// returned but kept). Rate-limited per caller.
-#[utoipa::path(post, path = "/v1/keys/packages/claim", tag = "keys", request_body = ClaimBody,
+#[utoipa::path(post, path = "/v1/keys/packages/claim", tag = "keys", request_body = KeyPackageClaimBody,
     responses((status = 200, body = ClaimedDto), GenericErrors))]
 pub(crate) async fn claim_key_packages(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let caller = ctx.user()?;
@@ -745,7 +740,7 @@ pub(crate) async fn claim_key_packages(state: &Arc<AppState>, ctx: Ctx) -> Resul
         .limiters
         .check_claim(caller.as_str())
         .map_err(ApiError::rate_limited)?;
-    let body: ClaimBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
+    let body: KeyPackageClaimBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let user = user_field(&body.user_uid)?;
     match state
         .store(
@@ -780,6 +775,7 @@ pub struct EnvelopeInBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PublishEnvelopesBody {
     pub channel_id: String,
+    #[serde(deserialize_with = "crate::dto::whole_number")]
     pub epoch_id: i64,
     pub envelopes: Vec<EnvelopeInBody>,
 }
@@ -904,17 +900,12 @@ pub(crate) async fn fetch_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         match key.as_str() {
             "device_id" => device_id = Some(device_id_field("device_id", &value)?),
             "after" => {
-                after = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("invalid_cursor", "after is not an envelope id"))?;
+                after = super::query_number("after", &value, 0, crate::dto::SAFE_INTEGER_MAX as u64)
+                    .map_err(|_| ApiError::bad_request("invalid_cursor", "after is not an envelope id"))?
+                    as i64;
             }
             "limit" => {
-                limit = value
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| ApiError::invalid_query("limit is not a number"))?
-                    .clamp(1, KEY_ENVELOPES_PAGE_MAX);
+                limit = super::query_number("limit", &value, 1, KEY_ENVELOPES_PAGE_MAX as u64)? as usize;
             }
             _ => {}
         }
@@ -959,6 +950,7 @@ pub(crate) async fn fetch_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result<R
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AckBody {
     pub device_id: String,
+    #[serde(deserialize_with = "crate::dto::whole_number")]
     pub up_to_envelope_id: i64,
 }
 

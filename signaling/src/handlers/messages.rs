@@ -32,9 +32,7 @@ fn cursor(seq: i64) -> String {
 }
 
 fn parse_cursor(name: &str, raw: &str) -> Result<i64, ApiError> {
-    raw.strip_prefix('c')
-        .and_then(|seq| seq.parse::<i64>().ok())
-        .filter(|seq| *seq >= 0)
+    super::cursor_sequence(raw)
         .ok_or_else(|| ApiError::invalid_query(format!("{name} is not a cursor this server issued")))
 }
 
@@ -51,14 +49,8 @@ pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     };
     for (key, value) in ctx.query() {
         match key.as_str() {
-            // Go ignores a non-positive or invalid limit; so do we, and cap it.
-            "limit" => {
-                if let Ok(limit) = value.trim().parse::<usize>()
-                    && limit > 0
-                {
-                    page.limit = limit.min(MESSAGES_PAGE_MAX);
-                }
-            }
+            // Go ignored a limit it could not use; we say so (the client always sends 150).
+            "limit" => page.limit = super::query_number("limit", &value, 1, MESSAGES_PAGE_MAX as u64)? as usize,
             "before" => page.before = Some(parse_cursor("before", &value)?),
             "after" => page.after = Some(parse_cursor("after", &value)?),
             _ => {}
@@ -508,14 +500,7 @@ pub(crate) async fn mentions(state: &Arc<AppState>, ctx: Ctx) -> Result<Response
     for (key, value) in ctx.query() {
         match key.as_str() {
             "query" => query = value,
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| *l > 0)
-                    .ok_or_else(|| ApiError::invalid_query("limit must be a positive integer"))?
-                    .min(MENTION_RESULTS_MAX)
-            }
+            "limit" => limit = super::query_number("limit", &value, 1, MENTION_RESULTS_MAX as u64)? as usize,
             _ => {}
         }
     }

@@ -48,6 +48,25 @@ pub(crate) fn optional_viewer(state: &AppState, ctx: &Ctx) -> Option<openchat_co
         .map(|identity| identity.user_uid)
 }
 
+/// A whole number from a query string: only ASCII digits (no sign, no spaces), within
+/// `min..=max`; anything else is `400 invalid_query` naming the bounds.
+pub(crate) fn query_number(name: &str, raw: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+    let digits = !raw.is_empty() && raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit());
+    raw.parse::<u64>()
+        .ok()
+        .filter(|value| digits && (min..=max).contains(value))
+        .ok_or_else(|| ApiError::invalid_query(format!("{name} must be a whole number from {min} to {max}")))
+}
+
+/// A history cursor (`c<sequence>`), as issued by this server: `c` and 1 to 18 digits.
+pub(crate) fn cursor_sequence(raw: &str) -> Option<i64> {
+    let digits = raw.strip_prefix('c')?;
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The 413 answer of a route whose declared body is over its limit.
 pub(crate) fn too_large(endpoint: Endpoint, limit: u64) -> ApiError {
     match endpoint {
@@ -235,7 +254,7 @@ pub(crate) async fn legacy_capabilities(state: &AppState) -> Result<Response<Bod
 /// `resume_from` in the query.
 #[utoipa::path(get, path = "/v1/realtime", tag = "realtime", responses(
     (status = 101, description = "WebSocket upgrade"),
-    (status = 400, description = "websocket_required", body = ErrorEnvelope),
+    (status = 426, description = "websocket_required (with `Upgrade: websocket`)", body = ErrorEnvelope),
 ))]
 pub(crate) fn realtime(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     crate::realtime::upgrade(state.clone(), ctx.request)

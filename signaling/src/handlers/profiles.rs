@@ -34,6 +34,12 @@ pub(crate) async fn my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
     responses((status = 200, body = ProfileDto), GenericErrors))]
 pub(crate) async fn update_my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let who = ctx.user()?;
+    if ctx.request.headers().get("if-match").is_some_and(|v| v.to_str().is_err()) {
+        return Err(ApiError::bad_request(
+            "invalid_if_match",
+            "If-Match must be a positive profile version",
+        ));
+    }
     let if_match = ctx.header("if-match").map(str::to_owned);
     let bytes = read_body(ctx.request, JSON_BODY_BYTES_MAX).await?;
     // Go's order of checks: body, If-Match, display name, version, avatar.
@@ -215,17 +221,26 @@ pub(crate) async fn avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
     responses((status = 200, body = ProfilesDto), GenericErrors))]
 pub(crate) async fn profiles_batch(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let mut uids: Vec<UserUid> = Vec::new();
+    let mut given = 0;
     for (key, value) in ctx.query() {
-        if key != "user_uid" || value.trim().is_empty() {
+        if key != "user_uid" {
+            continue;
+        }
+        // Every value counts toward the limit, empty and repeated ones too (the client sends
+        // both; they are skipped, not refused).
+        given += 1;
+        if given > PROFILES_BATCH_MAX {
+            return Err(ApiError::invalid_query(format!(
+                "give 1 to {PROFILES_BATCH_MAX} user_uid values"
+            )));
+        }
+        if value.trim().is_empty() {
             continue;
         }
         let uid = UserUid::parse(value.trim())
             .map_err(|e| ApiError::invalid_query(format!("user_uid {value:?}: {e}")))?;
         if !uids.contains(&uid) {
             uids.push(uid);
-        }
-        if uids.len() > PROFILES_BATCH_MAX {
-            break;
         }
     }
     if uids.is_empty() || uids.len() > PROFILES_BATCH_MAX {

@@ -148,7 +148,7 @@ pub(crate) async fn join_ticket(state: &Arc<AppState>, ctx: Ctx) -> Result<Respo
 /// The signaling WebSocket (WIRE.md §5); the first message is `rtc.join {"ticket"}`.
 #[utoipa::path(get, path = "/v1/rtc/signaling", tag = "rtc", responses(
     (status = 101, description = "WebSocket upgrade"),
-    (status = 400, description = "websocket_required", body = ErrorEnvelope),
+    (status = 426, description = "websocket_required (with `Upgrade: websocket`)", body = ErrorEnvelope),
 ))]
 pub(crate) fn signaling(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     crate::rtc::upgrade(state.clone(), ctx.request, ctx.local)

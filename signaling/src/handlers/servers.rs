@@ -255,6 +255,15 @@ pub(crate) async fn channels(state: &Arc<AppState>, ctx: Ctx) -> Result<Response
     ))
 }
 
+/// A category named in a request body but absent from the server: 409, because the target
+/// resource (the server's channel list) exists; 404 is for the request's own URI.
+fn body_reference(mut err: ApiError) -> ApiError {
+    if err.code == "category_not_found" {
+        err.status = StatusCode::CONFLICT;
+    }
+    err
+}
+
 /// Creates a channel in a category. Emits `chat.channel.created`.
 #[utoipa::path(post, path = "/v1/servers/{server_id}/channels", tag = "channels", request_body = CreateChannelBody,
     params(("server_id" = String, Path)), responses((status = 201, body = ChannelCreatedDto), GenericErrors))]
@@ -265,7 +274,7 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let kind = kind(&body.kind)?;
     let name = name(&body.name)?;
     let group = GroupId::parse(body.group_id.trim())
-        .map_err(|_| ApiError::not_found("category_not_found", "category not found"))?;
+        .map_err(|_| ApiError::invalid_payload("group_id is not a category id"))?;
     if body.e2ee && kind != ChannelKind::Text {
         return Err(ApiError::bad_request(
             "invalid_channel_type",
@@ -279,7 +288,7 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             state
                 .storage
                 .create_e2ee_channel(server.clone(), group.clone(), id, name, who.clone(), ctx.now);
-        state.store("create_channel", created).await?
+        state.store("create_channel", created).await.map_err(body_reference)?
     } else {
         let created = state.storage.create_channel(
             server.clone(),
@@ -290,7 +299,7 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             who.clone(),
             ctx.now,
         );
-        state.store("create_channel", created).await?
+        state.store("create_channel", created).await.map_err(body_reference)?
     };
     let body = ChannelCreatedDto {
         server_id: server.to_string(),

@@ -40,7 +40,7 @@ async fn e2ee_channel<D: Db>(db: &mut D, channel: &ChannelId) -> Result<E2eeChan
         .await?
         .ok_or(StorageError::NotFound("channel"))?;
     if row.int(1)? == 0 {
-        return Err(StorageError::invalid(
+        return Err(StorageError::denied(
             "channel_not_e2ee",
             "this channel is not end-to-end encrypted",
         ));
