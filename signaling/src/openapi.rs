@@ -127,16 +127,21 @@ pub mod rules {
 
     /// What `str::trim` removes: Unicode `White_Space`, spelled out because regex `\s`
     /// differs between dialects (Python's also matches U+001C..U+001F).
-    pub const WS: &str = "[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+    pub const WS: &str =
+        "[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
     /// A character that is neither whitespace nor a control character.
-    const VISIBLE: &str = "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+    const VISIBLE: &str =
+        "[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
     /// A character that is not whitespace (control characters allowed).
-    const SOLID: &str = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+    const SOLID: &str =
+        "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
     /// A display-name character other than a space, as far as ASCII goes (letters, digits,
     /// `.`, `_`, `-`); beyond ASCII only control characters and whitespace are excluded here,
     /// because the regex dialect cannot name Unicode letters (the server still checks).
-    const NAME_CHAR: &str = "[^\\x00-\\x2c/:-@\\[-^`{-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
-    const NAME_CHAR_OR_SPACE: &str = "[^\\x00-\\x1f!-,/:-@\\[-^`{-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+    const NAME_CHAR: &str =
+        "[^\\x00-\\x2c/:-@\\[-^`{-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+    const NAME_CHAR_OR_SPACE: &str =
+        "[^\\x00-\\x1f!-,/:-@\\[-^`{-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
     /// An id as `core::ids` parses it.
     pub const ID: &str = "^[A-Za-z0-9_.-]{1,128}$";
 
@@ -199,7 +204,8 @@ pub mod rules {
     /// Schemas of path and query parameters, by name (and, for `limit`, by path).
     fn parameter(path: &str, name: &str) -> Option<Value> {
         use openchat_core::limits::{
-            HISTORY_PAGE_MAX, KEY_ENVELOPES_PAGE_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_MAX, PROFILES_BATCH_MAX,
+            HISTORY_PAGE_MAX, KEY_ENVELOPES_PAGE_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_MAX,
+            PROFILES_BATCH_MAX,
         };
         Some(match name {
             "epoch_id" => json!({"type": "integer"}),
@@ -275,7 +281,9 @@ pub mod rules {
             ("CreateChannelBody" | "CreateCategoryBody" | "RenameCategoryBody", "name") => {
                 name(CHANNEL_NAME_CHARS_MAX)
             }
-            ("CreateChannelBody", "type") | ("CreateCategoryBody", "kind") => one_of_words(&["text", "voice"], false),
+            ("CreateChannelBody", "type") | ("CreateCategoryBody", "kind") => {
+                one_of_words(&["text", "voice"], false)
+            }
             ("CreateChannelBody" | "LayoutGroupBody", "group_id" | "id") => string(trimmed_id()),
             ("LayoutGroupBody", "channel_ids") => json!({"type": "array", "items": string(trimmed_id())}),
             ("CreateServerBody" | "SettingsBody", "display_name") => text(1, SERVER_NAME_CHARS_MAX),
@@ -292,7 +300,7 @@ pub mod rules {
                 )),
             }),
             ("ProfileBody", "avatar_mode") => json!({"type": "string", "enum": ["generated", "uploaded"]}),
-            ("ClaimBody", "claim_token") => string(format!("{SOLID}")),
+            ("ClaimBody", "claim_token") => string(SOLID.to_owned()),
             ("EnvelopeDto", "ciphertext") => {
                 // Bounded by the configured message size (413 beyond), not by the document.
                 let mut any = base64url(0);
@@ -345,9 +353,12 @@ pub mod rules {
     pub fn constrain(doc: &mut Value) {
         if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
             for (path, item) in paths.iter_mut() {
-                let Some(item) = item.as_object_mut() else { continue };
+                let Some(item) = item.as_object_mut() else {
+                    continue;
+                };
                 for operation in item.values_mut() {
-                    let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut) else {
+                    let Some(parameters) = operation.get_mut("parameters").and_then(Value::as_array_mut)
+                    else {
                         continue;
                     };
                     for parameter_doc in parameters {
@@ -395,7 +406,9 @@ pub mod rules {
         if let Some(body) = doc.pointer_mut("/paths/~1v1~1channels~1{channel_id}~1read-ack/put/requestBody") {
             body["required"] = json!(false);
         }
-        if let Some(avatar) = doc.pointer_mut("/paths/~1v1~1profile~1avatar/post/requestBody/content/multipart~1form-data") {
+        if let Some(avatar) =
+            doc.pointer_mut("/paths/~1v1~1profile~1avatar/post/requestBody/content/multipart~1form-data")
+        {
             avatar["schema"] = json!({
                 "type": "object",
                 "properties": {"file": {"type": "string", "format": "binary"}},

@@ -412,11 +412,11 @@ pub struct HistoryDto {
 
 fn history_cursor(name: &str, raw: &str) -> Result<i64, ApiError> {
     super::cursor_sequence(raw).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                format!("{name} is not a cursor this server issued"),
-            )
-        })
+        ApiError::bad_request(
+            "invalid_cursor",
+            format!("{name} is not a cursor this server issued"),
+        )
+    })
 }
 
 /// A page of history, oldest first, as the caller may read it (an e2ee channel shows only
@@ -434,7 +434,9 @@ pub(crate) async fn history(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<
     };
     for (key, value) in ctx.query() {
         match key.as_str() {
-            "limit" => page.limit = super::query_number("limit", &value, 1, HISTORY_PAGE_MAX as u64)? as usize,
+            "limit" => {
+                page.limit = super::query_number("limit", &value, 1, HISTORY_PAGE_MAX as u64)? as usize
+            }
             "before" => page.before = Some(history_cursor("before", &value)?),
             "after" => page.after = Some(history_cursor("after", &value)?),
             _ => {}

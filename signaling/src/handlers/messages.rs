@@ -50,7 +50,9 @@ pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     for (key, value) in ctx.query() {
         match key.as_str() {
             // Go ignored a limit it could not use; we say so (the client always sends 150).
-            "limit" => page.limit = super::query_number("limit", &value, 1, MESSAGES_PAGE_MAX as u64)? as usize,
+            "limit" => {
+                page.limit = super::query_number("limit", &value, 1, MESSAGES_PAGE_MAX as u64)? as usize
+            }
             "before" => page.before = Some(parse_cursor("before", &value)?),
             "after" => page.after = Some(parse_cursor("after", &value)?),
             _ => {}

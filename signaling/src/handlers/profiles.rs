@@ -34,7 +34,12 @@ pub(crate) async fn my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
     responses((status = 200, body = ProfileDto), GenericErrors))]
 pub(crate) async fn update_my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let who = ctx.user()?;
-    if ctx.request.headers().get("if-match").is_some_and(|v| v.to_str().is_err()) {
+    if ctx
+        .request
+        .headers()
+        .get("if-match")
+        .is_some_and(|v| v.to_str().is_err())
+    {
         return Err(ApiError::bad_request(
             "invalid_if_match",
             "If-Match must be a positive profile version",

@@ -288,7 +288,10 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             state
                 .storage
                 .create_e2ee_channel(server.clone(), group.clone(), id, name, who.clone(), ctx.now);
-        state.store("create_channel", created).await.map_err(body_reference)?
+        state
+            .store("create_channel", created)
+            .await
+            .map_err(body_reference)?
     } else {
         let created = state.storage.create_channel(
             server.clone(),
@@ -299,7 +302,10 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             who.clone(),
             ctx.now,
         );
-        state.store("create_channel", created).await.map_err(body_reference)?
+        state
+            .store("create_channel", created)
+            .await
+            .map_err(body_reference)?
     };
     let body = ChannelCreatedDto {
         server_id: server.to_string(),
