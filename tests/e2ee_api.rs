@@ -143,20 +143,11 @@ fn envelope(epoch: i64, device: &str, ciphertext: &str) -> Value {
 
 #[test]
 fn e2ee_api_enforces_the_contract_on_both_stores() {
-    // The Postgres test database is made and dropped outside the async runtime.
-    for (store, db) in support::stores() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(scenario(&store));
-        drop(runtime);
-        drop(db);
-    }
+    support::on_both_stores(scenario);
 }
 
-async fn scenario(store: &Store) {
+async fn scenario(store: Store) {
+    let store = &store;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), store, &[("OPENCHAT_LOG", "trace")]);
     let api_owned = Api {
@@ -878,19 +869,11 @@ async fn scenario(store: &Store) {
 /// and rotations are rate-limited per member.
 #[test]
 fn self_join_needs_the_operator_switch_and_rotations_are_rate_limited_on_both_stores() {
-    for (store, db) in support::stores() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(self_join_and_rotation(&store));
-        drop(runtime);
-        drop(db);
-    }
+    support::on_both_stores(self_join_and_rotation);
 }
 
-async fn self_join_and_rotation(store: &Store) {
+async fn self_join_and_rotation(store: Store) {
+    let store = &store;
     const MALLORY: (&str, &str) = ("uid_mallory", "dev_mallory");
     for (self_join, env) in [
         (None, "development"),

@@ -278,19 +278,11 @@ async fn take_welcome(http: &Http<'_>, client: &Client) -> Vec<u8> {
 
 #[test]
 fn mls_clients_talk_through_the_server_and_history_follows_membership() {
-    for (store, db) in support::stores() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(scenario(&store));
-        drop(runtime);
-        drop(db);
-    }
+    support::on_both_stores(scenario);
 }
 
-async fn scenario(store: &Store) {
+async fn scenario(store: Store) {
+    let store = &store;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), store, &[]);
     let http = Http {

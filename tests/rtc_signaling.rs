@@ -21,13 +21,7 @@ type Ws = WebSocketStream<TcpStream>;
 const SECRET: &str = "test-secret-for-signaling-0123456789";
 
 fn start() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &Store::Sqlite,
-        &[("OPENCHAT_JOIN_TICKET_SECRET", SECRET)],
-    );
-    (dir, server)
+    support::start_with_ticket_secret(SECRET)
 }
 
 async fn ticket(server: &Server, channel: &str, uid: &str, device: &str) -> Value {

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{HANG_GUARD, Server, Store};
+use support::{HANG_GUARD, Server};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -22,13 +22,7 @@ type Ws = WebSocketStream<TcpStream>;
 const SECRET: &str = "test-secret-for-signaling-0123456789";
 
 fn start() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &Store::Sqlite,
-        &[("OPENCHAT_JOIN_TICKET_SECRET", SECRET)],
-    );
-    (dir, server)
+    support::start_with_ticket_secret(SECRET)
 }
 
 async fn connect(server: &Server, path: &str) -> Ws {

@@ -241,40 +241,31 @@ impl Server {
     /// Waits (at most [`HANG_GUARD`]) for the process to exit by itself.
     pub fn wait_exit(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + HANG_GUARD;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "openchatd did not exit within {HANG_GUARD:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut child)
     }
 
     /// SIGTERM, then wait for the exit; returns the status and the log after the signal.
     pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+        self.signal_term();
         let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + HANG_GUARD;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "openchatd did not stop within {HANG_GUARD:?} of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(&mut child);
         let rest: Vec<String> = self.lines.try_iter().collect();
         (status, rest)
+    }
+}
+
+/// Waits (at most [`HANG_GUARD`]) for `child` to exit.
+fn wait_child(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "openchatd did not exit within {HANG_GUARD:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -303,6 +294,36 @@ pub fn stores() -> Vec<(Store, Option<PgDatabase>)> {
         stores.push((Store::Postgres(db.url.clone()), Some(db)));
     }
     stores
+}
+
+/// Runs an async scenario once per store (Postgres only when available), each on its own
+/// two-worker runtime; the Postgres database is made and dropped outside the runtime.
+pub fn on_both_stores<F, Fut>(scenario: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (store, db) in stores() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(scenario(store));
+        drop(runtime);
+        drop(db);
+    }
+}
+
+/// An `openchatd` with a known join-ticket secret (for tests that mint or forge tickets).
+pub fn start_with_ticket_secret(secret: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &Store::Sqlite,
+        &[("OPENCHAT_JOIN_TICKET_SECRET", secret)],
+    );
+    (dir, server)
 }
 
 /// A PNG header of the given size (enough for any image header reader), plus padding.

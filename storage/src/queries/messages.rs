@@ -102,16 +102,21 @@ fn attachment_from_row(
     })
 }
 
+/// The lowest and highest sequence number of a page (`None` when it is empty).
+fn seq_range(messages: &[(i64, MessageRecord)]) -> Option<(i64, i64)> {
+    let (first, last) = (messages.first()?, messages.last()?);
+    Some((first.0.min(last.0), first.0.max(last.0)))
+}
+
 /// Attaches each message's attachments (one query for the whole page).
 async fn fill_attachments<D: Db>(
     db: &mut D,
     channel: &ChannelId,
     messages: &mut [(i64, MessageRecord)],
 ) -> Result<(), StorageError> {
-    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+    let Some((low, high)) = seq_range(messages) else {
         return Ok(());
     };
-    let (low, high) = (first.0.min(last.0), first.0.max(last.0));
     let rows = db
         .query(
             "SELECT a.message_id, a.id, a.file_name, a.content_type, a.bytes, a.width, a.height, a.sha256 \
@@ -138,10 +143,9 @@ async fn fill_mentions<D: Db>(
     channel: &ChannelId,
     messages: &mut [(i64, MessageRecord)],
 ) -> Result<(), StorageError> {
-    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+    let Some((low, high)) = seq_range(messages) else {
         return Ok(());
     };
-    let (low, high) = (first.0.min(last.0), first.0.max(last.0));
     let rows = db
         .query(
             "SELECT x.message_id, x.kind, x.token, x.target_id, x.display_text, x.range_start, x.range_end \
