@@ -112,8 +112,10 @@ pub struct Server {
     pub log: Vec<String>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_openchatd")
+/// The binary under test: this build's, or another one named by `OPENCHAT_TEST_OPENCHATD`
+/// (to show that a regression test fails against an older build).
+pub fn binary() -> String {
+    std::env::var("OPENCHAT_TEST_OPENCHATD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_openchatd").to_owned())
 }
 
 /// An `openchatd` command with a clean environment: JSON logs, an ephemeral port, the
