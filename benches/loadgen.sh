@@ -5,6 +5,7 @@
 # a network namespace with only `lo` and a veth pair whose address exists only inside it
 # (Janus never gathers ICE candidates on a loopback interface), and runs the same sweep
 # against openchatd and Janus VideoRoom inside it: generator on CPU 0, server on CPU 1.
+# The namespace is removed when the script ends (unless it existed before).
 # RESULT lines go to benches/results/loadgen.txt; benches/chart.py draws
 # benches/results/loadgen.png from them. Every run is bounded and ends by itself.
 set -euo pipefail
@@ -20,6 +21,8 @@ cargo build --release --locked -p openchat --bin openchatd -p openchat-benches -
 
 if ! ip netns list | grep -qw "$ns"; then
   ip netns add "$ns"
+  # The namespace this run made goes when the run ends, however it ends.
+  trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
 fi
 ip -n "$ns" link set lo up
 if ! ip -n "$ns" addr show | grep -q "$media_ip"; then

@@ -103,9 +103,50 @@ pub enum ShardCommand {
     /// The server is shutting down: every room tells its participants that the others left
     /// and closes them (reason `server_shutdown`).
     Shutdown,
-    /// Test hook: makes the room's state machine panic on its next command.
+    /// Test hook: makes the room's state machine panic the next time the shard calls it on
+    /// `path`.
     #[doc(hidden)]
-    PanicRoom { channel: ChannelId },
+    PanicRoom { channel: ChannelId, path: RoomPath },
+}
+
+/// The ways the shard calls into a room; every one goes through [`isolate`], so a room that
+/// panics on any of them is dropped alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomPath {
+    /// A signaling command (join, media state, offer, leave, ...).
+    Command,
+    /// A media datagram, and the address lookup on a demultiplexing miss.
+    Datagram,
+    /// Time passing (`handle_timeout`).
+    Timeout,
+    /// Asking when the room next needs time (`poll_timeout`).
+    Deadline,
+    /// Draining the datagrams the room wants sent (`poll_transmit`).
+    Drain,
+}
+
+impl RoomPath {
+    fn as_str(self) -> &'static str {
+        match self {
+            RoomPath::Command => "command",
+            RoomPath::Datagram => "datagram",
+            RoomPath::Timeout => "timeout",
+            RoomPath::Deadline => "deadline",
+            RoomPath::Drain => "drain",
+        }
+    }
+}
+
+/// Runs `call` on a slot's room with panic isolation: `None` when the room panicked (the
+/// caller then drops it). The one place the shard enters a room.
+fn isolate<T>(slot: &mut Slot, path: RoomPath, call: impl FnOnce(&mut Room) -> T) -> Option<T> {
+    let poison = slot.poison;
+    let room = &mut slot.room;
+    std::panic::catch_unwind(AssertUnwindSafe(move || {
+        assert!(poison != Some(path), "test hook: this room was told to panic");
+        call(room)
+    }))
+    .ok()
 }
 
 /// Counters a shard keeps for `/metrics`, read from other threads.
@@ -206,7 +247,8 @@ struct Slot {
     outboxes: HashMap<ParticipantId, Outbox>,
     /// Undelivered sends, in order; acks wait until everything queued before them is out.
     backlog: VecDeque<Item>,
-    poisoned: bool,
+    /// Test hook: the path on which this room panics.
+    poison: Option<RoomPath>,
 }
 
 enum Item {
@@ -290,11 +332,23 @@ impl Shard {
         let channel = match self.by_address.get(&from) {
             Some(channel) if self.rooms.contains_key(channel) => Some(channel.clone()),
             _ => {
-                let found = self
-                    .rooms
-                    .iter()
-                    .find(|(_, slot)| slot.room.accepts_datagram(now, from, contents));
-                let found = found.map(|(channel, _)| channel.clone());
+                let mut found = None;
+                let mut failed = Vec::new();
+                for (channel, slot) in &mut self.rooms {
+                    match isolate(slot, RoomPath::Datagram, |room| {
+                        room.accepts_datagram(now, from, contents)
+                    }) {
+                        Some(true) => {
+                            found = Some(channel.clone());
+                            break;
+                        }
+                        Some(false) => {}
+                        None => failed.push(channel.clone()),
+                    }
+                }
+                for channel in failed {
+                    self.drop_room(&channel, RoomPath::Datagram);
+                }
                 if let Some(channel) = &found {
                     if self.by_address.len() >= BY_ADDRESS_MAX {
                         self.by_address.retain(|_, c| self.rooms.contains_key(c));
@@ -310,52 +364,81 @@ impl Shard {
         };
         if let Some(slot) = self.rooms.get_mut(&channel) {
             let before = Counters::of(&slot.room);
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let result = slot.room.handle_datagram(now, from, contents);
-                (result, take_outputs(&mut slot.room))
-            }));
-            if result.is_ok() {
+            let result = isolate(slot, RoomPath::Datagram, |room| {
+                let result = room.handle_datagram(now, from, contents);
+                (result, take_outputs(room))
+            });
+            if result.is_some() {
                 before.settle(&slot.room, &self.stats);
             }
             match result {
-                Ok((Ok(()), outputs)) => queue_outputs(&mut slot.backlog, outputs),
-                Ok((Err(err), outputs)) => {
+                Some((Ok(()), outputs)) => queue_outputs(&mut slot.backlog, outputs),
+                Some((Err(err), outputs)) => {
                     queue_outputs(&mut slot.backlog, outputs);
                     tracing::trace!(shard = self.index, %from, error = %err, "datagram refused");
                 }
-                Err(_) => {
-                    tracing::error!(shard = self.index, channel = %channel, "room panicked on a datagram; dropping it");
-                    self.drop_room(&channel);
-                }
+                None => self.drop_room(&channel, RoomPath::Datagram),
             }
         }
     }
 
     /// Lets every media room act on time passing.
     pub fn handle_media_timeout(&mut self, now: Instant) {
-        for slot in self.rooms.values_mut() {
+        let mut failed = Vec::new();
+        for (channel, slot) in &mut self.rooms {
             let before = Counters::of(&slot.room);
-            slot.room.handle_timeout(now);
-            before.settle(&slot.room, &self.stats);
-            let outputs = take_outputs(&mut slot.room);
-            queue_outputs(&mut slot.backlog, outputs);
+            let outputs = isolate(slot, RoomPath::Timeout, |room| {
+                room.handle_timeout(now);
+                take_outputs(room)
+            });
+            match outputs {
+                Some(outputs) => {
+                    before.settle(&slot.room, &self.stats);
+                    queue_outputs(&mut slot.backlog, outputs);
+                }
+                None => failed.push(channel.clone()),
+            }
+        }
+        for channel in failed {
+            self.drop_room(&channel, RoomPath::Timeout);
         }
     }
 
     /// The earliest time any media room needs [`Shard::handle_media_timeout`].
     pub fn media_deadline(&mut self, now: Instant) -> Option<Instant> {
-        self.rooms
-            .values_mut()
-            .filter_map(|slot| slot.room.poll_timeout(now))
-            .min()
+        let mut earliest: Option<Instant> = None;
+        let mut failed = Vec::new();
+        for (channel, slot) in &mut self.rooms {
+            match isolate(slot, RoomPath::Deadline, |room| room.poll_timeout(now)) {
+                Some(Some(deadline)) => earliest = Some(earliest.map_or(deadline, |e| e.min(deadline))),
+                Some(None) => {}
+                None => failed.push(channel.clone()),
+            }
+        }
+        for channel in failed {
+            self.drop_room(&channel, RoomPath::Deadline);
+        }
+        earliest
     }
 
     /// Every datagram the rooms want sent.
     pub fn take_transmits(&mut self, out: &mut Vec<crate::sfu::Transmit>) {
-        for slot in self.rooms.values_mut() {
-            while let Some(transmit) = slot.room.poll_transmit() {
-                out.push(transmit);
+        let mut failed = Vec::new();
+        for (channel, slot) in &mut self.rooms {
+            let mark = out.len();
+            let drained = isolate(slot, RoomPath::Drain, |room| {
+                while let Some(transmit) = room.poll_transmit() {
+                    out.push(transmit);
+                }
+            });
+            if drained.is_none() {
+                // What a failed room queued before it panicked is not sent.
+                out.truncate(mark);
+                failed.push(channel.clone());
             }
+        }
+        for channel in failed {
+            self.drop_room(&channel, RoomPath::Drain);
         }
     }
 
@@ -369,28 +452,29 @@ impl Shard {
             return Err(RoomError::NotInRoom);
         };
         let now = unix_now();
-        let poisoned = slot.poisoned;
         let before = Counters::of(&slot.room);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            assert!(!poisoned, "test hook: this room was told to panic");
-            let result = slot.room.handle_command(now, command);
-            (result, take_outputs(&mut slot.room))
-        }));
+        let result = isolate(slot, RoomPath::Command, |room| {
+            let result = room.handle_command(now, command);
+            (result, take_outputs(room))
+        });
         match result {
-            Ok((result, outputs)) => {
+            Some((result, outputs)) => {
                 before.settle(&slot.room, &self.stats);
                 queue_outputs(&mut slot.backlog, outputs);
                 result
             }
-            Err(_) => {
-                tracing::error!(shard = self.index, channel = %channel, "room panicked; dropping it");
-                self.drop_room(channel);
+            None => {
+                self.drop_room(channel, RoomPath::Command);
                 Err(RoomError::NotInRoom)
             }
         }
     }
 
-    fn drop_room(&mut self, channel: &ChannelId) {
+    /// Drops a room whose state machine panicked on `path`: its participants get
+    /// `rtc_room_failed` and are disconnected; waiting acks are released; the rest of the
+    /// shard goes on.
+    fn drop_room(&mut self, channel: &ChannelId, path: RoomPath) {
+        tracing::error!(shard = self.index, channel = %channel, path = path.as_str(), "room panicked; dropping it");
         if let Some(slot) = self.rooms.remove(channel) {
             self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
             self.stats
@@ -528,7 +612,7 @@ impl Shard {
                         },
                         outboxes: HashMap::new(),
                         backlog: VecDeque::new(),
-                        poisoned: false,
+                        poison: None,
                     };
                     self.rooms.insert(channel.clone(), slot);
                     self.stats.rooms.fetch_add(1, Ordering::Relaxed);
@@ -595,9 +679,9 @@ impl Shard {
                     let _ = self.step(&channel, RoomCommand::Shutdown);
                 }
             }
-            ShardCommand::PanicRoom { channel } => {
+            ShardCommand::PanicRoom { channel, path } => {
                 if let Some(slot) = self.rooms.get_mut(&channel) {
-                    slot.poisoned = true;
+                    slot.poison = Some(path);
                 }
             }
         }
@@ -707,5 +791,117 @@ async fn next_wake(
     match select(command, select(datagram, timer)).await {
         Either::Left((wake, _)) => wake,
         Either::Right((Either::Left((wake, _)), _)) | Either::Right((Either::Right((wake, _)), _)) => wake,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::ParticipantInfo;
+
+    fn join(shard: &mut Shard, channel: &ChannelId, id: &str) -> OutboxReceiver {
+        let (outbox, receiver) = outbox();
+        let (reply, answer) = flume::bounded(1);
+        shard.handle(ShardCommand::Join {
+            channel: channel.clone(),
+            command: RoomCommand::Join {
+                participant: ParticipantInfo {
+                    id: ParticipantId(id.into()),
+                    server_id: "srv_1".into(),
+                    user_uid: format!("uid_{id}"),
+                    device_id: "d".into(),
+                    permissions: openchat_core::ticket::Permissions::ALL,
+                },
+                request_id: None,
+            },
+            outbox,
+            reply,
+        });
+        assert_eq!(answer.try_recv().unwrap(), Ok(()));
+        shard.flush();
+        receiver
+    }
+
+    fn frames(receiver: &OutboxReceiver) -> Vec<String> {
+        receiver.frames.try_iter().map(|f| f.to_string()).collect()
+    }
+
+    /// A room that panics on `path` is dropped and its participant told; a second room on
+    /// the same shard keeps working.
+    fn a_panic_on(path: RoomPath, call: impl FnOnce(&mut Shard)) {
+        let stats = Arc::new(ShardStats::default());
+        let mut shard = Shard::new(0, 10, stats.clone());
+        let (a, b) = (
+            ChannelId::parse("vc_a").unwrap(),
+            ChannelId::parse("vc_b").unwrap(),
+        );
+        let in_a = join(&mut shard, &a, "pa");
+        let in_b = join(&mut shard, &b, "pb");
+        frames(&in_a);
+        frames(&in_b);
+        shard.handle(ShardCommand::PanicRoom {
+            channel: a.clone(),
+            path,
+        });
+        call(&mut shard);
+        shard.flush();
+        assert!(
+            frames(&in_a).iter().any(|f| f.contains("rtc_room_failed")),
+            "{path:?}: the failed room's participant is told"
+        );
+        assert_eq!(in_a.kick.try_recv().as_deref(), Ok("room failed"));
+        assert_eq!(stats.rooms_dropped_by_panic.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.rooms.load(Ordering::Relaxed), 1);
+        // The other room still answers.
+        shard.handle(ShardCommand::Room {
+            channel: b.clone(),
+            command: RoomCommand::Ping {
+                from: ParticipantId("pb".into()),
+                request_id: Some("ping_1".into()),
+            },
+            ack: None,
+        });
+        shard.flush();
+        assert!(frames(&in_b).iter().any(|f| f.contains("ping_1")), "{path:?}");
+        assert!(in_b.kick.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_room_that_panics_on_a_command_is_dropped_alone() {
+        a_panic_on(RoomPath::Command, |shard| {
+            let a = ChannelId::parse("vc_a").unwrap();
+            let ping = RoomCommand::Ping {
+                from: ParticipantId("pa".into()),
+                request_id: None,
+            };
+            shard.handle(ShardCommand::Room {
+                channel: a,
+                command: ping,
+                ack: None,
+            });
+        });
+    }
+
+    #[test]
+    fn a_room_that_panics_in_its_timeout_path_is_dropped_alone() {
+        a_panic_on(RoomPath::Timeout, |shard| {
+            shard.handle_media_timeout(Instant::now())
+        });
+    }
+
+    #[test]
+    fn a_room_that_panics_while_its_deadline_is_asked_is_dropped_alone() {
+        a_panic_on(RoomPath::Deadline, |shard| {
+            shard.media_deadline(Instant::now());
+        });
+    }
+
+    #[test]
+    fn a_room_that_panics_while_draining_transmits_is_dropped_alone() {
+        a_panic_on(RoomPath::Drain, |shard| {
+            let mut out = Vec::new();
+            shard.take_transmits(&mut out);
+            assert!(out.is_empty());
+        });
     }
 }

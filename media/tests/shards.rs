@@ -162,7 +162,10 @@ fn a_panicking_room_is_dropped_and_its_neighbours_keep_relaying() {
     let a1 = join(&set, &a, "a1");
     let b1 = join(&set, &b, "b1");
     set.sender(&a)
-        .send(ShardCommand::PanicRoom { channel: a.clone() })
+        .send(ShardCommand::PanicRoom {
+            channel: a.clone(),
+            path: openchat_media::shard::RoomPath::Command,
+        })
         .unwrap();
     media(&set, &a, "a1", 0)
         .recv_timeout(Duration::from_secs(10))
