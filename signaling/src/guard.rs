@@ -188,6 +188,10 @@ impl ConnectionHandle {
     pub fn exempt(&self) {
         self.exempt.store(true, Ordering::Relaxed);
     }
+
+    pub fn is_exempt(&self) -> bool {
+        self.exempt.load(Ordering::Relaxed)
+    }
 }
 
 /// A connection's socket with the write-stall bound.
@@ -352,6 +356,51 @@ mod tests {
         assert!(slots.try_acquire("::ffff:127.0.0.1".parse().unwrap()).is_none());
         drop(a);
         assert!(slots.try_acquire(ip).is_some());
+    }
+
+    /// Writes into a pipe nobody reads until the write is refused or `patience` has passed
+    /// on the (paused) clock; returns whether it was refused.
+    async fn stalls_out(exempt: bool, patience: Duration) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let (near, _far) = tokio::io::duplex(64);
+        let (mut io, handle) = GuardedIo::new(near, Duration::from_secs(2));
+        if exempt {
+            handle.exempt();
+        }
+        let chunk = [0u8; 64];
+        let writing = async {
+            loop {
+                if let Err(err) = io.write_all(&chunk).await {
+                    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+                    return true;
+                }
+            }
+        };
+        tokio::time::timeout(patience, writing).await.unwrap_or(false)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_nobody_reads_fails_after_the_stall_bound_unless_exempt() {
+        assert!(stalls_out(false, Duration::from_secs(3)).await);
+        assert!(
+            !stalls_out(true, Duration::from_secs(60)).await,
+            "upgraded sockets keep their own bounds"
+        );
+    }
+
+    #[test]
+    fn a_websocket_upgrade_exempts_its_connection() {
+        let handle = ConnectionHandle::default();
+        let mut request = http::Request::builder()
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(handle.clone());
+        assert!(!handle.is_exempt());
+        assert!(crate::websocket::handshake(&mut request).is_ok());
+        assert!(handle.is_exempt());
     }
 
     #[test]

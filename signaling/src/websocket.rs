@@ -15,19 +15,9 @@ use crate::service::{Body, full};
 /// A server-side WebSocket over a hyper upgrade.
 pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Checks the upgrade request and returns the `101 Switching Protocols` answer, plus a future
-/// that yields the socket once hyper hands the connection over (`None` if it never does).
-/// Inbound messages are limited to `message_bytes_max`.
-pub fn accept(
-    request: &mut http::Request<crate::service::RequestBody>,
-    message_bytes_max: usize,
-) -> Result<
-    (
-        Response<Body>,
-        impl Future<Output = Option<ServerSocket>> + Send + 'static,
-    ),
-    ApiError,
-> {
+/// Checks a WebSocket upgrade request and returns its `Sec-WebSocket-Accept` value; marks the
+/// connection exempt from the HTTP write-stall bound.
+pub fn handshake<B>(request: &mut http::Request<B>) -> Result<String, ApiError> {
     let headers = request.headers();
     let is_upgrade = headers
         .get(header::UPGRADE)
@@ -46,6 +36,28 @@ pub fn accept(
         return Err(err);
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    // From here on the connection is a WebSocket: its own send queues, ping and read
+    // deadlines bound it, not the HTTP write-stall bound.
+    if let Some(connection) = request.extensions().get::<crate::guard::ConnectionHandle>() {
+        connection.exempt();
+    }
+    Ok(accept)
+}
+
+/// Checks the upgrade request and returns the `101 Switching Protocols` answer, plus a future
+/// that yields the socket once hyper hands the connection over (`None` if it never does).
+/// Inbound messages are limited to `message_bytes_max`.
+pub fn accept(
+    request: &mut http::Request<crate::service::RequestBody>,
+    message_bytes_max: usize,
+) -> Result<
+    (
+        Response<Body>,
+        impl Future<Output = Option<ServerSocket>> + Send + 'static,
+    ),
+    ApiError,
+> {
+    let accept = handshake(request)?;
     let on_upgrade = hyper::upgrade::on(request);
     let socket = async move {
         match on_upgrade.await {
