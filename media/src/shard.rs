@@ -13,7 +13,8 @@
 //! A panic inside a room's state machine drops that room only: its participants get
 //! `rtc.error` and are disconnected, and the shard keeps serving its other rooms.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -277,6 +278,9 @@ pub const BY_ADDRESS_MAX: usize = 65_536;
 /// Datagrams received but not yet handled by the shard loop; beyond this they are dropped
 /// (counted), as a router would.
 pub const DATAGRAM_QUEUE_MAX: usize = 4096;
+/// Heap entries kept per room with a deadline (plus a slack) before the heap is rebuilt.
+pub const TIMERS_PER_ROOM_MAX: usize = 4;
+const TIMERS_SLACK: usize = 1024;
 /// Largest datagram read from the media socket.
 pub const DATAGRAM_BYTES_MAX: usize = 2048;
 
@@ -292,6 +296,15 @@ pub struct Shard {
     fixed_media_ip: bool,
     /// O(1) demultiplexing: remote address -> room.
     by_address: HashMap<std::net::SocketAddr, ChannelId>,
+    /// Per-turn work follows what happened, not what exists: rooms with a non-empty backlog,
+    /// rooms called since their deadline was last asked, rooms that may have datagrams to
+    /// send, and a heap of each room's next deadline (an entry is stale when `deadlines`
+    /// holds another time for its room).
+    backlogged: HashSet<ChannelId>,
+    touched: HashSet<ChannelId>,
+    sending: HashSet<ChannelId>,
+    deadlines: HashMap<ChannelId, Instant>,
+    timers: BinaryHeap<Reverse<(Instant, ChannelId)>>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -313,7 +326,37 @@ impl Shard {
             media_addr: None,
             fixed_media_ip: false,
             by_address: HashMap::new(),
+            backlogged: HashSet::new(),
+            touched: HashSet::new(),
+            sending: HashSet::new(),
+            deadlines: HashMap::new(),
+            timers: BinaryHeap::new(),
         }
+    }
+
+    /// Notes that `channel`'s room was called: its deadline must be asked again, it may have
+    /// datagrams to send, and its backlog may have grown.
+    fn mark(&mut self, channel: &ChannelId) {
+        let Some(slot) = self.rooms.get(channel) else {
+            return;
+        };
+        if !slot.backlog.is_empty() && !self.backlogged.contains(channel) {
+            self.backlogged.insert(channel.clone());
+        }
+        if !self.touched.contains(channel) {
+            self.touched.insert(channel.clone());
+        }
+        if !self.sending.contains(channel) {
+            self.sending.insert(channel.clone());
+        }
+    }
+
+    /// Forgets a room that is gone (its heap entries become stale).
+    fn forget(&mut self, channel: &ChannelId) {
+        self.backlogged.remove(channel);
+        self.touched.remove(channel);
+        self.sending.remove(channel);
+        self.deadlines.remove(channel);
     }
 
     /// Gives the shard's rooms a media path advertised at `addr`.
@@ -372,9 +415,13 @@ impl Shard {
                 before.settle(&slot.room, &self.stats);
             }
             match result {
-                Some((Ok(()), outputs)) => queue_outputs(&mut slot.backlog, outputs),
+                Some((Ok(()), outputs)) => {
+                    queue_outputs(&mut slot.backlog, outputs);
+                    self.mark(&channel);
+                }
                 Some((Err(err), outputs)) => {
                     queue_outputs(&mut slot.backlog, outputs);
+                    self.mark(&channel);
                     tracing::trace!(shard = self.index, %from, error = %err, "datagram refused");
                 }
                 None => self.drop_room(&channel, RoomPath::Datagram),
@@ -382,10 +429,22 @@ impl Shard {
         }
     }
 
-    /// Lets every media room act on time passing.
+    /// Lets the media rooms whose deadline has come act on time passing (only those: the
+    /// others are not called).
     pub fn handle_media_timeout(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        for (channel, slot) in &mut self.rooms {
+        while let Some(Reverse((at, _))) = self.timers.peek()
+            && *at <= now
+        {
+            let Some(Reverse((at, channel))) = self.timers.pop() else {
+                break;
+            };
+            if self.deadlines.get(&channel) != Some(&at) {
+                continue;
+            }
+            self.deadlines.remove(&channel);
+            let Some(slot) = self.rooms.get_mut(&channel) else {
+                continue;
+            };
             let before = Counters::of(&slot.room);
             let outputs = isolate(slot, RoomPath::Timeout, |room| {
                 room.handle_timeout(now);
@@ -395,36 +454,66 @@ impl Shard {
                 Some(outputs) => {
                     before.settle(&slot.room, &self.stats);
                     queue_outputs(&mut slot.backlog, outputs);
+                    self.mark(&channel);
                 }
-                None => failed.push(channel.clone()),
+                None => self.drop_room(&channel, RoomPath::Timeout),
             }
-        }
-        for channel in failed {
-            self.drop_room(&channel, RoomPath::Timeout);
         }
     }
 
-    /// The earliest time any media room needs [`Shard::handle_media_timeout`].
+    /// The earliest time a media room needs [`Shard::handle_media_timeout`]. Only rooms
+    /// called since they were last asked are asked again; the rest keep their deadline.
     pub fn media_deadline(&mut self, now: Instant) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
-        let mut failed = Vec::new();
-        for (channel, slot) in &mut self.rooms {
+        for channel in std::mem::take(&mut self.touched) {
+            let Some(slot) = self.rooms.get_mut(&channel) else {
+                continue;
+            };
             match isolate(slot, RoomPath::Deadline, |room| room.poll_timeout(now)) {
-                Some(Some(deadline)) => earliest = Some(earliest.map_or(deadline, |e| e.min(deadline))),
-                Some(None) => {}
-                None => failed.push(channel.clone()),
+                Some(deadline) => {
+                    // Asking may drain connections, which queues datagrams.
+                    if !self.sending.contains(&channel) {
+                        self.sending.insert(channel.clone());
+                    }
+                    match deadline {
+                        Some(at) if self.deadlines.get(&channel) != Some(&at) => {
+                            self.deadlines.insert(channel.clone(), at);
+                            self.timers.push(Reverse((at, channel)));
+                        }
+                        Some(_) => {}
+                        None => {
+                            self.deadlines.remove(&channel);
+                        }
+                    }
+                }
+                None => self.drop_room(&channel, RoomPath::Deadline),
             }
         }
-        for channel in failed {
-            self.drop_room(&channel, RoomPath::Deadline);
+        // Stale entries (a room gone, or its deadline moved) are discarded on the way; a heap
+        // grown far beyond the rooms is rebuilt from the live deadlines.
+        if self.timers.len() > TIMERS_PER_ROOM_MAX * self.deadlines.len() + TIMERS_SLACK {
+            self.timers = self
+                .deadlines
+                .iter()
+                .map(|(channel, at)| Reverse((*at, channel.clone())))
+                .collect();
         }
-        earliest
+        while let Some(Reverse((at, channel))) = self.timers.peek() {
+            if self.deadlines.get(channel) == Some(at) {
+                return Some(*at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
-    /// Every datagram the rooms want sent.
+    /// Every datagram the rooms want sent (only rooms called since the last drain can have
+    /// any).
     pub fn take_transmits(&mut self, out: &mut Vec<crate::sfu::Transmit>) {
         let mut failed = Vec::new();
-        for (channel, slot) in &mut self.rooms {
+        for channel in std::mem::take(&mut self.sending) {
+            let Some(slot) = self.rooms.get_mut(&channel) else {
+                continue;
+            };
             let mark = out.len();
             let drained = isolate(slot, RoomPath::Drain, |room| {
                 while let Some(transmit) = room.poll_transmit() {
@@ -434,7 +523,7 @@ impl Shard {
             if drained.is_none() {
                 // What a failed room queued before it panicked is not sent.
                 out.truncate(mark);
-                failed.push(channel.clone());
+                failed.push(channel);
             }
         }
         for channel in failed {
@@ -443,7 +532,7 @@ impl Shard {
     }
 
     fn has_backlog(&self) -> bool {
-        self.rooms.values().any(|slot| !slot.backlog.is_empty())
+        !self.backlogged.is_empty()
     }
 
     /// Runs one room step with panic isolation; a panicking room is dropped.
@@ -461,6 +550,7 @@ impl Shard {
             Some((result, outputs)) => {
                 before.settle(&slot.room, &self.stats);
                 queue_outputs(&mut slot.backlog, outputs);
+                self.mark(channel);
                 result
             }
             None => {
@@ -475,6 +565,7 @@ impl Shard {
     /// shard goes on.
     fn drop_room(&mut self, channel: &ChannelId, path: RoomPath) {
         tracing::error!(shard = self.index, channel = %channel, path = path.as_str(), "room panicked; dropping it");
+        self.forget(channel);
         if let Some(slot) = self.rooms.remove(channel) {
             self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
             self.stats
@@ -502,10 +593,10 @@ impl Shard {
         }
     }
 
-    /// Moves each room's backlog into outboxes, as far as they have room.
-    fn flush(&mut self) {
-        let channels: Vec<ChannelId> = self.rooms.keys().cloned().collect();
-        for channel in channels {
+    /// Moves each room's backlog into outboxes, as far as they have room (the driver calls
+    /// this after every turn).
+    pub fn flush(&mut self) {
+        for channel in std::mem::take(&mut self.backlogged) {
             let mut stalled: Vec<ParticipantId> = Vec::new();
             let mut closed: Vec<ParticipantId> = Vec::new();
             if let Some(slot) = self.rooms.get_mut(&channel) {
@@ -542,6 +633,14 @@ impl Shard {
                         }
                     }
                 }
+            }
+            if self
+                .rooms
+                .get(&channel)
+                .is_some_and(|slot| !slot.backlog.is_empty())
+            {
+                // Still waiting for a full outbox: tried again next turn.
+                self.backlogged.insert(channel.clone());
             }
             self.stats
                 .participants
@@ -581,6 +680,7 @@ impl Shard {
             .is_some_and(|slot| slot.room.is_empty() && slot.backlog.is_empty());
         if empty {
             self.rooms.remove(channel);
+            self.forget(channel);
             self.stats.rooms.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -656,7 +756,10 @@ impl Shard {
                 }
                 if let Some(ack) = ack {
                     match self.rooms.get_mut(&channel) {
-                        Some(slot) => slot.backlog.push_back(Item::Ack(ack)),
+                        Some(slot) => {
+                            slot.backlog.push_back(Item::Ack(ack));
+                            self.mark(&channel);
+                        }
                         None => {
                             let _ = ack.try_send(());
                         }
@@ -830,7 +933,7 @@ mod tests {
     /// the same shard keeps working.
     fn a_panic_on(path: RoomPath, call: impl FnOnce(&mut Shard)) {
         let stats = Arc::new(ShardStats::default());
-        let mut shard = Shard::new(0, 10, stats.clone());
+        let mut shard = media_shard(&stats);
         let (a, b) = (
             ChannelId::parse("vc_a").unwrap(),
             ChannelId::parse("vc_b").unwrap(),
@@ -866,6 +969,95 @@ mod tests {
         assert!(in_b.kick.try_recv().is_err());
     }
 
+    fn ping(shard: &mut Shard, channel: &ChannelId, from: &str) {
+        shard.handle(ShardCommand::Room {
+            channel: channel.clone(),
+            command: RoomCommand::Ping {
+                from: ParticipantId(from.into()),
+                request_id: None,
+            },
+            ack: None,
+        });
+    }
+
+    fn media_shard(stats: &Arc<ShardStats>) -> Shard {
+        Shard::new(0, 10, stats.clone()).with_media_addr("127.0.0.1:50000".parse().unwrap(), true)
+    }
+
+    #[test]
+    fn only_rooms_whose_deadline_has_come_are_timed_out() {
+        let stats = Arc::new(ShardStats::default());
+        let mut shard = media_shard(&stats);
+        let (a, b) = (
+            ChannelId::parse("vc_a").unwrap(),
+            ChannelId::parse("vc_b").unwrap(),
+        );
+        let _in_a = join(&mut shard, &a, "pa");
+        let _in_b = join(&mut shard, &b, "pb");
+        let t0 = Instant::now();
+        let first = shard.media_deadline(t0).expect("media rooms have deadlines");
+        // B is called later, so its deadline moves later than A's.
+        let later = t0 + Duration::from_millis(50);
+        ping(&mut shard, &b, "pb");
+        assert_eq!(shard.media_deadline(later), Some(first), "A is still first");
+        shard.handle(ShardCommand::PanicRoom {
+            channel: b.clone(),
+            path: RoomPath::Timeout,
+        });
+        shard.handle_media_timeout(first);
+        assert_eq!(
+            stats.rooms_dropped_by_panic.load(Ordering::Relaxed),
+            0,
+            "B is not due, so it was not called"
+        );
+        let next = shard
+            .media_deadline(first)
+            .expect("both rooms still have deadlines");
+        assert!(next > first);
+        shard.handle_media_timeout(later + Duration::from_secs(1));
+        assert_eq!(
+            stats.rooms_dropped_by_panic.load(Ordering::Relaxed),
+            1,
+            "B was due and called"
+        );
+    }
+
+    #[test]
+    fn only_rooms_called_since_the_last_drain_are_drained() {
+        let stats = Arc::new(ShardStats::default());
+        let mut shard = media_shard(&stats);
+        let (a, b) = (
+            ChannelId::parse("vc_a").unwrap(),
+            ChannelId::parse("vc_b").unwrap(),
+        );
+        let _in_a = join(&mut shard, &a, "pa");
+        let _in_b = join(&mut shard, &b, "pb");
+        let mut out = Vec::new();
+        shard.media_deadline(Instant::now());
+        shard.take_transmits(&mut out);
+        shard.handle(ShardCommand::PanicRoom {
+            channel: a.clone(),
+            path: RoomPath::Drain,
+        });
+        ping(&mut shard, &b, "pb");
+        shard.take_transmits(&mut out);
+        assert_eq!(
+            stats.rooms_dropped_by_panic.load(Ordering::Relaxed),
+            0,
+            "A had nothing new"
+        );
+        ping(&mut shard, &a, "pa");
+        shard.take_transmits(&mut out);
+        assert_eq!(
+            stats.rooms_dropped_by_panic.load(Ordering::Relaxed),
+            1,
+            "A was called, then drained"
+        );
+        // The backlog set is empty once every frame is out: nothing left to flush.
+        shard.flush();
+        assert!(!shard.has_backlog());
+    }
+
     #[test]
     fn a_room_that_panics_on_a_command_is_dropped_alone() {
         a_panic_on(RoomPath::Command, |shard| {
@@ -885,7 +1077,9 @@ mod tests {
     #[test]
     fn a_room_that_panics_in_its_timeout_path_is_dropped_alone() {
         a_panic_on(RoomPath::Timeout, |shard| {
-            shard.handle_media_timeout(Instant::now())
+            let now = Instant::now();
+            shard.media_deadline(now);
+            shard.handle_media_timeout(now + Duration::from_secs(1));
         });
     }
 
