@@ -278,6 +278,17 @@ pub const BY_ADDRESS_MAX: usize = 65_536;
 /// Datagrams received but not yet handled by the shard loop; beyond this they are dropped
 /// (counted), as a router would.
 pub const DATAGRAM_QUEUE_MAX: usize = 4096;
+/// Whether `contents` has the fixed header of a STUN message (RFC 8489 §5: the two top bits
+/// zero, a length that is a multiple of 4 and fits, the magic cookie).
+pub fn looks_like_stun(contents: &[u8]) -> bool {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+    if contents.len() < 20 || contents[0] & 0xC0 != 0 || contents[4..8] != MAGIC_COOKIE {
+        return false;
+    }
+    let length = usize::from(u16::from_be_bytes([contents[2], contents[3]]));
+    length % 4 == 0 && 20 + length == contents.len()
+}
+
 /// Heap entries kept per room with a deadline (plus a slack) before the heap is rebuilt.
 pub const TIMERS_PER_ROOM_MAX: usize = 4;
 const TIMERS_SLACK: usize = 1024;
@@ -374,6 +385,10 @@ impl Shard {
             .fetch_add(contents.len() as i64, Ordering::Relaxed);
         let channel = match self.by_address.get(&from) {
             Some(channel) if self.rooms.contains_key(channel) => Some(channel.clone()),
+            // An address is learnt only from an ICE binding request: anything else from an
+            // unknown address is dropped without asking the rooms (a flood of garbage from
+            // spoofed addresses must not cost a scan over every room and peer).
+            _ if !looks_like_stun(contents) => None,
             _ => {
                 let mut found = None;
                 let mut failed = Vec::new();
@@ -1056,6 +1071,51 @@ mod tests {
         // The backlog set is empty once every frame is out: nothing left to flush.
         shard.flush();
         assert!(!shard.has_backlog());
+    }
+
+    #[test]
+    fn stun_headers_are_recognised_and_everything_else_is_not() {
+        let mut binding = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xA4, 0x42];
+        binding.extend_from_slice(&[7; 12]);
+        binding.extend_from_slice(&[0; 8]);
+        assert!(looks_like_stun(&binding));
+        let mut rtp = binding.clone();
+        rtp[0] = 0x80;
+        assert!(!looks_like_stun(&rtp), "RTP/RTCP start with version 2");
+        let mut dtls = binding.clone();
+        dtls[0] = 22;
+        dtls[4] = 0xFE;
+        assert!(!looks_like_stun(&dtls));
+        assert!(!looks_like_stun(&binding[..19]));
+        assert!(!looks_like_stun(&binding[..24]), "the length must match");
+    }
+
+    #[test]
+    fn a_datagram_from_an_unknown_address_that_is_not_stun_asks_no_room() {
+        let stats = Arc::new(ShardStats::default());
+        let mut shard = media_shard(&stats);
+        let a = ChannelId::parse("vc_a").unwrap();
+        let _in_a = join(&mut shard, &a, "pa");
+        // Any call into the room would now panic and drop it.
+        shard.handle(ShardCommand::PanicRoom {
+            channel: a.clone(),
+            path: RoomPath::Datagram,
+        });
+        let from: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let mut garbage = vec![0x80u8; 172];
+        garbage[1] = 111;
+        shard.handle_datagram(Instant::now(), from, &garbage);
+        assert_eq!(stats.packets_unknown.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.rooms_dropped_by_panic.load(Ordering::Relaxed),
+            0,
+            "no room was asked"
+        );
+        // A binding request is worth asking the rooms about.
+        let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        binding.extend_from_slice(&[9; 12]);
+        shard.handle_datagram(Instant::now(), from, &binding);
+        assert_eq!(stats.rooms_dropped_by_panic.load(Ordering::Relaxed), 1);
     }
 
     #[test]
