@@ -947,14 +947,7 @@ mod tests {
     /// A room that panics on `path` is dropped and its participant told; a second room on
     /// the same shard keeps working.
     fn a_panic_on(path: RoomPath, call: impl FnOnce(&mut Shard)) {
-        let stats = Arc::new(ShardStats::default());
-        let mut shard = media_shard(&stats);
-        let (a, b) = (
-            ChannelId::parse("vc_a").unwrap(),
-            ChannelId::parse("vc_b").unwrap(),
-        );
-        let in_a = join(&mut shard, &a, "pa");
-        let in_b = join(&mut shard, &b, "pb");
+        let (stats, mut shard, [a, b], [in_a, in_b]) = two_media_rooms();
         frames(&in_a);
         frames(&in_b);
         shard.handle(ShardCommand::PanicRoom {
@@ -999,16 +992,22 @@ mod tests {
         Shard::new(0, 10, stats.clone()).with_media_addr("127.0.0.1:50000".parse().unwrap(), true)
     }
 
-    #[test]
-    fn only_rooms_whose_deadline_has_come_are_timed_out() {
+    /// A media shard with rooms `vc_a` (participant `pa`) and `vc_b` (`pb`).
+    fn two_media_rooms() -> (Arc<ShardStats>, Shard, [ChannelId; 2], [OutboxReceiver; 2]) {
         let stats = Arc::new(ShardStats::default());
         let mut shard = media_shard(&stats);
         let (a, b) = (
             ChannelId::parse("vc_a").unwrap(),
             ChannelId::parse("vc_b").unwrap(),
         );
-        let _in_a = join(&mut shard, &a, "pa");
-        let _in_b = join(&mut shard, &b, "pb");
+        let in_a = join(&mut shard, &a, "pa");
+        let in_b = join(&mut shard, &b, "pb");
+        (stats, shard, [a, b], [in_a, in_b])
+    }
+
+    #[test]
+    fn only_rooms_whose_deadline_has_come_are_timed_out() {
+        let (stats, mut shard, [_a, b], _receivers) = two_media_rooms();
         let t0 = Instant::now();
         let first = shard.media_deadline(t0).expect("media rooms have deadlines");
         // B is called later, so its deadline moves later than A's.
@@ -1039,14 +1038,7 @@ mod tests {
 
     #[test]
     fn only_rooms_called_since_the_last_drain_are_drained() {
-        let stats = Arc::new(ShardStats::default());
-        let mut shard = media_shard(&stats);
-        let (a, b) = (
-            ChannelId::parse("vc_a").unwrap(),
-            ChannelId::parse("vc_b").unwrap(),
-        );
-        let _in_a = join(&mut shard, &a, "pa");
-        let _in_b = join(&mut shard, &b, "pb");
+        let (stats, mut shard, [a, b], _receivers) = two_media_rooms();
         let mut out = Vec::new();
         shard.media_deadline(Instant::now());
         shard.take_transmits(&mut out);
