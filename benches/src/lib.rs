@@ -8,11 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
 
 pub mod loadgen;
+pub mod shard;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use openchat_media::demux::Demux;
 use openchat_media::room::ParticipantId;
 use openchat_media::sfu::{Leg, Sfu};
 use str0m::change::SdpAnswer;
@@ -30,14 +32,14 @@ pub fn without_ssrc_lines(sdp: &str) -> String {
 }
 
 /// One simulated peer.
-struct Peer {
-    addr: SocketAddr,
-    rtc: Rtc,
-    outbox: VecDeque<Vec<u8>>,
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) rtc: Rtc,
+    pub(crate) outbox: VecDeque<Vec<u8>>,
 }
 
 impl Peer {
-    fn new(now: Instant, addr: SocketAddr) -> Self {
+    pub(crate) fn new(now: Instant, addr: SocketAddr) -> Self {
         let mut rtc = Rtc::new(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Self {
@@ -47,7 +49,7 @@ impl Peer {
         }
     }
 
-    fn drain(&mut self) -> usize {
+    pub(crate) fn drain(&mut self) -> usize {
         let mut media = 0;
         loop {
             match self.rtc.poll_output().unwrap() {
@@ -63,6 +65,8 @@ impl Peer {
 /// A room with one publisher and `fanout` subscribers, connected.
 pub struct Harness {
     pub sfu: Sfu,
+    /// The one demultiplexing step, as the shard does it.
+    demux: Demux<()>,
     sfu_addr: SocketAddr,
     publisher: Peer,
     subscribers: Vec<Peer>,
@@ -134,6 +138,7 @@ impl Harness {
         };
         let mut harness = Self {
             sfu,
+            demux: Demux::new(),
             sfu_addr,
             publisher,
             subscribers,
@@ -181,7 +186,7 @@ impl Harness {
                 peer.rtc.handle_input(Input::Timeout(self.now)).unwrap();
                 peer.drain();
                 while let Some(bytes) = peer.outbox.pop_front() {
-                    let _ = self.sfu.handle_datagram(self.now, peer.addr, &bytes);
+                    let _ = self.demux.deliver(&mut self.sfu, self.now, peer.addr, &bytes);
                     moved = true;
                 }
             }
@@ -249,7 +254,9 @@ impl Harness {
     /// The timed step: one publisher datagram into the SFU; returns the datagrams it sent.
     pub fn forward(&mut self, datagram: &[u8]) -> usize {
         let from = self.publisher.addr;
-        self.sfu.handle_datagram(self.now, from, datagram).unwrap();
+        self.demux
+            .deliver(&mut self.sfu, self.now, from, datagram)
+            .unwrap();
         let mut sent = 0;
         while self.sfu.poll_transmit().is_some() {
             sent += 1;

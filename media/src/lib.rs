@@ -4,10 +4,12 @@
 //! - [`room::Room`] is a sans-IO state machine for one voice channel: commands in
 //!   (`handle_command(now, command)`), outputs out (`poll_output()`), no sockets, no clock,
 //!   no executor. Everything about who hears what lives there.
-//! - [`shard::Shard`] is the I/O shell: a glommio executor pinned to one CPU, owning the
-//!   rooms whose channel ids [`openchat_core::shard::shard_for`] maps to it. It takes
-//!   [`shard::ShardCommand`]s from a bounded queue, steps the room, and moves frames into
-//!   participants' bounded outboxes, with backpressure instead of loss (see `shard`).
+//! - [`shard::ShardCore`] is one shard's rooms as a sans-IO state machine (time passed in,
+//!   no sockets): commands, datagrams and timeouts in; frames into participants' bounded
+//!   outboxes with backpressure instead of loss, datagrams and the next deadline out; one
+//!   demultiplexing step ([`demux::Demux`]); every call into a room panic-isolated.
+//!   [`shard::driver`] is its thin glommio shell, pinned to one CPU, owning the rooms whose
+//!   channel ids [`openchat_core::shard::shard_for`] maps to it.
 //! - [`ShardSet`] starts one shard per configured CPU and routes each channel to its shard.
 //!   The front-end (tokio) and the shards (glommio) talk only through `flume` channels,
 //!   which work from both runtimes.
@@ -16,6 +18,8 @@
 //!   subscribers, sequence numbers and RTP times renumbered per subscriber m-line.
 //!   [`speaking`] turns audio levels into speaking changes.
 
+#[cfg(feature = "sfu")]
+pub mod demux;
 pub mod ops;
 pub mod room;
 #[cfg(feature = "sfu")]

@@ -39,6 +39,8 @@ fn participant(who: u8, id_salt: u8) -> ParticipantInfo {
 /// Runs the operations encoded in `data`; panics if an invariant breaks.
 pub fn run(data: &[u8]) {
     let mut room = Room::new("vc_fuzz", OPS_ROOM_PARTICIPANTS_MAX);
+    // The media clock is not used by these commands; the wall clock advances per step.
+    let start = std::time::Instant::now();
     let mut now = 0;
     for op in data.chunks(3) {
         let (code, who, step) = (
@@ -81,7 +83,7 @@ pub fn run(data: &[u8]) {
             },
         };
         let before: HashSet<ParticipantId> = room.participant_ids().cloned().collect();
-        let _ = room.handle_command(now, command);
+        let _ = room.handle_command(crate::room::Now::new(start, now), command);
         let after: HashSet<ParticipantId> = room.participant_ids().cloned().collect();
         assert!(room.len() <= OPS_ROOM_PARTICIPANTS_MAX, "room over its limit");
         assert_eq!(after.len(), room.len(), "participant ids are unique");

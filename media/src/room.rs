@@ -13,6 +13,28 @@ use openchat_core::UnixSeconds;
 use openchat_core::ticket::Permissions;
 use serde_json::{Map, Value, json};
 
+/// The time a room step runs at, read once by the caller's I/O loop: the monotonic instant
+/// the media state machines run on, and the wall-clock second frames are stamped with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub instant: std::time::Instant,
+    pub unix: UnixSeconds,
+}
+
+impl Now {
+    pub fn new(instant: std::time::Instant, unix: UnixSeconds) -> Self {
+        Self { instant, unix }
+    }
+
+    /// `self`, `by` later (both clocks).
+    pub fn later(self, by: std::time::Duration) -> Self {
+        Self {
+            instant: self.instant + by,
+            unix: self.unix + by.as_secs() as UnixSeconds,
+        }
+    }
+}
+
 /// A participant id (a UUID v4 string chosen by the front-end).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(pub String);
@@ -197,14 +219,12 @@ pub enum RoomCommand {
         from: ParticipantId,
         request_id: Option<String>,
     },
-    /// `rtc.offer.publish` / `rtc.offer.subscribe` for the SFU; `at` is the monotonic time
-    /// the media state machines run on.
+    /// `rtc.offer.publish` / `rtc.offer.subscribe` for the SFU.
     Offer {
         from: ParticipantId,
         leg: Leg,
         sdp: String,
         request_id: Option<String>,
-        at: std::time::Instant,
         /// The local address the participant's signaling connection arrived on: advertised
         /// as the media candidate's IP unless the shard has a fixed public IP.
         signaling_ip: Option<std::net::IpAddr>,
@@ -625,7 +645,8 @@ impl Room {
     }
 
     /// Applies one command at time `now`; its effects are queued for [`Room::poll_output`].
-    pub fn handle_command(&mut self, now: UnixSeconds, command: RoomCommand) -> Result<(), RoomError> {
+    pub fn handle_command(&mut self, now: Now, command: RoomCommand) -> Result<(), RoomError> {
+        let Now { instant, unix: now } = now;
         match command {
             RoomCommand::Join {
                 participant,
@@ -682,9 +703,8 @@ impl Room {
                 leg,
                 sdp,
                 request_id,
-                at,
                 signaling_ip,
-            } => self.offer(from, leg, sdp, request_id, at, signaling_ip),
+            } => self.offer(from, leg, sdp, request_id, instant, signaling_ip),
             RoomCommand::Candidate { from, leg, candidate } => {
                 self.position(&from).ok_or(RoomError::NotInRoom)?;
                 #[cfg(feature = "sfu")]
@@ -794,31 +814,39 @@ impl Room {
         self.sfu.is_some()
     }
 
-    /// Whether a datagram from `from` belongs to one of this room's connections.
+    /// Whether this room's connection `connection` takes a datagram from `from`.
     pub fn accepts_datagram(
         &self,
         now: std::time::Instant,
+        connection: usize,
         from: std::net::SocketAddr,
         contents: &[u8],
     ) -> bool {
         self.sfu
             .as_ref()
-            .is_some_and(|sfu| sfu.accepts(now, from, contents))
+            .is_some_and(|sfu| sfu.accepts(now, connection, from, contents))
     }
 
-    /// One datagram for this room; an error concerns the sending peer only.
+    /// One datagram for this room's connection `connection` (the shard's demultiplexer
+    /// found it); an error concerns that connection only.
     pub fn handle_datagram(
         &mut self,
         now: std::time::Instant,
+        connection: usize,
         from: std::net::SocketAddr,
         contents: &[u8],
     ) -> Result<(), crate::sfu::SfuError> {
         let result = match self.sfu.as_mut() {
-            Some(sfu) => sfu.handle_datagram(now, from, contents),
+            Some(sfu) => sfu.handle_datagram(now, connection, from, contents),
             None => Err(crate::sfu::SfuError::UnknownPeer),
         };
         self.take_sfu_events();
         result
+    }
+
+    /// The next media connection opened or closed, for the shard's demultiplexer.
+    pub fn poll_link(&mut self) -> Option<crate::sfu::LinkChange> {
+        self.sfu.as_mut()?.poll_link()
     }
 
     pub fn handle_timeout(&mut self, now: std::time::Instant) {
@@ -866,9 +894,41 @@ impl Room {
     }
 }
 
+#[cfg(feature = "sfu")]
+impl crate::demux::Connections for Room {
+    fn poll_link(&mut self) -> Option<crate::sfu::LinkChange> {
+        Room::poll_link(self)
+    }
+
+    fn accepts(
+        &self,
+        now: std::time::Instant,
+        connection: usize,
+        from: std::net::SocketAddr,
+        contents: &[u8],
+    ) -> bool {
+        self.accepts_datagram(now, connection, from, contents)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        connection: usize,
+        from: std::net::SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), crate::sfu::SfuError> {
+        Room::handle_datagram(self, now, connection, from, contents)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step at wall-clock second `unix`.
+    fn at(unix: UnixSeconds) -> Now {
+        Now::new(std::time::Instant::now(), unix)
+    }
 
     fn info(id: &str, user: &str, device: &str, permissions: Permissions) -> ParticipantInfo {
         ParticipantInfo {
@@ -893,7 +953,7 @@ mod tests {
 
     fn join(room: &mut Room, id: &str, user: &str) -> Vec<(String, Value)> {
         room.handle_command(
-            10,
+            at(10),
             RoomCommand::Join {
                 participant: info(id, user, "d", Permissions::ALL),
                 request_id: Some(format!("join_{id}")),
@@ -945,7 +1005,7 @@ mod tests {
         for (id, user) in [("p1", "uid_1"), ("p2", "uid_2"), ("p3", "uid_3")] {
             join(&mut room, id, user);
         }
-        room.handle_command(20, RoomCommand::Shutdown).unwrap();
+        room.handle_command(at(20), RoomCommand::Shutdown).unwrap();
         let out = drain(&mut room);
         for me in ["p1", "p2", "p3"] {
             let mut heard: Vec<&str> = out
@@ -973,7 +1033,7 @@ mod tests {
         let mut room = Room::new("vc_1", 1);
         join(&mut room, "p1", "uid_1");
         let refused = room.handle_command(
-            1,
+            at(1),
             RoomCommand::Join {
                 participant: info("p2", "uid_2", "d", Permissions::ALL),
                 request_id: None,
@@ -991,7 +1051,7 @@ mod tests {
             screenshare: false,
         };
         room.handle_command(
-            1,
+            at(1),
             RoomCommand::Join {
                 participant: info("p1", "uid_1", "d", silent),
                 request_id: None,
@@ -1003,7 +1063,7 @@ mod tests {
         let mut payload = Map::new();
         payload.insert("seq".into(), json!(7));
         room.handle_command(
-            2,
+            at(2),
             RoomCommand::MediaState {
                 from: ParticipantId("p2".into()),
                 stream_kind: Some("audio_file_chunks".into()),
@@ -1024,7 +1084,7 @@ mod tests {
             );
         }
         room.handle_command(
-            3,
+            at(3),
             RoomCommand::MediaState {
                 from: ParticipantId("p1".into()),
                 stream_kind: Some("audio_microphone".into()),
@@ -1056,7 +1116,7 @@ mod tests {
             payload: Map::new(),
             request_id: None,
         };
-        room.handle_command(1, relay(Some("p2"))).unwrap();
+        room.handle_command(at(1), relay(Some("p2"))).unwrap();
         let out = drain(&mut room);
         assert_eq!(
             (
@@ -1065,7 +1125,7 @@ mod tests {
             ),
             ("p2", Some("p1"))
         );
-        room.handle_command(1, relay(Some("ghost"))).unwrap();
+        room.handle_command(at(1), relay(Some("ghost"))).unwrap();
         let out = drain(&mut room);
         assert_eq!(
             (out[0].0.as_str(), out[0].1["payload"]["code"].as_str()),

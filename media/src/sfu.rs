@@ -3,11 +3,11 @@
 //! shard's address, media from every publisher forwarded to every other participant's
 //! subscribe connection.
 //!
-//! Sans-IO like str0m itself: datagrams in (`handle_datagram(now, from, bytes)`), timeouts
-//! in (`handle_timeout(now)`), datagrams out (`poll_transmit()`), next deadline out
-//! (`poll_timeout()`). No sockets, no clock, no executor. Demultiplexing is O(1): a map from
-//! the remote address to the connection, with str0m's `accepts` only on a miss (the first
-//! STUN binding from a new address).
+//! Sans-IO like str0m itself: datagrams in (`handle_datagram(now, connection, from, bytes)`),
+//! timeouts in (`handle_timeout(now)`), datagrams out (`poll_transmit()`), next deadline out
+//! (`poll_timeout()`). No sockets, no clock, no executor. The SFU does not demultiplex: the
+//! caller's [`crate::demux::Demux`] maps a datagram to its connection once, from the
+//! [`LinkChange`]s the SFU reports (a connection's local ICE ufrag when it opens, its end).
 //!
 //! Forwarding is RTP-level (str0m's RTP mode): a publisher's packet is never depacketised
 //! or re-packetised. Its payload (`Arc<[u8]>`) is shared by every subscriber's write; per
@@ -60,6 +60,16 @@ mod tests {
         assert!(out.starts_with("v=0\r\na=group:BUNDLE 0 1\r\n"));
         assert_eq!(rewrite_msid(sdp, &HashMap::new()), sdp);
     }
+}
+
+/// A connection datagrams can be routed to appeared or went away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChange {
+    /// A new connection; STUN binding requests for it carry `ufrag` as the first part of
+    /// their USERNAME.
+    Opened { connection: usize, ufrag: String },
+    /// The connection is gone; its index may be reused by a later `Opened`.
+    Closed { connection: usize },
 }
 
 /// Why the SFU refused something; the error concerns one peer only.
@@ -362,7 +372,8 @@ pub struct Sfu {
     /// Connections by index; a removed connection leaves `None` (indices are reused only
     /// after every reference to them is gone).
     peers: Vec<Option<Peer>>,
-    by_address: HashMap<SocketAddr, usize>,
+    /// Connections opened and closed since the caller last asked ([`Sfu::poll_link`]).
+    links: VecDeque<LinkChange>,
     /// Publisher m-line -> the subscriber m-lines carrying it (the forwarding fan-out).
     /// Shared, so a forwarded packet takes its target list with a reference count, not a
     /// copy (the list can change while the packet is forwarded).
@@ -407,7 +418,7 @@ impl Sfu {
         Self {
             local,
             peers: Vec::new(),
-            by_address: HashMap::new(),
+            links: VecDeque::new(),
             routes: HashMap::new(),
             sources: HashMap::new(),
             transmits: VecDeque::new(),
@@ -507,6 +518,7 @@ impl Sfu {
                 let candidate =
                     Candidate::host(local, "udp").map_err(|e| SfuError::Negotiation(e.to_string()))?;
                 rtc.add_local_candidate(candidate);
+                let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
                 let peer = Peer {
                     participant: participant.clone(),
                     leg,
@@ -520,7 +532,7 @@ impl Sfu {
                     remote_candidates: 0,
                     deadline: None,
                 };
-                match self.peers.iter().position(Option::is_none) {
+                let index = match self.peers.iter().position(Option::is_none) {
                     Some(slot) => {
                         self.peers[slot] = Some(peer);
                         slot
@@ -529,7 +541,12 @@ impl Sfu {
                         self.peers.push(Some(peer));
                         self.peers.len() - 1
                     }
-                }
+                };
+                self.links.push_back(LinkChange::Opened {
+                    connection: index,
+                    ufrag,
+                });
+                index
             }
         };
         let Some(peer) = self.peer(index) else {
@@ -711,7 +728,7 @@ impl Sfu {
                 level: -127,
             });
         }
-        self.by_address.retain(|_, i| *i != index);
+        self.links.push_back(LinkChange::Closed { connection: index });
         self.sources.retain(|(p, _), _| *p != index);
         self.last_keyframe_request.retain(|(p, _, _), _| *p != index);
         // Subscribers stop carrying the departed publisher's tracks; the m-lines become free.
@@ -735,41 +752,34 @@ impl Sfu {
         self.rebuild_routes();
     }
 
-    /// Whether a datagram from `from` belongs to one of these connections.
-    pub fn accepts(&self, now: Instant, from: SocketAddr, contents: &[u8]) -> bool {
-        if self.by_address.contains_key(&from) {
-            return true;
-        }
-        self.peers.iter().flatten().any(|p| {
-            Receive::new(Protocol::Udp, from, p.local, contents)
-                .is_ok_and(|receive| p.rtc.accepts(&Input::Receive(now, receive)))
-        })
+    /// Whether str0m's connection `connection` takes a datagram from `from` (its nominated
+    /// address, a viable candidate, or a STUN message with its credentials).
+    pub fn accepts(&self, now: Instant, connection: usize, from: SocketAddr, contents: &[u8]) -> bool {
+        self.peers
+            .get(connection)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| {
+                Receive::new(Protocol::Udp, from, p.local, contents)
+                    .is_ok_and(|receive| p.rtc.accepts(&Input::Receive(now, receive)))
+            })
     }
 
-    /// One datagram from the network; an error concerns the peer that sent it only.
+    /// The next connection opened or closed since the last call, for the caller's
+    /// demultiplexer.
+    pub fn poll_link(&mut self) -> Option<LinkChange> {
+        self.links.pop_front()
+    }
+
+    /// One datagram from the network for `connection` (the caller's demultiplexer found
+    /// it); an error concerns that connection only.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
+        connection: usize,
         from: SocketAddr,
         contents: &[u8],
     ) -> Result<(), SfuError> {
-        let index = match self.by_address.get(&from) {
-            Some(index) => *index,
-            None => {
-                let index = self
-                    .peers
-                    .iter()
-                    .position(|p| {
-                        p.as_ref().is_some_and(|p| {
-                            Receive::new(Protocol::Udp, from, p.local, contents)
-                                .is_ok_and(|receive| p.rtc.accepts(&Input::Receive(now, receive)))
-                        })
-                    })
-                    .ok_or(SfuError::UnknownPeer)?;
-                self.by_address.insert(from, index);
-                index
-            }
-        };
+        let index = connection;
         let peer = self.peer(index).ok_or(SfuError::UnknownPeer)?;
         let receive = Receive::new(Protocol::Udp, from, peer.local, contents)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
@@ -1096,5 +1106,25 @@ impl Peer {
         {
             self.free.push((mid, media.kind()));
         }
+    }
+}
+
+impl crate::demux::Connections for Sfu {
+    fn poll_link(&mut self) -> Option<LinkChange> {
+        Sfu::poll_link(self)
+    }
+
+    fn accepts(&self, now: Instant, connection: usize, from: SocketAddr, contents: &[u8]) -> bool {
+        Sfu::accepts(self, now, connection, from, contents)
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        connection: usize,
+        from: SocketAddr,
+        contents: &[u8],
+    ) -> Result<(), SfuError> {
+        Sfu::handle_datagram(self, now, connection, from, contents)
     }
 }

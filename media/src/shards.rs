@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use openchat_core::ChannelId;
 
-use crate::shard::{SHARD_IO_MEMORY_BYTES, SHARD_QUEUE_MAX, Shard, ShardCommand, ShardStats};
+use crate::shard::{SHARD_IO_MEMORY_BYTES, SHARD_QUEUE_MAX, ShardCommand, ShardCore, ShardStats, driver};
 
 /// glommio refuses to build an executor below this soft `RLIMIT_MEMLOCK` (its reactor checks
 /// it before creating the io_uring rings).
@@ -186,7 +186,7 @@ impl ShardSet {
         for (index, cpu) in cpus.iter().copied().enumerate() {
             let (tx, rx) = flume::bounded(SHARD_QUEUE_MAX);
             let stats = Arc::new(ShardStats::default());
-            let shard = Shard::new(index, participants_max, stats.clone());
+            let shard = ShardCore::new(index, participants_max, stats.clone());
             let (ready_tx, ready_rx) =
                 std::sync::mpsc::sync_channel::<Result<Option<std::net::SocketAddr>, ShardError>>(1);
             let thread = std::thread::Builder::new()
@@ -200,15 +200,13 @@ impl ShardSet {
                         Ok(executor) => executor.run(async move {
                             let Some(media) = media else {
                                 let _ = ready_tx.send(Ok(None));
-                                return shard.run(rx, None).await;
+                                return driver::run(shard, rx, None).await;
                             };
                             match bind_media(media, index) {
                                 Ok((socket, advertised)) => {
                                     let _ = ready_tx.send(Ok(Some(advertised)));
-                                    shard
-                                        .with_media_addr(advertised, media.public_ip.is_some())
-                                        .run(rx, Some(socket))
-                                        .await;
+                                    let shard = shard.with_media_addr(advertised, media.public_ip.is_some());
+                                    driver::run(shard, rx, Some(socket)).await;
                                 }
                                 Err(reason) => {
                                     let _ =

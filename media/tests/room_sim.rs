@@ -16,7 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use openchat_core::ticket::Permissions;
-use openchat_media::room::{LeaveReason, Leg, ParticipantId, ParticipantInfo, Room, RoomCommand, RoomOutput};
+use openchat_media::demux::Demux;
+use openchat_media::room::{
+    LeaveReason, Leg, Now, ParticipantId, ParticipantInfo, Room, RoomCommand, RoomOutput,
+};
 use serde_json::Value;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -251,6 +254,7 @@ impl Participant {
 
 struct Sim {
     room: Room,
+    demux: Demux<()>,
     sfu_addr: SocketAddr,
     people: Vec<Participant>,
     loss: Lossy,
@@ -298,13 +302,12 @@ impl Sim {
         let from = self.people[who].id.clone();
         self.room
             .handle_command(
-                0,
+                Now::new(now, 0),
                 RoomCommand::Offer {
                     from,
                     leg,
                     sdp,
                     request_id: Some(format!("offer_{who}_{}", leg.as_str())),
-                    at: now,
                     signaling_ip: None,
                 },
             )
@@ -331,7 +334,7 @@ impl Sim {
     fn join(&mut self, now: Instant, who: usize) {
         self.room
             .handle_command(
-                0,
+                Now::new(now, 0),
                 RoomCommand::Join {
                     participant: info(who),
                     request_id: None,
@@ -388,7 +391,7 @@ impl Sim {
         let participant = self.people[who].id.clone();
         self.room
             .handle_command(
-                0,
+                Now::new(now, 0),
                 RoomCommand::Leave {
                     participant,
                     reason: LeaveReason::Left,
@@ -435,7 +438,7 @@ impl Sim {
                         }
                         continue;
                     }
-                    let _ = self.room.handle_datagram(now, from, &bytes);
+                    let _ = self.demux.deliver(&mut self.room, now, from, &bytes);
                 }
             }
             while let Some(transmit) = self.room.poll_transmit() {
@@ -481,6 +484,7 @@ fn eight_participants_on_a_lossy_link_for_a_minute_of_virtual_time() {
     let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     let mut sim = Sim {
         room: Room::with_media("chan_sim", 16, sfu_addr, true),
+        demux: Demux::new(),
         sfu_addr,
         people: (0..PARTICIPANTS).map(|i| Participant::new(start, i)).collect(),
         loss: Lossy(0x5eed_1234_abcd_ef01),

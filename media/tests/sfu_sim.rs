@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use openchat_media::demux::Demux;
 use openchat_media::room::ParticipantId;
 use openchat_media::sfu::{Leg, Sfu};
 use str0m::change::SdpAnswer;
@@ -111,7 +112,13 @@ impl Client {
 }
 
 /// Moves every queued datagram once, then lets time pass to `now`.
-fn step(sfu: &mut Sfu, clients: &mut [&mut Client], now: Instant, sfu_addr: SocketAddr) {
+fn step(
+    sfu: &mut Sfu,
+    demux: &mut Demux<()>,
+    clients: &mut [&mut Client],
+    now: Instant,
+    sfu_addr: SocketAddr,
+) {
     for _ in 0..8 {
         let mut moved = false;
         for client in clients.iter_mut() {
@@ -119,7 +126,7 @@ fn step(sfu: &mut Sfu, clients: &mut [&mut Client], now: Instant, sfu_addr: Sock
             client.drain();
             while let Some((to, bytes)) = client.outbox.pop_front() {
                 assert_eq!(to, sfu_addr, "clients only ever talk to the SFU");
-                let _ = sfu.handle_datagram(now, client.addr, &bytes);
+                let _ = demux.deliver(sfu, now, client.addr, &bytes);
                 moved = true;
             }
         }
@@ -145,6 +152,7 @@ fn audio_is_forwarded_to_subscribers_only_and_stops_when_they_leave() {
     let start = Instant::now();
     let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     let mut sfu = Sfu::new(sfu_addr);
+    let mut demux = Demux::new();
     let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
     let mut publisher = Client::new(start, "10.0.0.2:4000");
     let mut subscriber = Client::new(start, "10.0.0.3:4000");
@@ -179,7 +187,13 @@ fn audio_is_forwarded_to_subscribers_only_and_stops_when_they_leave() {
             sfu.remove(&bob);
             left_at_frame = Some(frame);
         }
-        step(&mut sfu, &mut [&mut publisher, &mut subscriber], now, sfu_addr);
+        step(
+            &mut sfu,
+            &mut demux,
+            &mut [&mut publisher, &mut subscriber],
+            now,
+            sfu_addr,
+        );
     }
     assert!(sent > 300, "the publisher connected and sent ({sent})");
     let frames: Vec<u32> = subscriber
@@ -212,6 +226,7 @@ fn a_new_video_subscriber_makes_the_publisher_send_a_keyframe_rate_limited() {
     let start = Instant::now();
     let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     let mut sfu = Sfu::new(sfu_addr);
+    let mut demux = Demux::new();
     let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
     let mut publisher = Client::new(start, "10.0.0.2:4000");
     let mut subscriber = Client::new(start, "10.0.0.3:4000");
@@ -250,7 +265,13 @@ fn a_new_video_subscriber_makes_the_publisher_send_a_keyframe_rate_limited() {
                 .write(pt, now, time, data)
                 .unwrap();
         }
-        step(&mut sfu, &mut [&mut publisher, &mut subscriber], now, sfu_addr);
+        step(
+            &mut sfu,
+            &mut demux,
+            &mut [&mut publisher, &mut subscriber],
+            now,
+            sfu_addr,
+        );
     }
     assert!(!subscriber.received.is_empty(), "video was forwarded");
     assert!(
@@ -270,6 +291,7 @@ fn a_simulcast_subscriber_gets_the_best_active_layer_and_switches_only_on_keyfra
     let start = Instant::now();
     let sfu_addr: SocketAddr = "10.0.0.1:5000".parse().unwrap();
     let mut sfu = Sfu::new(sfu_addr);
+    let mut demux = Demux::new();
     let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
     let mut publisher = Client::new(start, "10.0.0.2:4000");
     let mut subscriber = Client::new(start, "10.0.0.3:4000");
@@ -348,7 +370,13 @@ fn a_simulcast_subscriber_gets_the_best_active_layer_and_switches_only_on_keyfra
                     .unwrap();
             }
         }
-        step(&mut sfu, &mut [&mut publisher, &mut subscriber], now, sfu_addr);
+        step(
+            &mut sfu,
+            &mut demux,
+            &mut [&mut publisher, &mut subscriber],
+            now,
+            sfu_addr,
+        );
     }
 
     let frames: Vec<(u8, u32, bool, u64, u64)> = subscriber

@@ -558,7 +558,6 @@ async fn session<S>(
                             leg,
                             sdp,
                             request_id,
-                            at: std::time::Instant::now(),
                             signaling_ip: local,
                         }
                     }
