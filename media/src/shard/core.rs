@@ -431,11 +431,8 @@ impl ShardCore {
             Some(room.handle_datagram(at, connection, from, contents))
         });
         match result {
-            Some(Some(Ok(()))) => {
-                if new {
-                    self.demux.learn(from, route);
-                }
-            }
+            Some(Some(Ok(()))) if new => self.demux.learn(from, route),
+            Some(Some(Ok(()))) => {}
             Some(Some(Err(err))) => {
                 tracing::trace!(shard = self.index, %from, error = %err, "datagram refused");
             }
