@@ -138,23 +138,41 @@ pub struct MediaNet {
     pub public_ip: Option<std::net::IpAddr>,
 }
 
-/// Binds shard `index`'s UDP socket. glommio sets SO_REUSEPORT, which would silently share
-/// a port another process holds, so a fixed port is first probed without it.
+/// Socket buffer asked for in each direction of a media socket: the kernel is the only
+/// queue in front of a shard (it takes datagrams in batches straight into its rooms), so it
+/// should absorb a burst from many publishers (the kernel caps the size at
+/// `net.core.rmem_max` / `wmem_max`).
+pub const MEDIA_SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
+/// Binds shard `index`'s UDP socket, on every interface. Made here rather than by
+/// `glommio::net::UdpSocket::bind`, which sets SO_REUSEPORT and would silently share a port
+/// another process holds.
 fn bind_media(
     media: MediaNet,
     index: usize,
 ) -> Result<(glommio::net::UdpSocket, std::net::SocketAddr), String> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let port = if media.port_base == 0 {
         0
     } else {
         let port = u32::from(media.port_base) + index as u32;
-        let port = u16::try_from(port).map_err(|_| format!("media port {port} is out of range"))?;
-        std::net::UdpSocket::bind(("0.0.0.0", port))
-            .map_err(|e| format!("UDP port {port} is not available: {e}"))?;
-        port
+        u16::try_from(port).map_err(|_| format!("media port {port} is out of range"))?
     };
-    let socket = glommio::net::UdpSocket::bind(("0.0.0.0", port))
-        .map_err(|e| format!("cannot bind UDP port {port}: {e}"))?;
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(MEDIA_SOCKET_BUFFER_BYTES)),
+        ("send", socket.set_send_buffer_size(MEDIA_SOCKET_BUFFER_BYTES)),
+    ] {
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "cannot size the media socket's {what} buffer");
+        }
+    }
+    let any = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
+    socket
+        .bind(&any.into())
+        .map_err(|e| format!("UDP port {port} is not available: {e}"))?;
+    let socket = glommio::net::UdpSocket::from(socket);
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     let ip = media
         .public_ip

@@ -1,13 +1,16 @@
 //! The glommio driver of a [`ShardCore`]: the only part of the shard that reads the clock or
-//! touches a socket. One loop: ask the core for its deadline, send what it wants sent, wait
-//! for a command, a datagram or the deadline, read the clock once, hand the input to the
-//! core. A receive task feeds datagrams in through a bounded queue.
+//! touches a socket. One loop: ask the core for its deadline, send what it wants sent in
+//! batches, take what waits on the socket in batches straight into the core (reused
+//! buffers, no copies, no queue), and when nothing waits, wait for a command, a datagram or
+//! the deadline. The clock is read once per step.
 
-use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{DATAGRAM_BYTES_MAX, DATAGRAM_QUEUE_MAX, Now, ShardCommand, ShardCore, current_cpu};
+use super::udp::{RECV_BATCH, Receiver, Sender};
+use super::{Now, ShardCommand, ShardCore, ShardStats, current_cpu};
+use crate::sfu::Transmit;
 
 /// Both clocks, read once.
 pub fn clock() -> Now {
@@ -22,57 +25,56 @@ pub fn clock() -> Now {
 /// it earlier).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
-/// Runs `core` until every sender of `commands` is gone. With a media socket, a receive
-/// task feeds datagrams in, and the rooms' transmits go out after each step.
+/// Receive batches taken in one turn before the loop looks at commands and timers again.
+pub const RECV_BATCHES_PER_TURN: usize = 8;
+
+/// The media socket with its reusable batch buffers.
+struct Media {
+    socket: glommio::net::UdpSocket,
+    receiver: Receiver,
+    sender: Sender,
+}
+
+/// Runs `core` until every sender of `commands` is gone. With a media socket, datagrams
+/// are taken in batches straight into the core, and the rooms' transmits go out in batches
+/// after each step.
 pub async fn run(
     mut core: ShardCore,
     commands: flume::Receiver<ShardCommand>,
     socket: Option<glommio::net::UdpSocket>,
 ) {
-    let socket = socket.map(std::rc::Rc::new);
-    let (datagram_tx, datagrams) = flume::bounded::<(SocketAddr, Vec<u8>)>(DATAGRAM_QUEUE_MAX);
-    if let Some(socket) = socket.clone() {
-        let stats = core.stats();
-        glommio::spawn_local(async move {
-            let mut buffer = vec![0u8; DATAGRAM_BYTES_MAX];
-            loop {
-                match socket.recv_from(&mut buffer).await {
-                    Ok((len, from)) => {
-                        if datagram_tx.try_send((from, buffer[..len].to_vec())).is_err() {
-                            stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "media socket receive failed");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
-        .detach();
-    } else {
-        drop(datagram_tx);
-    }
+    let mut media = socket.map(|socket| Media {
+        socket,
+        receiver: Receiver::new(),
+        sender: Sender::new(),
+    });
     let stats = core.stats();
     let mut transmits = Vec::new();
     loop {
         let now = Instant::now();
         let deadline = core.poll_timeout(now);
         core.take_transmits(now, &mut transmits);
-        if let Some(socket) = &socket {
-            for transmit in transmits.drain(..) {
-                match socket.send_to(&transmit.contents, transmit.destination).await {
-                    Ok(sent) => {
-                        stats.packets_out.fetch_add(1, Ordering::Relaxed);
-                        stats.bytes_out.fetch_add(sent as i64, Ordering::Relaxed);
-                    }
-                    Err(err) => tracing::trace!(error = %err, "media send failed"),
-                }
-            }
+        if let Some(media) = &mut media {
+            send_all(media, &transmits, &stats).await;
         }
         transmits.clear();
+        if let Some(media) = &mut media
+            && receive(media, &mut core, &stats) > 0
+        {
+            // Busy: commands and timers get their turn between receive rounds, without
+            // waiting.
+            let now = clock();
+            while let Ok(command) = commands.try_recv() {
+                handle(&mut core, now, command);
+            }
+            if deadline.is_some_and(|at| at <= now.instant) {
+                core.handle_timeout(now);
+            }
+            glommio::yield_if_needed().await;
+            continue;
+        }
         let wait = deadline.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
-        match next_wake(&commands, &datagrams, socket.is_some(), wait).await {
+        match next_wake(&commands, media.as_ref().map(|m| &m.socket), wait).await {
             Wake::Command(Some(command)) => {
                 let now = clock();
                 handle(&mut core, now, command);
@@ -81,17 +83,77 @@ pub async fn run(
                 }
             }
             Wake::Command(None) => break,
-            Wake::Datagram((from, contents)) => {
-                let now = clock();
-                core.handle_datagram(now, from, &contents);
-                while let Ok((from, contents)) = datagrams.try_recv() {
-                    core.handle_datagram(now, from, &contents);
-                }
-            }
+            // The next turn takes what arrived.
+            Wake::Readable => {}
             Wake::Timer => core.handle_timeout(clock()),
         }
     }
     tracing::info!(shard = core.index(), "shard stopped");
+}
+
+/// Takes up to [`RECV_BATCHES_PER_TURN`] batches off the socket into the core; returns how
+/// many datagrams it took.
+fn receive(media: &mut Media, core: &mut ShardCore, stats: &ShardStats) -> usize {
+    let fd = media.socket.as_raw_fd();
+    let mut took = 0;
+    for _ in 0..RECV_BATCHES_PER_TURN {
+        let now = clock();
+        match media
+            .receiver
+            .receive(fd, |from, bytes| core.handle_datagram(now, from, bytes))
+        {
+            Ok(received) => {
+                stats
+                    .packets_dropped
+                    .fetch_add(received.truncated as i64, Ordering::Relaxed);
+                took += received.took();
+                if received.took() < RECV_BATCH {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "media socket receive failed");
+                break;
+            }
+        }
+    }
+    took
+}
+
+/// Hands every transmit to the kernel in batches; when the socket's send buffer is full,
+/// waits for it through glommio with the transmit that did not go, then batches on.
+async fn send_all(media: &mut Media, transmits: &[Transmit], stats: &ShardStats) {
+    let fd = media.socket.as_raw_fd();
+    let mut done = 0;
+    while done < transmits.len() {
+        let sent = media.sender.send(fd, &transmits[done..]);
+        done += sent.consumed;
+        stats
+            .packets_out
+            .fetch_add(sent.packets as i64, Ordering::Relaxed);
+        stats.bytes_out.fetch_add(sent.bytes as i64, Ordering::Relaxed);
+        stats
+            .packets_dropped
+            .fetch_add(sent.refused as i64, Ordering::Relaxed);
+        if sent.blocked {
+            let transmit = &transmits[done];
+            match media
+                .socket
+                .send_to(&transmit.contents, transmit.destination)
+                .await
+            {
+                Ok(bytes) => {
+                    stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes_out.fetch_add(bytes as i64, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    tracing::trace!(error = %err, "media send failed");
+                    stats.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done += 1;
+        }
+    }
 }
 
 /// Hands a command to the core; a probe is answered here, with the CPU the driver runs on.
@@ -106,30 +168,37 @@ fn handle(core: &mut ShardCore, now: Now, command: ShardCommand) {
 
 enum Wake {
     Command(Option<ShardCommand>),
-    Datagram((SocketAddr, Vec<u8>)),
+    Readable,
     Timer,
 }
 
-/// Waits for the first of: a command, a datagram, the deadline.
+/// Waits for the first of: a command, a datagram waiting on the socket, the deadline.
+/// Readiness is a one-byte peek, which takes nothing off the socket, so dropping it when
+/// another branch wins loses nothing.
 async fn next_wake(
     commands: &flume::Receiver<ShardCommand>,
-    datagrams: &flume::Receiver<(SocketAddr, Vec<u8>)>,
-    media: bool,
+    socket: Option<&glommio::net::UdpSocket>,
     wait: Duration,
 ) -> Wake {
     use futures_util::future::{Either, select};
     let command = std::pin::pin!(async { Wake::Command(commands.recv_async().await.ok()) });
-    let datagram = std::pin::pin!(async {
-        match datagrams.recv_async().await {
-            Ok(datagram) if media => Wake::Datagram(datagram),
-            _ => std::future::pending().await,
+    let readable = std::pin::pin!(async {
+        let Some(socket) = socket else {
+            return std::future::pending().await;
+        };
+        let mut byte = [0u8; 1];
+        if let Err(err) = socket.peek_from(&mut byte).await {
+            // Let the receive report it, but not in a tight loop.
+            tracing::trace!(error = %err, "media socket peek failed");
+            glommio::timer::sleep(Duration::from_millis(10)).await;
         }
+        Wake::Readable
     });
     let timer = std::pin::pin!(async {
         glommio::timer::sleep(wait).await;
         Wake::Timer
     });
-    match select(command, select(datagram, timer)).await {
+    match select(command, select(readable, timer)).await {
         Either::Left((wake, _)) => wake,
         Either::Right((Either::Left((wake, _)), _)) | Either::Right((Either::Right((wake, _)), _)) => wake,
     }

@@ -18,6 +18,7 @@
 
 mod core;
 pub mod driver;
+pub mod udp;
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -40,10 +41,7 @@ pub const STALL_MAX: Duration = Duration::from_secs(10);
 /// glommio's registered I/O memory per shard; shards do no file I/O, so keep it small
 /// (it is locked memory, counted against `ulimit -l`).
 pub const SHARD_IO_MEMORY_BYTES: usize = 256 * 1024;
-/// Datagrams received but not yet handled by the shard loop; beyond this they are dropped
-/// (counted), as a router would.
-pub const DATAGRAM_QUEUE_MAX: usize = 4096;
-/// Largest datagram read from the media socket.
+/// Largest datagram read from the media socket (longer ones are dropped and counted).
 pub const DATAGRAM_BYTES_MAX: usize = 2048;
 
 const _: () = assert!(OUTBOX_MAX <= 256);
