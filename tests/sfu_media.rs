@@ -196,6 +196,20 @@ async fn metric(server: &Server, name: &str) -> f64 {
         .sum()
 }
 
+/// The sum of `name`'s samples whose labels contain `label`.
+async fn labelled(server: &Server, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn sfu_candidate(answer: &Value) -> SocketAddr {
     let sdp = answer["payload"]["sdp"].as_str().unwrap();
     let line = sdp
@@ -316,6 +330,17 @@ async fn published_audio_reaches_the_subscriber_through_the_sfu() {
     assert!(metric(&server, "openchat_rtc_forwarded_packets_total").await >= 50.0);
     assert!(metric(&server, "openchat_rtc_media_packets_in_total").await >= 50.0);
     assert!(metric(&server, "openchat_rtc_media_bytes_out_total").await >= 50.0 * 60.0);
+    // Every forwarded copy has a delay from the kernel's receive stamp of alice's datagram;
+    // the last copy of each step is counted apart (one subscriber: one copy per step).
+    let delay = "openchat_rtc_forward_delay_seconds";
+    let each = labelled(&server, &format!("{delay}_count"), r#"copy="each""#).await;
+    let last = labelled(&server, &format!("{delay}_count"), r#"copy="last""#).await;
+    assert!(each >= 50.0, "{each} copies timed");
+    assert!(last >= 1.0 && last <= each, "{last} last copies of {each}");
+    let sum = labelled(&server, &format!("{delay}_sum"), r#"copy="each""#).await;
+    // Positive, and on the same clock as the kernel's stamps (a mix-up of clocks would be
+    // off by years).
+    assert!(sum > 0.0 && sum / each < 60.0, "mean delay {}", sum / each);
 
     // Leaving unpublishes the track at the others.
     send(&mut alice_ws, json!({"type": "rtc.leave", "payload": {}})).await;

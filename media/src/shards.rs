@@ -168,6 +168,14 @@ fn bind_media(
             tracing::warn!(error = %err, "cannot size the media socket's {what} buffer");
         }
     }
+    // The kernel stamps each datagram with its receive time (the forwarding-delay metric).
+    let socket = std::net::UdpSocket::from(socket);
+    if let Err(err) =
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+    {
+        tracing::warn!(error = %err, "no receive timestamps on the media socket");
+    }
+    let socket = Socket::from(socket);
     let any = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
     socket
         .bind(&any.into())

@@ -1,8 +1,12 @@
 //! Prometheus metrics of the front-end: HTTP request counts and latencies per route, and
 //! storage request latencies per operation, in the text exposition format.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use openchat_media::shard::delay::DelaySnapshot;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,6 +41,41 @@ pub struct ReasonLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
     pub shard: u32,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardDelayLabels {
+    pub shard: u32,
+    /// `each`: every copy; `last`: the last copy of a step's datagrams.
+    pub copy: &'static str,
+}
+
+/// A histogram kept elsewhere (a shard's atomics), copied in at each scrape.
+#[derive(Debug, Clone, Default)]
+pub struct CopiedHistogram(Arc<Mutex<Option<DelaySnapshot>>>);
+
+impl CopiedHistogram {
+    pub fn set(&self, snapshot: DelaySnapshot) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(snapshot);
+    }
+}
+
+impl TypedMetric for CopiedHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for CopiedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match snapshot.as_ref() {
+            Some(s) => encoder.encode_histogram::<NoLabelSet>(s.sum_seconds, s.count, &s.per_bucket(), None),
+            None => Ok(()),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +116,7 @@ pub struct Metrics {
     pub rtc_forward_drops: Family<ShardLabels, Counter>,
     pub rtc_negotiation_errors: Family<ShardLabels, Counter>,
     pub rtc_shard_tracks: Family<ShardLabels, Gauge>,
+    pub rtc_forward_delay: Family<ForwardDelayLabels, CopiedHistogram>,
     encode_lock: Mutex<()>,
 }
 
@@ -213,6 +253,14 @@ impl Metrics {
             "Published tracks in a shard's rooms",
             rtc_shard_tracks.clone(),
         );
+        let rtc_forward_delay = Family::<ForwardDelayLabels, CopiedHistogram>::default();
+        registry.register_with_unit(
+            "rtc_forward_delay",
+            "From the kernel's receive time of a publisher's RTP datagram to each copy handed \
+             back to the kernel, by shard (copy=each), and for the last copy of a step (copy=last)",
+            prometheus_client::registry::Unit::Seconds,
+            rtc_forward_delay.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info.get_or_create(&build).set(1);
         registry.register(
@@ -243,6 +291,7 @@ impl Metrics {
             rtc_forward_drops,
             rtc_negotiation_errors,
             rtc_shard_tracks,
+            rtc_forward_delay,
             encode_lock: Mutex::new(()),
         }
     }

@@ -33,6 +33,9 @@ struct Media {
     socket: glommio::net::UdpSocket,
     receiver: Receiver,
     sender: Sender,
+    /// The kernel's receive time (since the Unix epoch) of the oldest RTP datagram taken
+    /// since RTP copies last went out: what the next copies are measured from.
+    waiting_since: Option<Duration>,
 }
 
 /// Runs `core` until every sender of `commands` is gone. With a media socket, datagrams
@@ -45,8 +48,9 @@ pub async fn run(
 ) {
     let mut media = socket.map(|socket| Media {
         socket,
-        receiver: Receiver::new(),
+        receiver: Receiver::new(true),
         sender: Sender::new(),
+        waiting_since: None,
     });
     let stats = core.stats();
     let mut transmits = Vec::new();
@@ -55,7 +59,12 @@ pub async fn run(
         let deadline = core.poll_timeout(now);
         core.take_transmits(now, &mut transmits);
         if let Some(media) = &mut media {
-            send_all(media, &transmits, &stats).await;
+            let copies = send_all(media, &transmits, &stats).await;
+            // Copies went out, or the datagrams forwarded nothing and no room wants time
+            // at once (str0m may release queued packets on an immediate timeout).
+            if copies > 0 || deadline.is_none_or(|at| at > now) {
+                media.waiting_since = None;
+            }
         }
         transmits.clear();
         if let Some(media) = &mut media
@@ -96,12 +105,17 @@ pub async fn run(
 fn receive(media: &mut Media, core: &mut ShardCore, stats: &ShardStats) -> usize {
     let fd = media.socket.as_raw_fd();
     let mut took = 0;
+    let waiting_since = &mut media.waiting_since;
     for _ in 0..RECV_BATCHES_PER_TURN {
         let now = clock();
-        match media
-            .receiver
-            .receive(fd, |from, bytes| core.handle_datagram(now, from, bytes))
-        {
+        match media.receiver.receive(fd, |from, bytes, stamp| {
+            if let Some(stamp) = stamp
+                && is_rtp(bytes)
+            {
+                *waiting_since = Some(waiting_since.map_or(stamp, |w| w.min(stamp)));
+            }
+            core.handle_datagram(now, from, bytes);
+        }) {
             Ok(received) => {
                 stats
                     .packets_dropped
@@ -122,11 +136,29 @@ fn receive(media: &mut Media, core: &mut ShardCore, stats: &ShardStats) -> usize
 
 /// Hands every transmit to the kernel in batches; when the socket's send buffer is full,
 /// waits for it through glommio with the transmit that did not go, then batches on.
-async fn send_all(media: &mut Media, transmits: &[Transmit], stats: &ShardStats) {
+/// Each RTP copy's forwarding delay is recorded, from [`Media::waiting_since`] to the end of
+/// the system call that took it (an upper bound when one step forwarded several datagrams).
+/// Returns how many RTP copies went out.
+async fn send_all(media: &mut Media, transmits: &[Transmit], stats: &ShardStats) -> u64 {
     let fd = media.socket.as_raw_fd();
     let mut done = 0;
+    let mut copies = 0;
+    let mut last_delay = None;
+    let mut record = |sent: &[Transmit], copies: &mut u64| {
+        let Some(since) = media.waiting_since else {
+            return;
+        };
+        let rtp = sent.iter().filter(|t| is_rtp(&t.contents)).count() as u64;
+        if rtp > 0 {
+            let delay = unix_now().saturating_sub(since);
+            stats.forward_delay.observe(delay, rtp);
+            last_delay = Some(delay);
+            *copies += rtp;
+        }
+    };
     while done < transmits.len() {
         let sent = media.sender.send(fd, &transmits[done..]);
+        record(&transmits[done..done + sent.consumed], &mut copies);
         done += sent.consumed;
         stats
             .packets_out
@@ -143,6 +175,7 @@ async fn send_all(media: &mut Media, transmits: &[Transmit], stats: &ShardStats)
                 .await
             {
                 Ok(bytes) => {
+                    record(std::slice::from_ref(transmit), &mut copies);
                     stats.packets_out.fetch_add(1, Ordering::Relaxed);
                     stats.bytes_out.fetch_add(bytes as i64, Ordering::Relaxed);
                 }
@@ -154,6 +187,21 @@ async fn send_all(media: &mut Media, transmits: &[Transmit], stats: &ShardStats)
             done += 1;
         }
     }
+    if let Some(delay) = last_delay {
+        stats.forward_delay_last.observe(delay, 1);
+    }
+    copies
+}
+
+/// The wall clock, as the kernel's receive stamps count it.
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// An RTP packet (SRTP keeps the header in the clear): version 2 and not an RTCP packet type
+/// (STUN starts with 0-3, DTLS with 20-63).
+fn is_rtp(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && bytes[0] >> 6 == 2 && !(72..=79).contains(&(bytes[1] & 0x7f))
 }
 
 /// Hands a command to the core; a probe is answered here, with the CPU the driver runs on.

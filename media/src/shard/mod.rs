@@ -17,6 +17,7 @@
 //! serving its other rooms.
 
 mod core;
+pub mod delay;
 pub mod driver;
 pub mod udp;
 
@@ -165,6 +166,11 @@ pub struct ShardStats {
     /// RTP packets written to subscribers, and ones that could not be.
     pub forwarded: AtomicI64,
     pub forward_drops: AtomicI64,
+    /// From the kernel's receive time of a publisher's RTP datagram to each copy handed to
+    /// the kernel (see [`driver`] for how copies are matched to datagrams).
+    pub forward_delay: delay::DelayHistogram,
+    /// The same, for the last copy sent of each step's datagrams only.
+    pub forward_delay_last: delay::DelayHistogram,
 }
 
 /// The CPU this thread runs on, from `/proc/thread-self/stat` (field 39, "processor").

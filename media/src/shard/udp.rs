@@ -10,11 +10,13 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendmsg,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendmsg,
 };
+use nix::sys::time::TimeSpec;
 
 use super::DATAGRAM_BYTES_MAX;
 use crate::sfu::Transmit;
@@ -32,37 +34,47 @@ pub const GSO_BYTES_MAX: usize = 65_000;
 pub struct Receiver {
     buffers: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
-    received: Vec<(usize, Option<SocketAddr>)>,
+    /// Whether the socket stamps datagrams (`SO_TIMESTAMPNS`) and the headers carry room
+    /// for the stamp.
+    stamps: bool,
+    received: Vec<(usize, Option<SocketAddr>, Option<Duration>)>,
 }
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Receiver")
             .field("buffers", &RECV_BATCH)
+            .field("stamps", &self.stamps)
             .finish_non_exhaustive()
     }
 }
 
-impl Default for Receiver {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Receiver {
-    pub fn new() -> Self {
+    /// Buffers for a socket; with `stamps`, room for the kernel's receive timestamp of each
+    /// datagram (the socket must have `SO_TIMESTAMPNS` set).
+    pub fn new(stamps: bool) -> Self {
         Self {
             buffers: vec![0; RECV_BATCH * DATAGRAM_BYTES_MAX],
-            headers: MultiHeaders::preallocate(RECV_BATCH, None),
+            headers: Self::headers(stamps),
+            stamps,
             received: Vec::with_capacity(RECV_BATCH),
         }
     }
 
+    fn headers(stamps: bool) -> MultiHeaders<SockaddrStorage> {
+        MultiHeaders::preallocate(RECV_BATCH, stamps.then(|| nix::cmsg_space!(TimeSpec)))
+    }
+
     /// Takes what is waiting on `fd` (at most [`RECV_BATCH`] datagrams) without waiting,
-    /// and hands each to `each` with its source. Datagrams longer than
-    /// [`DATAGRAM_BYTES_MAX`] (cut short by the kernel) are not handed on; they are counted
-    /// in [`Received::truncated`]. `Ok` with nothing received means the socket is empty.
-    pub fn receive(&mut self, fd: RawFd, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<Received> {
+    /// and hands each to `each` with its source and, on a stamping socket, the kernel's
+    /// receive time (since the Unix epoch). Datagrams longer than [`DATAGRAM_BYTES_MAX`]
+    /// (cut short by the kernel) are not handed on; they are counted in
+    /// [`Received::truncated`]. `Ok` with nothing received means the socket is empty.
+    pub fn receive(
+        &mut self,
+        fd: RawFd,
+        mut each: impl FnMut(SocketAddr, &[u8], Option<Duration>),
+    ) -> io::Result<Received> {
         self.received.clear();
         let mut outcome = Received::default();
         {
@@ -85,17 +97,29 @@ impl Receiver {
             for message in results {
                 if message.flags.contains(MsgFlags::MSG_TRUNC) {
                     outcome.truncated += 1;
-                    self.received.push((0, None));
+                    self.received.push((0, None, None));
                     continue;
                 }
                 let from = message.address.as_ref().and_then(socket_addr);
-                self.received.push((message.bytes, from));
+                let stamp = message.cmsgs().find_map(|control| match control {
+                    ControlMessageOwned::ScmTimestampns(at) => Some(Duration::new(
+                        u64::try_from(at.tv_sec()).unwrap_or(0),
+                        u32::try_from(at.tv_nsec()).unwrap_or(0),
+                    )),
+                    _ => None,
+                });
+                self.received.push((message.bytes, from, stamp));
             }
         }
-        for (index, &(len, from)) in self.received.iter().enumerate() {
+        if self.stamps && self.received.iter().any(|r| r.2.is_none()) {
+            // The kernel shrinks a header's control length to what it wrote, and nix does
+            // not reset it: a datagram without a stamp would leave later ones without room.
+            self.headers = Self::headers(true);
+        }
+        for (index, &(len, from, stamp)) in self.received.iter().enumerate() {
             let Some(from) = from else { continue };
             let start = index * DATAGRAM_BYTES_MAX;
-            each(from, &self.buffers[start..start + len]);
+            each(from, &self.buffers[start..start + len], stamp);
             outcome.datagrams += 1;
             outcome.bytes += len;
         }
@@ -404,7 +428,7 @@ mod tests {
             peers[usize::from(i % 2)].send_to(&[i; 20], to).unwrap();
         }
         peers[0].send_to(&vec![0xff; DATAGRAM_BYTES_MAX + 1], to).unwrap();
-        let mut batch = Receiver::new();
+        let mut batch = Receiver::new(false);
         let mut got = Vec::new();
         let mut truncated = 0;
         for _ in 0..500 {
@@ -412,7 +436,8 @@ mod tests {
                 break;
             }
             let received = batch
-                .receive(receiver.as_raw_fd(), |from, bytes| {
+                .receive(receiver.as_raw_fd(), |from, bytes, stamp| {
+                    assert_eq!(stamp, None);
                     got.push((from, bytes.to_vec()))
                 })
                 .unwrap();
@@ -428,8 +453,48 @@ mod tests {
             .collect();
         assert_eq!(got, expected);
         let empty = batch
-            .receive(receiver.as_raw_fd(), |_, _| panic!("nothing waits"))
+            .receive(receiver.as_raw_fd(), |_, _, _| panic!("nothing waits"))
             .unwrap();
         assert_eq!(empty, Received::default());
+    }
+
+    #[test]
+    fn a_stamping_socket_hands_on_the_kernels_receive_time_of_every_datagram() {
+        let receiver = bound();
+        nix::sys::socket::setsockopt(&receiver, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .unwrap();
+        let peer = bound();
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        for i in 0..(RECV_BATCH as u8 + 8) {
+            peer.send_to(&[i; 30], receiver.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = Receiver::new(true);
+        let mut stamps = Vec::new();
+        for _ in 0..500 {
+            if stamps.len() == RECV_BATCH + 8 {
+                break;
+            }
+            let received = batch
+                .receive(receiver.as_raw_fd(), |_, bytes, stamp| {
+                    assert_eq!(bytes.len(), 30);
+                    stamps.push(stamp.expect("a stamp on every datagram"));
+                })
+                .unwrap();
+            if received.took() == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert_eq!(stamps.len(), RECV_BATCH + 8, "the second batch is stamped too");
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert!(
+            stamps
+                .iter()
+                .all(|s| *s >= before - Duration::from_millis(1) && *s <= after)
+        );
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
     }
 }

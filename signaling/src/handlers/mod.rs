@@ -212,6 +212,18 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
                 .rtc_shard_tracks
                 .get_or_create(&labels)
                 .set(load(&stats.tracks));
+            for (copy, histogram) in [
+                ("each", &stats.forward_delay),
+                ("last", &stats.forward_delay_last),
+            ] {
+                metrics
+                    .rtc_forward_delay
+                    .get_or_create(&crate::metrics::ForwardDelayLabels {
+                        shard: shard as u32,
+                        copy,
+                    })
+                    .set(histogram.snapshot());
+            }
         }
         state.metrics.rtc_active_rooms.set(rooms);
         state.metrics.rtc_active_participants.set(participants);
