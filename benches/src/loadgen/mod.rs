@@ -100,6 +100,15 @@ impl Target {
         }
     }
 
+    /// The server's own forwarding-delay histogram, cumulative `(le, count)` per copy kind
+    /// (`each`, `last`), summed over shards; Janus has none.
+    async fn forward_delay(&self) -> Option<ForwardDelay> {
+        match self {
+            Self::Openchatd(s) => s.forward_delay().await,
+            Self::Janus(_) => None,
+        }
+    }
+
     async fn publisher(
         &self,
         index: u32,
@@ -129,6 +138,72 @@ impl Target {
             Self::Janus(s) => s.stop().await,
         }
     }
+}
+
+/// Cumulative `(upper bound, count)` buckets of the server's forwarding delay.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ForwardDelay {
+    pub each: Vec<(f64, u64)>,
+    pub last: Vec<(f64, u64)>,
+}
+
+impl ForwardDelay {
+    /// Reads `openchat_rtc_forward_delay_seconds_bucket` samples from a `/metrics` text.
+    pub fn parse(text: &str) -> Self {
+        let mut delay = Self::default();
+        let name = "openchat_rtc_forward_delay_seconds_bucket{";
+        for line in text.lines().filter(|l| l.starts_with(name)) {
+            let Some((labels, value)) = line[name.len()..].split_once("} ") else {
+                continue;
+            };
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix("=\"")?.strip_suffix('"'))
+            };
+            let (Some(copy), Some(le), Ok(count)) = (label("copy"), label("le"), value.trim().parse::<u64>())
+            else {
+                continue;
+            };
+            let Ok(le) = le.replace("+Inf", "inf").parse::<f64>() else {
+                continue;
+            };
+            let buckets = match copy {
+                "each" => &mut delay.each,
+                "last" => &mut delay.last,
+                _ => continue,
+            };
+            // Summed over shards: same bounds, added counts.
+            match buckets.iter_mut().find(|(bound, _)| *bound == le) {
+                Some(bucket) => bucket.1 += count,
+                None => buckets.push((le, count)),
+            }
+        }
+        delay.each.sort_by(|a, b| a.0.total_cmp(&b.0));
+        delay.last.sort_by(|a, b| a.0.total_cmp(&b.0));
+        delay
+    }
+
+    /// What was observed between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let minus = |now: &[(f64, u64)], then: &[(f64, u64)]| {
+            now.iter()
+                .map(|&(le, count)| {
+                    let before = then.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+                    (le, count.saturating_sub(before))
+                })
+                .collect()
+        };
+        Self {
+            each: minus(&self.each, &earlier.each),
+            last: minus(&self.last, &earlier.last),
+        }
+    }
+}
+
+/// The `q` quantile of cumulative buckets in milliseconds, `NaN` without observations.
+fn quantile_ms(buckets: &[(f64, u64)], q: f64) -> f64 {
+    openchat_media::shard::delay::quantile(buckets, q).map_or(f64::NAN, |s| s * 1000.0)
 }
 
 /// One run's shape.
@@ -167,6 +242,8 @@ pub struct Measured {
     pub generator_cpu: f64,
     /// Time to connect every subscriber.
     pub join_time: Duration,
+    /// The server's forwarding delay over the window (openchatd only).
+    pub forward_delay: Option<ForwardDelay>,
 }
 
 impl Measured {
@@ -189,7 +266,7 @@ impl Measured {
     /// The line the chart script and BENCHMARKS.md read.
     pub fn result_line(&self) -> String {
         format!(
-            "RESULT target={} scenario={} subscribers={} shard_cores={} loss_pct={:.3} p50_ms={:.3} p99_ms={:.3} subscribers_per_core={} server_cpu={:.3} generator_cpu={:.3} duplicates={} damaged={} join_s={:.1} valid={}",
+            "RESULT target={} scenario={} subscribers={} shard_cores={} loss_pct={:.3} p50_ms={:.3} p99_ms={:.3} subscribers_per_core={} server_cpu={:.3} generator_cpu={:.3} duplicates={} damaged={} join_s={:.1} fwd_p50_ms={:.3} fwd_p99_ms={:.3} fwd_last_p99_ms={:.3} valid={}",
             self.target.name(),
             self.scenario,
             self.subscribers,
@@ -203,6 +280,15 @@ impl Measured {
             self.tally.duplicates,
             self.tally.damaged,
             self.join_time.as_secs_f64(),
+            self.forward_delay
+                .as_ref()
+                .map_or(f64::NAN, |d| quantile_ms(&d.each, 0.50)),
+            self.forward_delay
+                .as_ref()
+                .map_or(f64::NAN, |d| quantile_ms(&d.each, 0.99)),
+            self.forward_delay
+                .as_ref()
+                .map_or(f64::NAN, |d| quantile_ms(&d.last, 0.99)),
             !self.generator_bound(),
         )
     }
@@ -271,9 +357,11 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
     let frame = plan.profile.frame_interval();
     let at = |packets: u64| start + frame * (packets / plan.profile.packets_per_frame()) as u32;
     tokio::time::sleep_until(at(window.first).into()).await;
+    let delay_0 = target.forward_delay().await;
     let (server_0, own_0, t0) = (target.cpu(), probe::own_cpu(), Instant::now());
     tokio::time::sleep_until(at(window.first + window.count).into()).await;
     let (server_1, own_1, t1) = (target.cpu(), probe::own_cpu(), Instant::now());
+    let delay_1 = target.forward_delay().await;
     tokio::time::sleep_until(at(total).into()).await;
     // Let the last packets arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -305,6 +393,7 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
         server_cpu: (server_1.saturating_sub(server_0)).as_secs_f64() / seconds,
         generator_cpu: (own_1.saturating_sub(own_0)).as_secs_f64() / seconds,
         join_time,
+        forward_delay: delay_1.zip(delay_0).map(|(end, start)| end.since(&start)),
     })
 }
 
@@ -371,6 +460,10 @@ mod tests {
             server_cpu: 0.25,
             generator_cpu: 0.9,
             join_time: Duration::from_secs(2),
+            forward_delay: Some(ForwardDelay {
+                each: vec![(0.0001, 50), (0.001, 100), (f64::INFINITY, 100)],
+                last: vec![(0.0001, 0), (0.001, 1), (f64::INFINITY, 1)],
+            }),
         };
         let line = measured.result_line();
         for field in [
@@ -386,6 +479,9 @@ mod tests {
             assert!(line.contains(field), "{field} missing in {line}");
         }
         assert!(line.contains("p99_ms=5.0"), "{line}");
+        // Half the copies under 100 us, all under 1 ms.
+        assert!(line.contains(" fwd_p50_ms=0.100 "), "{line}");
+        assert!(line.contains(" fwd_p99_ms=0.982 "), "{line}");
     }
 
     #[test]
@@ -401,5 +497,27 @@ mod tests {
         };
         assert_eq!(plan.packets_in(Duration::from_secs(1)), 120);
         assert_eq!(plan.packets_in(Duration::from_secs(2)) % 4, 0);
+    }
+
+    #[test]
+    fn forward_delay_buckets_are_read_from_metrics_summed_over_shards_and_differenced() {
+        let text = |n: u64| {
+            format!(
+                "# TYPE openchat_rtc_forward_delay_seconds histogram\n\
+                 openchat_rtc_forward_delay_seconds_bucket{{shard=\"0\",copy=\"each\",le=\"0.0001\"}} {n}\n\
+                 openchat_rtc_forward_delay_seconds_bucket{{shard=\"0\",copy=\"each\",le=\"+Inf\"}} {}\n\
+                 openchat_rtc_forward_delay_seconds_bucket{{shard=\"1\",copy=\"each\",le=\"0.0001\"}} 1\n\
+                 openchat_rtc_forward_delay_seconds_bucket{{shard=\"1\",copy=\"each\",le=\"+Inf\"}} 1\n\
+                 openchat_rtc_forward_delay_seconds_bucket{{shard=\"0\",copy=\"last\",le=\"+Inf\"}} 3\n\
+                 openchat_rtc_forward_delay_seconds_count{{shard=\"0\",copy=\"each\"}} 99\n",
+                n * 2
+            )
+        };
+        let start = ForwardDelay::parse(&text(10));
+        assert_eq!(start.each, vec![(0.0001, 11), (f64::INFINITY, 21)]);
+        assert_eq!(start.last, vec![(f64::INFINITY, 3)]);
+        let window = ForwardDelay::parse(&text(30)).since(&start);
+        assert_eq!(window.each, vec![(0.0001, 20), (f64::INFINITY, 40)]);
+        assert_eq!(window.last, vec![(f64::INFINITY, 0)]);
     }
 }

@@ -41,6 +41,14 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl Openchatd {
+    /// The forwarding-delay histogram from the server's `/metrics`.
+    pub async fn forward_delay(&self) -> Option<super::ForwardDelay> {
+        let url = format!("http://{}/metrics", self.addr);
+        let response = self.http.get(url).send().await.ok()?;
+        let text = response.text().await.ok()?;
+        Some(super::ForwardDelay::parse(&text))
+    }
+
     /// Starts `bin` pinned (with `taskset`) to `cpu`, its one shard on that CPU too.
     pub async fn start(bin: &Path, cpu: usize, participants_max: usize) -> Result<Self, String> {
         let data = tempfile::tempdir().map_err(|e| e.to_string())?;
