@@ -6,16 +6,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in seconds (the last bucket, +Inf, is implied).
-pub const FORWARD_DELAY_BUCKETS: [f64; 15] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0,
+/// Upper bounds of the buckets, in seconds (the last bucket, +Inf, is implied): fine from
+/// 1 to 50 ms, where a loaded shard's fan-out puts its copies.
+pub const FORWARD_DELAY_BUCKETS: [f64; BUCKETS] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.001_5, 0.002, 0.003, 0.004, 0.005, 0.006,
+    0.008, 0.01, 0.012_5, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
 ];
+const BUCKETS: usize = 26;
 
-const BUCKET_NANOS: [u64; 15] = {
-    let mut nanos = [0u64; 15];
+const BUCKET_NANOS: [u64; BUCKETS] = {
+    let mut nanos = [0u64; BUCKETS];
     let mut i = 0;
-    while i < 15 {
+    while i < BUCKETS {
         nanos[i] = (FORWARD_DELAY_BUCKETS[i] * 1e9) as u64;
         i += 1;
     }
@@ -25,8 +27,8 @@ const BUCKET_NANOS: [u64; 15] = {
 /// A histogram of delays with [`FORWARD_DELAY_BUCKETS`].
 #[derive(Debug, Default)]
 pub struct DelayHistogram {
-    /// Per bucket (not cumulative); index 15 is above the last bound.
-    counts: [AtomicU64; 16],
+    /// Per bucket (not cumulative); the last one is above the last bound.
+    counts: [AtomicU64; BUCKETS + 1],
     sum_nanos: AtomicU64,
 }
 
@@ -54,7 +56,7 @@ impl DelayHistogram {
 
     pub fn snapshot(&self) -> DelaySnapshot {
         let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(16);
+        let mut buckets = Vec::with_capacity(BUCKETS + 1);
         for (i, count) in self.counts.iter().enumerate() {
             cumulative += count.load(Ordering::Relaxed);
             let bound = FORWARD_DELAY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
@@ -122,6 +124,10 @@ mod tests {
 
     #[test]
     fn observations_land_in_the_first_bucket_whose_bound_covers_them() {
+        assert!(
+            FORWARD_DELAY_BUCKETS.windows(2).all(|w| w[0] < w[1]),
+            "bounds ascend"
+        );
         let histogram = DelayHistogram::default();
         histogram.observe(Duration::from_micros(20), 3);
         histogram.observe(Duration::from_micros(25), 1);
@@ -129,12 +135,12 @@ mod tests {
         histogram.observe(Duration::from_secs(5), 1);
         histogram.observe(Duration::from_secs(5), 0);
         let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.buckets.len(), 16);
+        assert_eq!(snapshot.buckets.len(), BUCKETS + 1);
         assert_eq!(snapshot.buckets[0], (0.000_025, 4));
         assert_eq!(snapshot.buckets[1], (0.000_05, 6));
-        assert_eq!(snapshot.buckets[14], (1.0, 6));
-        assert_eq!(snapshot.buckets[15].1, 7);
-        assert!(snapshot.buckets[15].0.is_infinite());
+        assert_eq!(snapshot.buckets[BUCKETS - 1], (1.0, 6));
+        assert_eq!(snapshot.buckets[BUCKETS].1, 7);
+        assert!(snapshot.buckets[BUCKETS].0.is_infinite());
         assert_eq!(snapshot.count, 7);
         let expected = (3.0 * 20e-6) + 25e-6 + 2.0 * 26e-6 + 5.0;
         assert!((snapshot.sum_seconds - expected).abs() < 1e-9);
