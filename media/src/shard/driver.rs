@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::udp::{RECV_BATCH, Receiver, Sender};
+use super::udp::{RECV_BATCH, Receiver, Sender, group_by_destination};
 use super::{Now, ShardCommand, ShardCore, ShardStats, current_cpu};
 use crate::sfu::Transmit;
 
@@ -36,6 +36,9 @@ struct Media {
     /// The kernel's receive time (since the Unix epoch) of the oldest RTP datagram taken
     /// since RTP copies last went out: what the next copies are measured from.
     waiting_since: Option<Duration>,
+    /// Datagrams taken since transmits last went out: with two or more, one subscriber may
+    /// have several packets in the step (a video frame), worth grouping for GSO.
+    taken_since_send: usize,
 }
 
 /// Runs `core` until every sender of `commands` is gone. With a media socket, datagrams
@@ -51,6 +54,7 @@ pub async fn run(
         receiver: Receiver::new(true),
         sender: Sender::new(),
         waiting_since: None,
+        taken_since_send: 0,
     });
     let stats = core.stats();
     let mut transmits = Vec::new();
@@ -59,6 +63,9 @@ pub async fn run(
         let deadline = core.poll_timeout(now);
         core.take_transmits(now, &mut transmits);
         if let Some(media) = &mut media {
+            if std::mem::take(&mut media.taken_since_send) >= 2 {
+                group_by_destination(&mut transmits);
+            }
             let copies = send_all(media, &transmits, &stats).await;
             // Copies went out, or the datagrams forwarded nothing and no room wants time
             // at once (str0m may release queued packets on an immediate timeout).
@@ -106,6 +113,7 @@ fn receive(media: &mut Media, core: &mut ShardCore, stats: &ShardStats) -> usize
     let fd = media.socket.as_raw_fd();
     let mut took = 0;
     let waiting_since = &mut media.waiting_since;
+    let taken = &mut media.taken_since_send;
     for _ in 0..RECV_BATCHES_PER_TURN {
         let now = clock();
         match media.receiver.receive(fd, |from, bytes, stamp| {
@@ -114,6 +122,7 @@ fn receive(media: &mut Media, core: &mut ShardCore, stats: &ShardStats) -> usize
             {
                 *waiting_since = Some(waiting_since.map_or(stamp, |w| w.min(stamp)));
             }
+            *taken += 1;
             core.handle_datagram(now, from, bytes);
         }) {
             Ok(received) => {

@@ -266,6 +266,13 @@ impl Sender {
     }
 }
 
+/// Puts each destination's transmits next to each other, keeping their order per
+/// destination (what a peer sees), so that a subscriber's packets of one step can go as one
+/// GSO send. Order between destinations carries no meaning.
+pub fn group_by_destination(transmits: &mut [Transmit]) {
+    transmits.sort_by_key(|t| t.destination);
+}
+
 /// How many transmits at the front of `transmits` can go as one GSO send: the same
 /// destination, every segment as long as the first, the last possibly shorter.
 fn gso_run(transmits: &[Transmit]) -> usize {
@@ -496,5 +503,22 @@ mod tests {
                 .all(|s| *s >= before - Duration::from_millis(1) && *s <= after)
         );
         assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn grouping_keeps_each_destinations_order_and_makes_gso_runs() {
+        let peers = [bound(), bound(), bound()];
+        // Four packets of a frame, each forwarded to three subscribers in turn.
+        let mut transmits: Vec<Transmit> = (0..4u8)
+            .flat_map(|packet| peers.iter().map(move |p| (packet, p)))
+            .map(|(packet, peer)| transmit(peer, vec![packet; 1100]))
+            .collect();
+        assert_eq!(gso_run(&transmits), 1);
+        group_by_destination(&mut transmits);
+        for run in transmits.chunks(4) {
+            assert_eq!(gso_run(run), 4);
+            let order: Vec<u8> = run.iter().map(|t| t.contents[0]).collect();
+            assert_eq!(order, vec![0, 1, 2, 3]);
+        }
     }
 }
