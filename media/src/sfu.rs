@@ -331,6 +331,10 @@ struct Peer {
     /// Only connections whose deadline passed get a timeout: no pass over every
     /// connection each time any timer fires.
     deadline: Option<Instant>,
+    /// RTP was written to this connection since its last timeout: it is in
+    /// [`Sfu::written`] and gets one timeout (which releases every packet written) before
+    /// the next transmit is taken.
+    written: bool,
 }
 
 /// A subscribe connection negotiates no transport-wide congestion control: the SFU does not
@@ -386,6 +390,12 @@ pub struct Sfu {
     last_keyframe_request: HashMap<(usize, Mid, Option<Rid>), Instant>,
     /// At most this many connections (two per participant).
     peers_max: usize,
+    /// Subscribe connections RTP was written to and not yet released, and the time of the
+    /// latest write: str0m sends written RTP only after a timeout, and one timeout releases
+    /// every packet written before it, so several packets forwarded to one subscriber in a
+    /// step (a video frame, several speakers) cost one timeout pass, not one each.
+    written: Vec<usize>,
+    written_at: Option<Instant>,
 }
 
 /// A publisher's video m-line is asked for a keyframe at most this often.
@@ -426,6 +436,8 @@ impl Sfu {
             stats: SfuStats::default(),
             last_keyframe_request: HashMap::new(),
             peers_max: PEERS_MAX_DEFAULT,
+            written: Vec::new(),
+            written_at: None,
         }
     }
 
@@ -531,6 +543,7 @@ impl Sfu {
                     parked: HashMap::new(),
                     remote_candidates: 0,
                     deadline: None,
+                    written: false,
                 };
                 let index = match self.peers.iter().position(Option::is_none) {
                     Some(slot) => {
@@ -798,6 +811,7 @@ impl Sfu {
 
     /// Lets every connection whose deadline passed act on time passing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.release_written();
         for index in 0..self.peers.len() {
             let Some(peer) = self.peer(index) else { continue };
             if !peer.due(now) {
@@ -825,9 +839,29 @@ impl Sfu {
         }
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send. Written RTP not yet released is released first (a caller
+    /// that asks for the deadline first, as the shard does, finds nothing left to release).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.release_written();
         self.transmits.pop_front()
+    }
+
+    /// Gives every connection RTP was written to since the last release its timeout (at
+    /// the time of the latest write), so the written packets leave.
+    fn release_written(&mut self) {
+        let Some(now) = self.written_at.take() else {
+            return;
+        };
+        for index in std::mem::take(&mut self.written) {
+            let Some(peer) = self.peer(index) else { continue };
+            if !std::mem::take(&mut peer.written) {
+                continue;
+            }
+            if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %err, "subscriber timeout handling failed");
+            }
+            self.drain(now, index);
+        }
     }
 
     /// The next thing to tell the room.
@@ -838,6 +872,15 @@ impl Sfu {
     /// The earliest time any connection needs [`Sfu::handle_timeout`]: each connection's
     /// remembered deadline (a connection changed since its last drain is drained now).
     pub fn poll_timeout(&mut self, now: Instant) -> Instant {
+        // Connections changed since their last drain are drained first: a publisher's drain
+        // forwards packets it released, which writes to subscribers; then every written
+        // subscriber gets its timeout, so the deadlines read below are the ones after it.
+        for index in 0..self.peers.len() {
+            if self.peers[index].as_ref().is_some_and(|p| p.deadline.is_none()) {
+                self.drain(now, index);
+            }
+        }
+        self.release_written();
         let mut earliest = now + std::time::Duration::from_millis(100);
         for index in 0..self.peers.len() {
             let deadline = match self.peers[index].as_ref().map(|p| p.deadline) {
@@ -1045,13 +1088,14 @@ impl Sfu {
             .ext_vals(ext_vals.clone())
             .nackable(kind == MediaKind::Video);
             stream.write_rtp(write);
-            // str0m releases queued RTP on a timeout; give this subscriber one now, so the
-            // packet leaves in this step without a timeout pass over every connection.
-            if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
-                tracing::debug!(error = %err, "subscriber timeout handling failed");
+            // str0m releases written RTP on a timeout: this subscriber gets one before the
+            // next transmit is taken (`release_written`), once however many packets were
+            // written to it meanwhile, and no timeout pass reaches the other connections.
+            if !std::mem::replace(&mut peer.written, true) {
+                self.written.push(sub);
             }
+            self.written_at = Some(self.written_at.map_or(now, |at| at.max(now)));
             self.stats.forwarded += 1;
-            self.drain(now, sub);
         }
         keyframes_wanted.dedup();
         for rid in keyframes_wanted {
