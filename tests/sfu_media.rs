@@ -184,19 +184,10 @@ async fn next_of_any(ws: &mut Ws, kinds: &[&str]) -> Value {
 
 /// The sum of a metric's series (all label sets) in the `/metrics` text.
 async fn metric(server: &Server, name: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    labelled(server, name, "").await
 }
 
-/// The sum of `name`'s samples whose labels contain `label`.
+/// The sum of `name`'s series whose labels contain `label` (every series for "").
 async fn labelled(server: &Server, name: &str, label: &str) -> f64 {
     let text = reqwest::get(server.url("/metrics"))
         .await
@@ -205,7 +196,7 @@ async fn labelled(server: &Server, name: &str, label: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -852,7 +852,9 @@ impl Sfu {
         let Some(now) = self.written_at.take() else {
             return;
         };
-        for index in std::mem::take(&mut self.written) {
+        // The list keeps its capacity between steps (no allocation per step).
+        let mut written = std::mem::take(&mut self.written);
+        for &index in &written {
             let Some(peer) = self.peer(index) else { continue };
             if !std::mem::take(&mut peer.written) {
                 continue;
@@ -862,6 +864,9 @@ impl Sfu {
             }
             self.drain(now, index);
         }
+        written.clear();
+        written.append(&mut self.written);
+        self.written = written;
     }
 
     /// The next thing to tell the room.
