@@ -71,6 +71,8 @@ fn openchatd_delivers_every_stamped_packet_to_every_subscriber() {
         .arg(openchatd()));
     assert_eq!(fields["target"], "openchatd");
     assert_delivered(&fields, "5");
+    // The default share: one receiver decrypts everything, four count from headers.
+    assert_eq!(fields["full_receivers"], "1", "{fields:?}");
 }
 
 #[test]
@@ -78,10 +80,19 @@ fn openchatd_delivers_every_packet_of_video_frames() {
     // Four packets per frame arrive together: each must be counted (a receiver that read
     // them all before polling str0m kept only some).
     let fields = run(loadgen()
-        .args(["--target", "openchatd", "--profile", "video", "--bin"])
+        .args([
+            "--target",
+            "openchatd",
+            "--profile",
+            "video",
+            "--full-share",
+            "1",
+            "--bin",
+        ])
         .arg(openchatd()));
     assert_eq!(fields["scenario"], "video_1pub");
     assert_delivered(&fields, "5");
+    assert_eq!(fields["full_receivers"], "5", "{fields:?}");
 }
 
 /// A network namespace with `lo` and a veth pair; removed on drop.

@@ -43,6 +43,11 @@ struct Args {
     server_cpu: usize,
     #[arg(long, default_value_t = loadgen::JOIN_CONCURRENCY_DEFAULT)]
     join_concurrency: usize,
+    /// Share of subscribers, chosen at random once all are connected, that decrypt and
+    /// check every packet and measure delay (at least one); the rest are light receivers
+    /// that check the bulk of the media from RTP headers. 1 makes every receiver full.
+    #[arg(long, default_value_t = loadgen::FULL_SHARE_DEFAULT)]
+    full_share: f64,
     /// Address Janus and its peers use for media (Janus skips loopback interfaces; see
     /// benches/loadgen.sh). openchatd's peers use 127.0.0.1.
     #[arg(long, default_value = "127.0.0.1")]
@@ -65,6 +70,10 @@ fn main() -> std::process::ExitCode {
     }
     if !(1..=16).contains(&args.publishers) {
         eprintln!("--publishers must be within 1..=16");
+        return std::process::ExitCode::from(2);
+    }
+    if !(0.0..=1.0).contains(&args.full_share) {
+        eprintln!("--full-share must be within 0..=1");
         return std::process::ExitCode::from(2);
     }
     if args.seconds == 0 || args.seconds > 600 {
@@ -111,6 +120,7 @@ fn main() -> std::process::ExitCode {
             measure: Duration::from_secs(args.seconds),
             tail: Duration::from_secs(1),
             join_concurrency: args.join_concurrency,
+            full_share: args.full_share,
         };
         eprintln!(
             "run: {} {} x{} publishers, {subscribers} subscribers, {} s",

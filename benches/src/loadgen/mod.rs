@@ -19,7 +19,7 @@ pub mod probe;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,10 @@ pub type Keep = Pin<Box<dyn Future<Output = String> + Send>>;
 /// way: every packet is counted, so a busy generator can only lose packets, never invent
 /// them.)
 pub const GENERATOR_CPU_MAX: f64 = 0.75;
+/// Share of subscribers that are full receivers unless told otherwise: enough for a
+/// delay distribution from a few dozen receivers at the sizes measured, few enough that
+/// the generator's cost is the light path's.
+pub const FULL_SHARE_DEFAULT: f64 = 0.05;
 /// Subscribers joining at once (signaling and DTLS handshakes in flight).
 pub const JOIN_CONCURRENCY_DEFAULT: usize = 32;
 /// How long peers may take to connect (ICE + DTLS) once negotiated.
@@ -217,6 +221,9 @@ pub struct Plan {
     /// Sent after the window so late packets of the window still arrive.
     pub tail: Duration,
     pub join_concurrency: usize,
+    /// Share of subscribers (at least one) that decrypt and check every packet and measure
+    /// delay; the others are light receivers (see [`peer`]).
+    pub full_share: f64,
 }
 
 impl Plan {
@@ -266,7 +273,7 @@ impl Measured {
     /// The line the chart script and BENCHMARKS.md read.
     pub fn result_line(&self) -> String {
         format!(
-            "RESULT target={} scenario={} subscribers={} shard_cores={} loss_pct={:.3} p50_ms={:.3} p99_ms={:.3} subscribers_per_core={} server_cpu={:.3} generator_cpu={:.3} duplicates={} damaged={} join_s={:.1} fwd_p50_ms={:.3} fwd_p99_ms={:.3} fwd_last_p99_ms={:.3} valid={}",
+            "RESULT target={} scenario={} subscribers={} shard_cores={} loss_pct={:.3} p50_ms={:.3} p99_ms={:.3} subscribers_per_core={} server_cpu={:.3} generator_cpu={:.3} duplicates={} damaged={} join_s={:.1} fwd_p50_ms={:.3} fwd_p99_ms={:.3} fwd_last_p99_ms={:.3} full_receivers={} valid={}",
             self.target.name(),
             self.scenario,
             self.subscribers,
@@ -289,6 +296,7 @@ impl Measured {
             self.forward_delay
                 .as_ref()
                 .map_or(f64::NAN, |d| quantile_ms(&d.last, 0.99)),
+            self.tally.full_receivers,
             !self.generator_bound(),
         )
     }
@@ -333,14 +341,18 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
         .map(|index| target.subscriber(index, plan.profile, plan.publishers))
         .buffer_unordered(plan.join_concurrency.max(1));
     let mut joined = 0usize;
+    let mut modes = Vec::with_capacity(plan.subscribers);
     while let Some(result) = joins.next().await {
         let (peer, keep) = result.map_err(|e| format!("subscriber {joined} of {}: {e}", plan.subscribers))?;
+        let full = Arc::new(AtomicBool::new(false));
+        modes.push(full.clone());
         let role = Role::Receive {
             profile: plan.profile,
             publishers: plan.publishers,
             window,
             ready: ready.clone(),
             tally: tally.clone(),
+            full,
         };
         tasks.push(tokio::spawn(peer::run(peer, role, keep, stop_rx.clone())));
         joined += 1;
@@ -352,6 +364,14 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
     // Every subscriber connected (ICE + DTLS), within a bound.
     wait_connected(&ready, plan.subscribers, &mut tasks, "subscribers").await?;
     let join_time = joining.elapsed();
+    // Which receivers check everything is decided only now, at random.
+    for index in sample(
+        modes.len(),
+        full_count(plan.subscribers, plan.full_share),
+        random_seed(),
+    ) {
+        modes[index].store(true, Ordering::Relaxed);
+    }
     let start = Instant::now() + Duration::from_millis(200);
     let _ = start_tx.send(Some(start));
     let frame = plan.profile.frame_interval();
@@ -395,6 +415,40 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
         join_time,
         forward_delay: delay_1.zip(delay_0).map(|(end, start)| end.since(&start)),
     })
+}
+
+/// How many of `subscribers` are full receivers for a share: at least one, at most all.
+pub fn full_count(subscribers: usize, share: f64) -> usize {
+    let share = if share.is_finite() {
+        share.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    ((subscribers as f64 * share).ceil() as usize).clamp(1.min(subscribers), subscribers)
+}
+
+/// `count` distinct indices below `len`, chosen uniformly from `seed` (a partial
+/// Fisher-Yates shuffle driven by xorshift64*).
+pub fn sample(len: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut indices: Vec<usize> = (0..len).collect();
+    let mut state = seed | 1;
+    let count = count.min(len);
+    for i in 0..count {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let j = i + (r % (len - i) as u64) as usize;
+        indices.swap(i, j);
+    }
+    indices.truncate(count);
+    indices
+}
+
+/// A seed that differs per run (the standard library's per-process random hash keys).
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(Instant::now())
 }
 
 /// Waits (at most [`CONNECT_TIMEOUT`]) until `want` peers count as connected.
@@ -485,6 +539,36 @@ mod tests {
     }
 
     #[test]
+    fn full_receivers_are_a_share_of_at_least_one() {
+        assert_eq!(full_count(100, 0.05), 5);
+        assert_eq!(full_count(10, 0.05), 1, "rounded up");
+        assert_eq!(full_count(10, 0.0), 1, "at least one");
+        assert_eq!(full_count(10, 1.0), 10);
+        assert_eq!(full_count(10, 7.0), 10);
+        assert_eq!(full_count(0, 0.5), 0);
+    }
+
+    #[test]
+    fn samples_are_distinct_in_range_and_differ_by_seed() {
+        let a = sample(1000, 50, 1);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 50);
+        assert!(sorted.iter().all(|i| *i < 1000));
+        assert_ne!(a, sample(1000, 50, 2));
+        assert_eq!(sample(3, 10, 5).len(), 3);
+        // Every index is chosen sometimes: not always the first ones.
+        let mut hit = [false; 20];
+        for seed in 0..200 {
+            for i in sample(20, 2, seed) {
+                hit[i] = true;
+            }
+        }
+        assert!(hit.iter().all(|h| *h), "{hit:?}");
+    }
+
+    #[test]
     fn the_window_is_a_whole_number_of_frames() {
         let plan = Plan {
             profile: Profile::Video,
@@ -494,6 +578,7 @@ mod tests {
             measure: Duration::from_secs(2),
             tail: Duration::from_millis(500),
             join_concurrency: 1,
+            full_share: 1.0,
         };
         assert_eq!(plan.packets_in(Duration::from_secs(1)), 120);
         assert_eq!(plan.packets_in(Duration::from_secs(2)) % 4, 0);

@@ -1,12 +1,21 @@
 //! One WebRTC peer of the load generator: str0m in RTP mode (no depacketising, no jitter
-//! buffer: a receiver decrypts, checks and counts each packet, which is all a load test
-//! needs) on its own UDP socket, and the loop that runs it as a publisher (stamped packets
-//! on the profile's schedule) or a receiver (every packet checked against its stamp,
-//! counted once, its delay recorded).
+//! buffer) on its own UDP socket, and the loop that runs it as a publisher (stamped packets
+//! on the profile's schedule) or a receiver.
+//!
+//! A receiver is full or light. A full receiver hands every datagram to str0m, which
+//! decrypts it; the payload's stamp is checked, the packet counted once and its delay
+//! recorded. A light receiver still does ICE, DTLS-SRTP and RTCP through str0m, and the
+//! first packet of each incoming stream goes through str0m and the stamp check too, which
+//! ties the stream's SSRC and RTP sequence numbers to the publisher and its stamp numbers;
+//! after that its packets are checked from the clear RTP header only (SSRC, sequence
+//! number, and the datagram's length, which must equal the checked first packet's) and
+//! counted against the same window, without decryption. Loss stays exact either way; only
+//! full receivers measure delay. Which receivers are full is chosen at random after they
+//! have all connected (see `loadgen::run`), so a server cannot treat them differently.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,8 +86,11 @@ pub struct Tally {
     pub duplicates: u64,
     /// Packets whose length, stamp or padding was wrong.
     pub damaged: u64,
-    /// Delay from the publisher's send to the receiver's read, in microseconds.
+    /// Delay from the publisher's send to the receiver's read, in microseconds (full
+    /// receivers only).
     pub latency_us: Histogram<u64>,
+    /// Receivers that decrypted and checked every packet.
+    pub full_receivers: u64,
 }
 
 impl Default for Tally {
@@ -89,6 +101,7 @@ impl Default for Tally {
             damaged: 0,
             latency_us: Histogram::new_with_bounds(1, LATENCY_MAX.as_micros() as u64, 3)
                 .expect("valid histogram bounds"),
+            full_receivers: 0,
         }
     }
 }
@@ -112,13 +125,16 @@ pub enum Role {
         start: watch::Receiver<Option<Instant>>,
         ready: Arc<AtomicUsize>,
     },
-    /// Receives from `publishers` publishers; `ready` counts receivers connected.
+    /// Receives from `publishers` publishers; `ready` counts receivers connected. `full`
+    /// says whether it decrypts and checks every packet (else it is light: see the module
+    /// documentation); it is read per datagram, so it can be set once peers are connected.
     Receive {
         profile: Profile,
         publishers: u32,
         window: Window,
         ready: Arc<AtomicUsize>,
         tally: Arc<Mutex<Tally>>,
+        full: Arc<AtomicBool>,
     },
 }
 
@@ -164,6 +180,86 @@ impl Seen {
     }
 }
 
+/// The most incoming streams a light receiver tracks (one per publisher it hears).
+const LIGHT_STREAMS_MAX: usize = 64;
+
+/// The SSRC and sequence number from the clear header of a datagram that is an RTP packet
+/// (RFC 7983: first byte 128..=191; RFC 5761: its second byte is not an RTCP packet type);
+/// `None` for RTCP, STUN, DTLS and anything shorter than an RTP header.
+pub fn rtp_header(bytes: &[u8]) -> Option<(u32, u16)> {
+    let header = bytes.get(..12)?;
+    if !(128..=191).contains(&header[0]) || (192..=223).contains(&header[1]) {
+        return None;
+    }
+    let ssrc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    Some((ssrc, u16::from_be_bytes([header[2], header[3]])))
+}
+
+/// The extended sequence number of `seq` nearest to `last` (RFC 3550 A.1's rollover).
+pub fn extend_seq(last: u64, seq: u16) -> u64 {
+    let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
+    (last as i64).saturating_add(delta).max(0) as u64
+}
+
+/// One incoming stream a light receiver checks from headers.
+#[derive(Debug, Clone, Copy)]
+struct LightStream {
+    ssrc: u32,
+    publisher: u32,
+    /// Stamp number minus extended RTP sequence number (wrapping).
+    offset: u64,
+    /// Highest extended RTP sequence number seen.
+    highest: u64,
+    /// Datagram length of every packet of the stream (that of its checked first packet).
+    len: usize,
+}
+
+/// What a light receiver knows of its incoming streams.
+#[derive(Debug, Default)]
+struct Light {
+    streams: Vec<LightStream>,
+}
+
+impl Light {
+    /// Ties a stream to the publisher from a packet str0m decrypted and the stamp check
+    /// passed: `seq` is its extended RTP sequence number, `len` its datagram's length.
+    fn learn(&mut self, ssrc: u32, seq: u64, stamp: Stamp, len: usize) {
+        if self.streams.iter().any(|s| s.ssrc == ssrc) || self.streams.len() >= LIGHT_STREAMS_MAX {
+            return;
+        }
+        self.streams.push(LightStream {
+            ssrc,
+            publisher: stamp.publisher,
+            offset: stamp.seq.wrapping_sub(seq),
+            highest: seq,
+            len,
+        });
+    }
+
+    /// Checks and counts a datagram of a known stream; false when it is not one (the caller
+    /// hands it to str0m instead).
+    fn count(&mut self, bytes: &[u8], seen: &mut Seen) -> bool {
+        let Some((ssrc, seq)) = rtp_header(bytes) else {
+            return false;
+        };
+        let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
+            return false;
+        };
+        let seq = extend_seq(stream.highest, seq);
+        stream.highest = stream.highest.max(seq);
+        if bytes.len() != stream.len {
+            seen.damaged += 1;
+        } else {
+            seen.record(Stamp {
+                publisher: stream.publisher,
+                seq: seq.wrapping_add(stream.offset),
+                sent_ns: 0,
+            });
+        }
+        true
+    }
+}
+
 /// The publisher's clock: which packet is due when.
 struct Schedule {
     profile: Profile,
@@ -190,6 +286,69 @@ fn payload_type(rtc: &Rtc, kind: MediaKind) -> Option<str0m::format::PayloadPara
     rtc.codec_config().find(|p| p.spec().codec == want).copied()
 }
 
+/// A receiver's state: what it has seen, how it checks, where its results go.
+struct Receiver {
+    profile: Profile,
+    seen: Seen,
+    light: Light,
+    full: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+}
+
+impl Receiver {
+    /// A packet str0m decrypted: its stamp checked, counted once, its delay recorded; a
+    /// light receiver learns the packet's stream from it.
+    fn decrypted(&mut self, packet: &str0m::rtp::RtpPacket, len: usize, full: bool) {
+        match check(self.profile, &packet.payload) {
+            Ok(stamp) => {
+                if !full {
+                    self.light.learn(*packet.header.ssrc, *packet.seq_no, stamp, len);
+                }
+                if self.seen.record(stamp) && full {
+                    let us = (since_epoch(Instant::now()).saturating_sub(stamp.sent_ns) / 1000)
+                        .clamp(1, LATENCY_MAX.as_micros() as u64);
+                    let _ = self.tally.lock().expect("tally").latency_us.record(us);
+                }
+            }
+            Err(_) => self.seen.damaged += 1,
+        }
+    }
+
+    fn finish(self) {
+        let mut tally = self.tally.lock().expect("tally");
+        tally.received += self.seen.received;
+        tally.duplicates += self.seen.duplicates;
+        tally.damaged += self.seen.damaged;
+        if self.full.load(Ordering::Relaxed) {
+            tally.full_receivers += 1;
+        }
+    }
+}
+
+/// Handles what str0m reported after one input; `len` is the length of the datagram that
+/// input was (0 for a timeout or a write).
+fn take_events(
+    events: &mut Vec<Event>,
+    receiver: &mut Option<Receiver>,
+    connected: &AtomicUsize,
+    len: usize,
+) {
+    for event in events.drain(..) {
+        match event {
+            Event::Connected => {
+                connected.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::RtpPacket(packet) => {
+                if let Some(receiver) = receiver {
+                    let full = receiver.full.load(Ordering::Relaxed);
+                    receiver.decrypted(&packet, len, full);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Runs a negotiated peer until `stop` turns true (or, for a publisher, its packets are all
 /// sent and `stop` turns true). `keep` is the signaling side that must stay alive (its
 /// end is an error: the peer's session is gone).
@@ -202,9 +361,9 @@ pub async fn run(
     let mut keep = std::pin::pin!(keep);
     let mut events = Vec::new();
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
-    let (mut seen, mut schedule, mut start_rx) = (None, None, None);
+    let (mut schedule, mut start_rx) = (None, None);
     let mut publish = None;
-    let mut receive = None;
+    let mut receiver = None;
     let connected: Arc<AtomicUsize>;
     match role {
         Role::Publish {
@@ -225,44 +384,33 @@ pub async fn run(
             window,
             ready,
             tally,
+            full,
         } => {
-            seen = Some(Seen::new(window, publishers));
+            receiver = Some(Receiver {
+                profile,
+                seen: Seen::new(window, publishers),
+                light: Light::default(),
+                full,
+                tally,
+            });
             connected = ready;
-            receive = Some((profile, tally));
         }
     }
     let mut seq = 0u64;
+    // str0m's next deadline; polled again only after str0m was given input.
+    let mut deadline = Instant::now();
+    let mut fed = true;
     let result = loop {
         if *stop.borrow() {
             break Ok(());
         }
-        let deadline = match peer.drain(&mut events) {
-            Ok(at) => at,
-            Err(e) => break Err(format!("media connection failed: {e}")),
-        };
-        for event in events.drain(..) {
-            match event {
-                Event::Connected => {
-                    connected.fetch_add(1, Ordering::Relaxed);
-                }
-                Event::RtpPacket(packet) => {
-                    if let (Some((profile, tally)), Some(seen)) = (&receive, &mut seen) {
-                        let now = Instant::now();
-                        match check(*profile, &packet.payload) {
-                            Ok(stamp) => {
-                                if seen.record(stamp) {
-                                    let us = (since_epoch(now).saturating_sub(stamp.sent_ns) / 1000)
-                                        .clamp(1, LATENCY_MAX.as_micros() as u64);
-                                    let _ = tally.lock().expect("tally").latency_us.record(us);
-                                }
-                            }
-                            Err(_) => seen.damaged += 1,
-                        }
-                    }
-                }
-                _ => {}
-            }
+        if std::mem::take(&mut fed) {
+            deadline = match peer.drain(&mut events) {
+                Ok(at) => at,
+                Err(e) => break Err(format!("media connection failed: {e}")),
+            };
         }
+        take_events(&mut events, &mut receiver, &connected, 0);
         // A publisher starts when told, then sends what is due.
         if let (Some((_, profile, _, packets)), None) = (publish, &schedule)
             && let Some(start) = start_rx.as_ref().and_then(|rx| *rx.borrow())
@@ -304,9 +452,11 @@ pub async fn run(
                     seq += 1;
                 }
                 let _ = peer.rtc.handle_input(Input::Timeout(Instant::now()));
-                if let Err(e) = peer.drain(&mut events) {
-                    return Err(format!("media connection failed: {e}"));
+                match peer.drain(&mut events) {
+                    Ok(at) => deadline = at,
+                    Err(e) => return Err(format!("media connection failed: {e}")),
                 }
+                take_events(&mut events, &mut receiver, &connected, 0);
                 plan.sent += 1;
             }
         }
@@ -318,23 +468,39 @@ pub async fn run(
             reason = &mut keep => break Err(reason),
             received = peer.socket.recv_from(&mut buf) => {
                 // str0m keeps one input's outputs only until the next input: drain after
-                // each datagram (a video frame's packets arrive together).
+                // each datagram given to it (a video frame's packets arrive together). A
+                // light receiver counts its known streams' packets without str0m.
                 if let Ok((n, from)) = received {
-                    peer.receive(&buf[..n], from);
-                    let _ = peer.drain(&mut events);
-                    for _ in 0..READS_PER_WAKE_MAX {
-                        match peer.socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                peer.receive(&buf[..n], from);
-                                let _ = peer.drain(&mut events);
+                    let mut next = Some((n, from));
+                    let mut reads = 0;
+                    while let Some((n, from)) = next.take() {
+                        let bytes = &buf[..n];
+                        let counted = match &mut receiver {
+                            Some(r) if !r.full.load(Ordering::Relaxed) => r.light.count(bytes, &mut r.seen),
+                            _ => false,
+                        };
+                        if !counted {
+                            peer.receive(bytes, from);
+                            match peer.drain(&mut events) {
+                                Ok(at) => deadline = at,
+                                Err(_) => {
+                                    // Reported by the drain at the top of the loop.
+                                    fed = true;
+                                    break;
+                                }
                             }
-                            Err(_) => break,
+                            take_events(&mut events, &mut receiver, &connected, n);
+                        }
+                        reads += 1;
+                        if reads < READS_PER_WAKE_MAX {
+                            next = peer.socket.try_recv_from(&mut buf).ok();
                         }
                     }
                 }
             }
             _ = tokio::time::sleep_until(wake) => {
                 let _ = peer.rtc.handle_input(Input::Timeout(Instant::now()));
+                fed = true;
             }
             changed = async {
                 match start_rx.as_mut() {
@@ -344,11 +510,8 @@ pub async fn run(
             } => { let _ = changed; }
         }
     };
-    if let (Some((_, tally)), Some(seen)) = (&receive, seen) {
-        let mut tally = tally.lock().expect("tally");
-        tally.received += seen.received;
-        tally.duplicates += seen.duplicates;
-        tally.damaged += seen.damaged;
+    if let Some(receiver) = receiver {
+        receiver.finish();
     }
     result
 }
@@ -379,6 +542,95 @@ mod tests {
         assert!(!seen.record(stamp(1, 110)), "after the window");
         assert!(!seen.record(stamp(5, 50)), "an unknown publisher");
         assert_eq!((seen.received, seen.duplicates, seen.damaged), (3, 1, 1));
+    }
+
+    /// An SRTP-like datagram: a 12-byte RTP header, then `body` bytes.
+    fn datagram(ssrc: u32, seq: u16, body: usize) -> Vec<u8> {
+        let mut d = vec![0u8; 12 + body];
+        d[0] = 0x80;
+        d[1] = 111;
+        d[2..4].copy_from_slice(&seq.to_be_bytes());
+        d[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        d
+    }
+
+    #[test]
+    fn rtp_headers_are_read_and_rtcp_stun_and_dtls_are_not_rtp() {
+        assert_eq!(
+            rtp_header(&datagram(0xdead_beef, 513, 10)),
+            Some((0xdead_beef, 513))
+        );
+        let mut rtcp = datagram(1, 1, 10);
+        rtcp[1] = 201; // receiver report
+        assert_eq!(rtp_header(&rtcp), None);
+        let mut stun = datagram(1, 1, 10);
+        stun[0] = 0x00;
+        assert_eq!(rtp_header(&stun), None);
+        let mut dtls = datagram(1, 1, 10);
+        dtls[0] = 22;
+        assert_eq!(rtp_header(&dtls), None);
+        assert_eq!(rtp_header(&[0x80; 11]), None, "shorter than a header");
+    }
+
+    #[test]
+    fn extended_sequence_numbers_follow_rollover_both_ways() {
+        assert_eq!(extend_seq(10, 11), 11);
+        assert_eq!(extend_seq(65_535, 0), 65_536);
+        assert_eq!(
+            extend_seq(65_536, 65_535),
+            65_535,
+            "a late packet before the wrap"
+        );
+        assert_eq!(extend_seq(3 * 65_536 + 5, 2), 3 * 65_536 + 2);
+        assert_eq!(extend_seq(2, 65_000), 0, "never below zero");
+    }
+
+    #[test]
+    fn a_light_receiver_counts_a_learned_stream_from_headers_and_once() {
+        let window = Window {
+            first: 100,
+            count: 50,
+        };
+        let mut seen = Seen::new(window, 2);
+        let mut light = Light::default();
+        // Publisher 1's stamp 90 arrived (decrypted) as RTP sequence 65_530 in 60 bytes.
+        let learned = Stamp {
+            publisher: 1,
+            seq: 90,
+            sent_ns: 0,
+        };
+        assert!(
+            !light.count(&datagram(7, 65_531, 48), &mut seen),
+            "not learned yet"
+        );
+        light.learn(7, 65_530, learned, 60);
+        // Stamp 100 is sequence 65_540, which wraps to 4.
+        assert!(light.count(&datagram(7, 4, 48), &mut seen));
+        assert!(
+            light.count(&datagram(7, 4, 48), &mut seen),
+            "a duplicate is still its stream's"
+        );
+        assert!(light.count(&datagram(7, 5, 47), &mut seen), "wrong length");
+        assert!(
+            light.count(&datagram(7, 65_535, 48), &mut seen),
+            "before the window"
+        );
+        assert!(!light.count(&datagram(8, 4, 48), &mut seen), "another stream");
+        let mut rtcp = datagram(7, 4, 48);
+        rtcp[1] = 200;
+        assert!(!light.count(&rtcp, &mut seen), "RTCP goes to str0m");
+        assert_eq!((seen.received, seen.duplicates, seen.damaged), (1, 1, 1));
+        // The packet counted is publisher 1's stamp 100: the window's first of publisher 1.
+        assert!(!seen.record(Stamp {
+            publisher: 1,
+            seq: 100,
+            sent_ns: 0
+        }));
+        assert!(seen.record(Stamp {
+            publisher: 0,
+            seq: 100,
+            sent_ns: 0
+        }));
     }
 
     #[test]
