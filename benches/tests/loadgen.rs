@@ -1,5 +1,5 @@
 //! The load generator's smoke runs (CI): a few subscribers for two seconds against the debug
-//! `openchatd`, and the same scenario against Janus VideoRoom in a network namespace this
+//! `openchatd` and the debug bare forwarder, and the same scenario against Janus VideoRoom in a network namespace this
 //! test creates (Janus skips loopback interfaces). Each run must deliver the stamped packets
 //! intact, once each; the numbers themselves belong in BENCHMARKS.md, not here.
 
@@ -93,6 +93,18 @@ fn openchatd_delivers_every_packet_of_video_frames() {
     assert_eq!(fields["scenario"], "video_1pub");
     assert_delivered(&fields, "5");
     assert_eq!(fields["full_receivers"], "5", "{fields:?}");
+}
+
+#[test]
+fn the_bare_forwarder_delivers_every_stamped_packet_with_pre_shared_keys() {
+    // The physical reference: no ICE/DTLS, the generator's pre-shared-key SRTP mode; light
+    // receivers count from headers, one decrypts everything.
+    let fields = run(loadgen()
+        .args(["--target", "bare", "--profile", "video", "--bin"])
+        .arg(env!("CARGO_BIN_EXE_openchat-bare-forwarder")));
+    assert_eq!(fields["target"], "bare");
+    assert_delivered(&fields, "5");
+    assert_eq!(fields["full_receivers"], "1", "{fields:?}");
 }
 
 /// A network namespace with `lo` and a veth pair; removed on drop.

@@ -32,4 +32,7 @@ pub mod speaking;
 #[cfg(feature = "shards")]
 mod shards;
 #[cfg(feature = "shards")]
-pub use shards::{MEMLOCK_MIN_BYTES, MediaNet, ShardError, ShardSet, ensure_locked_memory, holds_ipc_lock};
+pub use shards::{
+    MEDIA_SOCKET_BUFFER_BYTES, MEMLOCK_MIN_BYTES, MediaNet, ShardError, ShardSet, ensure_locked_memory,
+    holds_ipc_lock,
+};

@@ -1,4 +1,4 @@
-//! `openchat-loadgen`: drives openchatd or Janus VideoRoom with K publishers and M
+//! `openchat-loadgen`: drives openchatd, Janus VideoRoom or the bare forwarder with K publishers and M
 //! subscribers over loopback and prints one `RESULT` line per run (see
 //! `openchat_benches::loadgen`). Pins itself to `--generator-cpu` and the server to
 //! `--server-cpu`. Every run is bounded in time and ends by itself.
@@ -16,7 +16,7 @@ use clap::Parser;
 use openchat_benches::loadgen::{self, Plan, Target, TargetKind, probe::Profile};
 
 #[derive(Debug, Parser)]
-#[command(about = "Load generator for openchatd and Janus VideoRoom (loopback only)")]
+#[command(about = "Load generator for openchatd, Janus VideoRoom and the bare forwarder (loopback only)")]
 struct Args {
     /// The SFU to drive.
     #[arg(long, value_enum, default_value = "openchatd")]
@@ -132,8 +132,7 @@ fn main() -> std::process::ExitCode {
         let outcome = runtime.block_on(async {
             let target = Target::start(args.target, &bin, args.server_cpu, &plan, args.media_ip).await?;
             // A run never outlasts its plan by much: joins, window, tail, slack.
-            let bound = Duration::from_secs(120 + args.warmup_seconds + args.seconds)
-                + Duration::from_millis(50) * subscribers as u32;
+            let bound = plan.bound();
             let result = tokio::time::timeout(bound, loadgen::run(&target, args.target, &plan))
                 .await
                 .unwrap_or_else(|_| Err(format!("the run did not finish within {bound:?}")));

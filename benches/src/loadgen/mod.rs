@@ -11,6 +11,7 @@
 //! publishers send `warmup` + `measure` + `tail` worth of packets; only packets of the
 //! `measure` part are counted, and the CPU is sampled at its two ends.
 
+pub mod bare;
 pub mod janus;
 pub mod openchatd;
 pub mod peer;
@@ -27,12 +28,15 @@ use futures_util::StreamExt;
 use str0m::media::MediaKind;
 use tokio::sync::watch;
 
-use peer::{Role, Tally, Window};
+use peer::{Publishing, Receiving, Role, Tally, Window};
 use probe::Profile;
 
 /// A peer's signaling side, polled while the peer runs; it ends only when the session is
 /// gone, with the reason.
 pub type Keep = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// A peer's whole run, ready to spawn.
+pub type Task = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// A generator run whose own CPU use is above this share of its core was limited by the
 /// generator, not the server: its latency figures say nothing about the server. The media
@@ -62,6 +66,9 @@ pub fn media_kind(profile: Profile) -> MediaKind {
 pub enum TargetKind {
     Openchatd,
     Janus,
+    /// The bare forwarder (`openchat-bare-forwarder`), the physical reference: pre-shared
+    /// SRTP keys, no ICE, DTLS or RTCP.
+    Bare,
 }
 
 impl TargetKind {
@@ -69,6 +76,7 @@ impl TargetKind {
         match self {
             Self::Openchatd => "openchatd",
             Self::Janus => "janus",
+            Self::Bare => "bare",
         }
     }
 }
@@ -77,6 +85,7 @@ impl TargetKind {
 pub enum Target {
     Openchatd(openchatd::Openchatd),
     Janus(janus::Janus),
+    Bare(bare::Bare, std::net::IpAddr),
 }
 
 impl Target {
@@ -93,6 +102,10 @@ impl Target {
                     .await?,
             ),
             TargetKind::Janus => Self::Janus(janus::Janus::start(bin, cpu, plan.publishers, media_ip).await?),
+            TargetKind::Bare => Self::Bare(
+                bare::Bare::start(bin, cpu, media_ip, plan.bound().as_secs() + 60).await?,
+                media_ip,
+            ),
         })
     }
 
@@ -101,6 +114,7 @@ impl Target {
         match self {
             Self::Openchatd(s) => probe::threads_cpu(s.pid, "openchat-shard"),
             Self::Janus(s) => probe::threads_cpu(s.pid, ""),
+            Self::Bare(s, _) => probe::threads_cpu(s.pid, ""),
         }
     }
 
@@ -109,37 +123,40 @@ impl Target {
     async fn forward_delay(&self) -> Option<ForwardDelay> {
         match self {
             Self::Openchatd(s) => s.forward_delay().await,
-            Self::Janus(_) => None,
+            Self::Janus(_) | Self::Bare(..) => None,
         }
     }
 
-    async fn publisher(
-        &self,
-        index: u32,
-        profile: Profile,
-    ) -> Result<(peer::Peer, str0m::media::Mid, Keep), String> {
-        match self {
-            Self::Openchatd(s) => s.publisher(index, profile).await,
-            Self::Janus(s) => s.publisher(index, profile).await,
-        }
+    /// Connects publisher `plan.index` and returns its run.
+    async fn publisher(&self, plan: Publishing, stop: watch::Receiver<bool>) -> Result<Task, String> {
+        let (peer, mid, keep) = match self {
+            Self::Openchatd(s) => s.publisher(plan.index, plan.profile).await?,
+            Self::Janus(s) => s.publisher(plan.index, plan.profile).await?,
+            Self::Bare(s, ip) => return s.publisher(*ip, plan, stop).await,
+        };
+        Ok(Box::pin(peer::run(peer, Role::Publish(plan, mid), keep, stop)))
     }
 
+    /// Connects subscriber `index` and returns its run.
     async fn subscriber(
         &self,
         index: usize,
-        profile: Profile,
-        publishers: u32,
-    ) -> Result<(peer::Peer, Keep), String> {
-        match self {
-            Self::Openchatd(s) => s.subscriber(index, profile, publishers).await,
-            Self::Janus(s) => s.subscriber(index, profile, publishers).await,
-        }
+        plan: Receiving,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Task, String> {
+        let (peer, keep) = match self {
+            Self::Openchatd(s) => s.subscriber(index, plan.profile, plan.publishers).await?,
+            Self::Janus(s) => s.subscriber(index, plan.profile, plan.publishers).await?,
+            Self::Bare(s, ip) => return s.subscriber(*ip, index, plan, stop).await,
+        };
+        Ok(Box::pin(peer::run(peer, Role::Receive(plan), keep, stop)))
     }
 
     pub async fn stop(self) {
         match self {
             Self::Openchatd(s) => s.stop().await,
             Self::Janus(s) => s.stop().await,
+            Self::Bare(s, _) => s.stop().await,
         }
     }
 }
@@ -227,6 +244,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The longest a run of this plan may take: joins, window, tail, slack.
+    pub fn bound(&self) -> Duration {
+        Duration::from_secs(120)
+            + self.warmup
+            + self.measure
+            + Duration::from_millis(50) * self.subscribers as u32
+    }
+
     fn packets_in(&self, span: Duration) -> u64 {
         let frames = (span.as_secs_f64() / self.profile.frame_interval().as_secs_f64()).round() as u64;
         frames * self.profile.packets_per_frame()
@@ -315,16 +340,14 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
     let mut tasks = Vec::new();
     let publishers_ready = Arc::new(AtomicUsize::new(0));
     for index in 0..plan.publishers {
-        let (peer, mid, keep) = target.publisher(index, plan.profile).await?;
-        let role = Role::Publish {
+        let publishing = Publishing {
             index,
             profile: plan.profile,
-            mid,
             packets: total,
             start: start_rx.clone(),
             ready: publishers_ready.clone(),
         };
-        tasks.push(tokio::spawn(peer::run(peer, role, keep, stop_rx.clone())));
+        tasks.push(tokio::spawn(target.publisher(publishing, stop_rx.clone()).await?));
     }
     // Subscribers join published feeds (Janus refuses a feed whose connection is not up).
     wait_connected(
@@ -337,24 +360,26 @@ pub async fn run(target: &Target, kind: TargetKind, plan: &Plan) -> Result<Measu
     let ready = Arc::new(AtomicUsize::new(0));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let joining = Instant::now();
+    let mut modes = Vec::with_capacity(plan.subscribers);
     let mut joins = futures_util::stream::iter(0..plan.subscribers)
-        .map(|index| target.subscriber(index, plan.profile, plan.publishers))
+        .map(|index| {
+            let full = Arc::new(AtomicBool::new(false));
+            modes.push(full.clone());
+            let receiving = Receiving {
+                profile: plan.profile,
+                publishers: plan.publishers,
+                window,
+                ready: ready.clone(),
+                tally: tally.clone(),
+                full,
+            };
+            target.subscriber(index, receiving, stop_rx.clone())
+        })
         .buffer_unordered(plan.join_concurrency.max(1));
     let mut joined = 0usize;
-    let mut modes = Vec::with_capacity(plan.subscribers);
     while let Some(result) = joins.next().await {
-        let (peer, keep) = result.map_err(|e| format!("subscriber {joined} of {}: {e}", plan.subscribers))?;
-        let full = Arc::new(AtomicBool::new(false));
-        modes.push(full.clone());
-        let role = Role::Receive {
-            profile: plan.profile,
-            publishers: plan.publishers,
-            window,
-            ready: ready.clone(),
-            tally: tally.clone(),
-            full,
-        };
-        tasks.push(tokio::spawn(peer::run(peer, role, keep, stop_rx.clone())));
+        let task = result.map_err(|e| format!("subscriber {joined} of {}: {e}", plan.subscribers))?;
+        tasks.push(tokio::spawn(task));
         joined += 1;
         if joined % 500 == 0 {
             eprintln!("  {joined} subscribers negotiated");
@@ -488,6 +513,11 @@ pub fn default_bin(kind: TargetKind) -> PathBuf {
             dir.join("release").join("openchatd")
         }
         TargetKind::Janus => PathBuf::from("/usr/bin/janus"),
+        TargetKind::Bare => {
+            let dir =
+                std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+            dir.join("release").join("openchat-bare-forwarder")
+        }
     }
 }
 

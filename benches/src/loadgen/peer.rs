@@ -113,33 +113,38 @@ pub struct Window {
     pub count: u64,
 }
 
-/// What a peer does once negotiated.
+/// A publisher's part in a run: sends `packets` stamped packets from the instant `start`
+/// announces; `ready` counts publishers connected.
+pub struct Publishing {
+    pub index: u32,
+    pub profile: Profile,
+    pub packets: u64,
+    pub start: watch::Receiver<Option<Instant>>,
+    pub ready: Arc<AtomicUsize>,
+}
+
+/// A receiver's part in a run: receives from `publishers` publishers; `ready` counts
+/// receivers connected. `full` says whether it decrypts and checks every packet (else it is
+/// light: see the module documentation); it is read per datagram, so it can be set once
+/// peers are connected.
+pub struct Receiving {
+    pub profile: Profile,
+    pub publishers: u32,
+    pub window: Window,
+    pub ready: Arc<AtomicUsize>,
+    pub tally: Arc<Mutex<Tally>>,
+    pub full: Arc<AtomicBool>,
+}
+
+/// What a str0m peer does once negotiated.
 pub enum Role {
-    /// Sends `packets` stamped packets on m-line `mid` from the instant `start` announces;
-    /// `ready` counts publishers connected.
-    Publish {
-        index: u32,
-        profile: Profile,
-        mid: Mid,
-        packets: u64,
-        start: watch::Receiver<Option<Instant>>,
-        ready: Arc<AtomicUsize>,
-    },
-    /// Receives from `publishers` publishers; `ready` counts receivers connected. `full`
-    /// says whether it decrypts and checks every packet (else it is light: see the module
-    /// documentation); it is read per datagram, so it can be set once peers are connected.
-    Receive {
-        profile: Profile,
-        publishers: u32,
-        window: Window,
-        ready: Arc<AtomicUsize>,
-        tally: Arc<Mutex<Tally>>,
-        full: Arc<AtomicBool>,
-    },
+    /// Publishes on m-line `Mid`.
+    Publish(Publishing, Mid),
+    Receive(Receiving),
 }
 
 /// A receiver's record of the window: one bit per (publisher, sequence).
-struct Seen {
+pub(super) struct Seen {
     bits: Vec<u64>,
     window: Window,
     received: u64,
@@ -287,7 +292,7 @@ fn payload_type(rtc: &Rtc, kind: MediaKind) -> Option<str0m::format::PayloadPara
 }
 
 /// A receiver's state: what it has seen, how it checks, where its results go.
-struct Receiver {
+pub(super) struct Receiver {
     profile: Profile,
     seen: Seen,
     light: Light,
@@ -296,13 +301,37 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// A packet str0m decrypted: its stamp checked, counted once, its delay recorded; a
-    /// light receiver learns the packet's stream from it.
-    fn decrypted(&mut self, packet: &str0m::rtp::RtpPacket, len: usize, full: bool) {
-        match check(self.profile, &packet.payload) {
+    pub(super) fn new(plan: &Receiving) -> Self {
+        Self {
+            profile: plan.profile,
+            seen: Seen::new(plan.window, plan.publishers),
+            light: Light::default(),
+            full: plan.full.clone(),
+            tally: plan.tally.clone(),
+        }
+    }
+
+    /// Whether this receiver decrypts and checks every packet.
+    pub(super) fn full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// A light receiver's check of a datagram from its clear header: true when it was a
+    /// packet of a known stream (counted, or found damaged), false when it must be
+    /// decrypted (not RTP, a stream not yet known, or a full receiver).
+    pub(super) fn count_light(&mut self, datagram: &[u8]) -> bool {
+        !self.full() && self.light.count(datagram, &mut self.seen)
+    }
+
+    /// A packet decrypted: `payload` of stream `ssrc` with extended sequence number `seq`,
+    /// from a datagram of `len` bytes. Its stamp is checked, the packet counted once and a
+    /// full receiver records its delay; a light receiver learns the stream from it.
+    pub(super) fn decrypted(&mut self, ssrc: u32, seq: u64, payload: &[u8], len: usize) {
+        let full = self.full();
+        match check(self.profile, payload) {
             Ok(stamp) => {
                 if !full {
-                    self.light.learn(*packet.header.ssrc, *packet.seq_no, stamp, len);
+                    self.light.learn(ssrc, seq, stamp, len);
                 }
                 if self.seen.record(stamp) && full {
                     let us = (since_epoch(Instant::now()).saturating_sub(stamp.sent_ns) / 1000)
@@ -314,12 +343,18 @@ impl Receiver {
         }
     }
 
-    fn finish(self) {
+    /// A datagram that could not be read at all (failed authentication, say).
+    pub(super) fn damaged(&mut self) {
+        self.seen.damaged += 1;
+    }
+
+    /// Adds what this receiver found to the run's tally.
+    pub(super) fn finish(self) {
         let mut tally = self.tally.lock().expect("tally");
         tally.received += self.seen.received;
         tally.duplicates += self.seen.duplicates;
         tally.damaged += self.seen.damaged;
-        if self.full.load(Ordering::Relaxed) {
+        if self.full() {
             tally.full_receivers += 1;
         }
     }
@@ -340,8 +375,7 @@ fn take_events(
             }
             Event::RtpPacket(packet) => {
                 if let Some(receiver) = receiver {
-                    let full = receiver.full.load(Ordering::Relaxed);
-                    receiver.decrypted(&packet, len, full);
+                    receiver.decrypted(*packet.header.ssrc, *packet.seq_no, &packet.payload, len);
                 }
             }
             _ => {}
@@ -366,34 +400,14 @@ pub async fn run(
     let mut receiver = None;
     let connected: Arc<AtomicUsize>;
     match role {
-        Role::Publish {
-            index,
-            profile,
-            mid,
-            packets,
-            start,
-            ready,
-        } => {
-            publish = Some((index, profile, mid, packets));
-            start_rx = Some(start);
-            connected = ready;
+        Role::Publish(plan, mid) => {
+            publish = Some((plan.index, plan.profile, mid, plan.packets));
+            start_rx = Some(plan.start);
+            connected = plan.ready;
         }
-        Role::Receive {
-            profile,
-            publishers,
-            window,
-            ready,
-            tally,
-            full,
-        } => {
-            receiver = Some(Receiver {
-                profile,
-                seen: Seen::new(window, publishers),
-                light: Light::default(),
-                full,
-                tally,
-            });
-            connected = ready;
+        Role::Receive(plan) => {
+            receiver = Some(Receiver::new(&plan));
+            connected = plan.ready;
         }
     }
     let mut seq = 0u64;
@@ -475,10 +489,7 @@ pub async fn run(
                     let mut reads = 0;
                     while let Some((n, from)) = next.take() {
                         let bytes = &buf[..n];
-                        let counted = match &mut receiver {
-                            Some(r) if !r.full.load(Ordering::Relaxed) => r.light.count(bytes, &mut r.seen),
-                            _ => false,
-                        };
+                        let counted = receiver.as_mut().is_some_and(|r| r.count_light(bytes));
                         if !counted {
                             peer.receive(bytes, from);
                             match peer.drain(&mut events) {
