@@ -2,7 +2,7 @@
 
     python benches/chart.py benches/results/loadgen.txt benches/results/loadgen.png
 
-Two panels against the subscriber count, one line per target (openchatd, janus): the
+Two panels against the subscriber count, one line per target and scenario (bare, openchatd, janus): the
 server's CPU (cores busy: openchatd's shard thread, all of Janus) and the loss. Runs the
 generator limited (valid=false) are drawn hollow and left out of the lines.
 """

@@ -4,7 +4,9 @@
 # Builds openchatd and openchat-loadgen (release), installs Debian's janus if missing, makes
 # a network namespace with only `lo` and a veth pair whose address exists only inside it
 # (Janus never gathers ICE candidates on a loopback interface), and runs the same sweep
-# against openchatd and Janus VideoRoom inside it: generator on CPU 0, server on CPU 1.
+# against the bare forwarder (the physical reference), openchatd and Janus VideoRoom inside
+# it (LOADGEN_TARGETS picks some): generator on CPU 0, server on CPU 1. LOADGEN_ARGS adds
+# generator options (e.g. "--profile video" or "--publishers 10").
 # The namespace is removed when the script ends (unless it existed before).
 # RESULT lines go to benches/results/loadgen.txt; benches/chart.py draws
 # benches/results/loadgen.png from them. Every run is bounded and ends by itself.
@@ -17,7 +19,8 @@ media_ip=10.99.0.1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/openchat-target}"
 
 command -v janus >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q janus >/dev/null
-cargo build --release --locked -p openchat --bin openchatd -p openchat-benches --bin openchat-loadgen
+cargo build --release --locked -p openchat --bin openchatd -p openchat-benches --bin openchat-loadgen \
+  --bin openchat-bare-forwarder
 
 if ! ip netns list | grep -qw "$ns"; then
   ip netns add "$ns"
@@ -36,10 +39,10 @@ ulimit -l unlimited 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 out=benches/results/loadgen.txt
 : >"$out.new"
-for target in openchatd janus; do
+for target in ${LOADGEN_TARGETS:-bare openchatd janus}; do
   ip netns exec "$ns" "$CARGO_TARGET_DIR/release/openchat-loadgen" --target "$target" \
     --media-ip "$media_ip" --subscribers "$counts" --seconds "$seconds" \
-    --generator-cpu 0 --server-cpu 1 | tee -a "$out.new"
+    --generator-cpu 0 --server-cpu 1 ${LOADGEN_ARGS:-} | tee -a "$out.new"
 done
 mv "$out.new" "$out"
 

@@ -49,7 +49,7 @@ struct Args {
     #[arg(long, default_value_t = loadgen::FULL_SHARE_DEFAULT)]
     full_share: f64,
     /// Address Janus and its peers use for media (Janus skips loopback interfaces; see
-    /// benches/loadgen.sh). openchatd's peers use 127.0.0.1.
+    /// benches/loadgen.sh). openchatd's and the bare forwarder's peers use 127.0.0.1.
     #[arg(long, default_value = "127.0.0.1")]
     media_ip: std::net::IpAddr,
 }

@@ -17,7 +17,7 @@ use super::Task;
 use super::peer::{Publishing, Receiver, Receiving};
 use super::probe::{Profile, Stamp, payload, since_epoch};
 use crate::bare::{HELLO_BYTES, PUBLISHER_SSRC_BASE, PeerRole, Psk, RTP_HEADER_BYTES, hello};
-use crate::loadgen::peer::{extend_seq, rtp_header};
+use crate::loadgen::peer::{extend_seq, rtp_header, rtp_header_len};
 
 /// How long the forwarder may take to say where it listens.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -227,10 +227,10 @@ async fn receive(
 
 /// The full path: rollover from the stream's highest sequence number, decrypt, check.
 fn decrypt(receiver: &mut Receiver, psk: &Psk, highest: &mut Vec<(u32, u64)>, datagram: &mut [u8]) {
-    let len = datagram.len();
     let Some((ssrc, seq)) = rtp_header(datagram) else {
         return;
     };
+    let (len, header) = (datagram.len(), rtp_header_len(datagram));
     let slot = match highest.iter().position(|(s, _)| *s == ssrc) {
         Some(slot) => slot,
         None if highest.len() < STREAMS_MAX => {
@@ -246,7 +246,8 @@ fn decrypt(receiver: &mut Receiver, psk: &Psk, highest: &mut Vec<(u32, u64)>, da
     match psk.open(datagram, (extended >> 16) as u32) {
         Ok(payload) => {
             highest[slot].1 = highest[slot].1.max(extended);
-            receiver.decrypted(ssrc, extended, payload, len);
+            let trailer = header.and_then(|h| len.checked_sub(h + payload.len()));
+            receiver.decrypted(ssrc, extended, payload, trailer);
         }
         Err(_) => receiver.damaged(),
     }

@@ -1,7 +1,9 @@
 //! `openchat-loadgen`: K publishers and M subscribers as real WebRTC peers (str0m) over
 //! loopback, against a fresh `openchatd` (through its real join ticket and signaling) or a
 //! fresh Janus VideoRoom (through its JSON API), pinned to a different CPU than the
-//! generator. Publishers send stamped packets on a fixed schedule; every receiver checks and
+//! generator; or, as the physical reference, against the bare forwarder
+//! ([`crate::bare`]) with pre-shared SRTP keys instead of ICE and DTLS. Most receivers are
+//! light (they count from RTP headers); a random sample decrypts everything (see [`peer`]). Publishers send stamped packets on a fixed schedule; every receiver checks and
 //! counts each packet and records its delay. A run's [`Measured`] gives loss, latency
 //! percentiles, the server's CPU (its shard thread for openchatd, the whole process for
 //! Janus) and the generator's own CPU, printed as one `RESULT` line.
@@ -102,10 +104,14 @@ impl Target {
                     .await?,
             ),
             TargetKind::Janus => Self::Janus(janus::Janus::start(bin, cpu, plan.publishers, media_ip).await?),
-            TargetKind::Bare => Self::Bare(
-                bare::Bare::start(bin, cpu, media_ip, plan.bound().as_secs() + 60).await?,
-                media_ip,
-            ),
+            // On loopback, as openchatd's peers (only Janus needs the namespace's address).
+            TargetKind::Bare => {
+                let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+                Self::Bare(
+                    bare::Bare::start(bin, cpu, ip, plan.bound().as_secs() + 60).await?,
+                    ip,
+                )
+            }
         })
     }
 

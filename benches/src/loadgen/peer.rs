@@ -13,7 +13,6 @@
 //! full receivers measure delay. Which receivers are full is chosen at random after they
 //! have all connected (see `loadgen::run`), so a server cannot treat them differently.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,6 +199,23 @@ pub fn rtp_header(bytes: &[u8]) -> Option<(u32, u16)> {
     Some((ssrc, u16::from_be_bytes([header[2], header[3]])))
 }
 
+/// The length of an RTP packet's header: fixed part, CSRCs and header extension (RFC 3550
+/// §5.1, §5.3.1); `None` when the datagram is shorter than that.
+pub fn rtp_header_len(bytes: &[u8]) -> Option<usize> {
+    let first = *bytes.first()?;
+    let mut len = 12 + 4 * usize::from(first & 0x0f);
+    if first & 0x10 != 0 {
+        let words = bytes.get(len + 2..len + 4)?;
+        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    (bytes.len() >= len).then_some(len)
+}
+
+/// Bytes of `datagram` after its RTP header and a payload of `payload` bytes (the SRTP tag).
+pub fn trailer(datagram: &[u8], payload: usize) -> Option<usize> {
+    datagram.len().checked_sub(rtp_header_len(datagram)? + payload)
+}
+
 /// The extended sequence number of `seq` nearest to `last` (RFC 3550 A.1's rollover).
 pub fn extend_seq(last: u64, seq: u16) -> u64 {
     let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
@@ -215,8 +231,10 @@ struct LightStream {
     offset: u64,
     /// Highest extended RTP sequence number seen.
     highest: u64,
-    /// Datagram length of every packet of the stream (that of its checked first packet).
-    len: usize,
+    /// Bytes after header and payload (the SRTP tag), from the checked first packet: every
+    /// packet of the stream must be its header, the profile's payload, then this many
+    /// bytes (the header's extensions may change: str0m stops sending some after a while).
+    trailer: usize,
 }
 
 /// What a light receiver knows of its incoming streams.
@@ -226,9 +244,10 @@ struct Light {
 }
 
 impl Light {
-    /// Ties a stream to the publisher from a packet str0m decrypted and the stamp check
-    /// passed: `seq` is its extended RTP sequence number, `len` its datagram's length.
-    fn learn(&mut self, ssrc: u32, seq: u64, stamp: Stamp, len: usize) {
+    /// Ties a stream to the publisher from a packet that was decrypted and passed the
+    /// stamp check: `seq` is its extended RTP sequence number, `trailer` what its datagram
+    /// had after header and payload ([`trailer`]).
+    fn learn(&mut self, ssrc: u32, seq: u64, stamp: Stamp, trailer: usize) {
         if self.streams.iter().any(|s| s.ssrc == ssrc) || self.streams.len() >= LIGHT_STREAMS_MAX {
             return;
         }
@@ -237,13 +256,13 @@ impl Light {
             publisher: stamp.publisher,
             offset: stamp.seq.wrapping_sub(seq),
             highest: seq,
-            len,
+            trailer,
         });
     }
 
     /// Checks and counts a datagram of a known stream; false when it is not one (the caller
     /// hands it to str0m instead).
-    fn count(&mut self, bytes: &[u8], seen: &mut Seen) -> bool {
+    fn count(&mut self, bytes: &[u8], payload: usize, seen: &mut Seen) -> bool {
         let Some((ssrc, seq)) = rtp_header(bytes) else {
             return false;
         };
@@ -252,7 +271,7 @@ impl Light {
         };
         let seq = extend_seq(stream.highest, seq);
         stream.highest = stream.highest.max(seq);
-        if bytes.len() != stream.len {
+        if rtp_header_len(bytes).map(|h| h + payload + stream.trailer) != Some(bytes.len()) {
             seen.damaged += 1;
         } else {
             seen.record(Stamp {
@@ -320,18 +339,21 @@ impl Receiver {
     /// packet of a known stream (counted, or found damaged), false when it must be
     /// decrypted (not RTP, a stream not yet known, or a full receiver).
     pub(super) fn count_light(&mut self, datagram: &[u8]) -> bool {
-        !self.full() && self.light.count(datagram, &mut self.seen)
+        !self.full()
+            && self
+                .light
+                .count(datagram, self.profile.payload_bytes(), &mut self.seen)
     }
 
     /// A packet decrypted: `payload` of stream `ssrc` with extended sequence number `seq`,
-    /// from a datagram of `len` bytes. Its stamp is checked, the packet counted once and a
-    /// full receiver records its delay; a light receiver learns the stream from it.
-    pub(super) fn decrypted(&mut self, ssrc: u32, seq: u64, payload: &[u8], len: usize) {
+    /// its datagram's [`trailer`] if known. Its stamp is checked, the packet counted once
+    /// and a full receiver records its delay; a light receiver learns the stream from it.
+    pub(super) fn decrypted(&mut self, ssrc: u32, seq: u64, payload: &[u8], trailer: Option<usize>) {
         let full = self.full();
         match check(self.profile, payload) {
             Ok(stamp) => {
-                if !full {
-                    self.light.learn(ssrc, seq, stamp, len);
+                if let (false, Some(trailer)) = (full, trailer) {
+                    self.light.learn(ssrc, seq, stamp, trailer);
                 }
                 if self.seen.record(stamp) && full {
                     let us = (since_epoch(Instant::now()).saturating_sub(stamp.sent_ns) / 1000)
@@ -360,13 +382,13 @@ impl Receiver {
     }
 }
 
-/// Handles what str0m reported after one input; `len` is the length of the datagram that
-/// input was (0 for a timeout or a write).
+/// Handles what str0m reported after one input; `datagram` is the datagram that input was
+/// (empty for a timeout or a write).
 fn take_events(
     events: &mut Vec<Event>,
     receiver: &mut Option<Receiver>,
     connected: &AtomicUsize,
-    len: usize,
+    datagram: &[u8],
 ) {
     for event in events.drain(..) {
         match event {
@@ -375,11 +397,21 @@ fn take_events(
             }
             Event::RtpPacket(packet) => {
                 if let Some(receiver) = receiver {
-                    receiver.decrypted(*packet.header.ssrc, *packet.seq_no, &packet.payload, len);
+                    let trailer = trailer(datagram, packet.payload.len());
+                    receiver.decrypted(*packet.header.ssrc, *packet.seq_no, &packet.payload, trailer);
                 }
             }
             _ => {}
         }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -389,10 +421,13 @@ fn take_events(
 pub async fn run(
     mut peer: Peer,
     role: Role,
-    keep: impl Future<Output = String>,
+    keep: super::Keep,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut keep = std::pin::pin!(keep);
+    // The signaling side runs as its own task, woken only by its own socket: polled here on
+    // every datagram, a WebSocket read costs more than the datagram (tungstenite clears its
+    // read buffer on each poll). It ends with the peer.
+    let mut keep = AbortOnDrop(tokio::spawn(keep));
     let mut events = Vec::new();
     let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
     let (mut schedule, mut start_rx) = (None, None);
@@ -424,7 +459,7 @@ pub async fn run(
                 Err(e) => break Err(format!("media connection failed: {e}")),
             };
         }
-        take_events(&mut events, &mut receiver, &connected, 0);
+        take_events(&mut events, &mut receiver, &connected, &[]);
         // A publisher starts when told, then sends what is due.
         if let (Some((_, profile, _, packets)), None) = (publish, &schedule)
             && let Some(start) = start_rx.as_ref().and_then(|rx| *rx.borrow())
@@ -470,7 +505,7 @@ pub async fn run(
                     Ok(at) => deadline = at,
                     Err(e) => return Err(format!("media connection failed: {e}")),
                 }
-                take_events(&mut events, &mut receiver, &connected, 0);
+                take_events(&mut events, &mut receiver, &connected, &[]);
                 plan.sent += 1;
             }
         }
@@ -479,7 +514,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = stop.changed() => {}
-            reason = &mut keep => break Err(reason),
+            reason = &mut keep.0 => break Err(reason.unwrap_or_else(|e| format!("signaling task: {e}"))),
             received = peer.socket.recv_from(&mut buf) => {
                 // str0m keeps one input's outputs only until the next input: drain after
                 // each datagram given to it (a video frame's packets arrive together). A
@@ -500,7 +535,7 @@ pub async fn run(
                                     break;
                                 }
                             }
-                            take_events(&mut events, &mut receiver, &connected, n);
+                            take_events(&mut events, &mut receiver, &connected, bytes);
                         }
                         reads += 1;
                         if reads < READS_PER_WAKE_MAX {
@@ -584,6 +619,21 @@ mod tests {
     }
 
     #[test]
+    fn header_lengths_count_csrcs_and_extensions() {
+        assert_eq!(rtp_header_len(&datagram(1, 1, 10)), Some(12));
+        let mut csrcs = datagram(1, 1, 10);
+        csrcs[0] |= 2;
+        assert_eq!(rtp_header_len(&csrcs), Some(20));
+        let mut extension = datagram(1, 1, 20);
+        extension[0] |= 0x10;
+        extension[15] = 2; // two words after the 4-byte extension header
+        assert_eq!(rtp_header_len(&extension), Some(24));
+        assert_eq!(trailer(&extension, 4), Some(4));
+        extension[15] = 200;
+        assert_eq!(rtp_header_len(&extension), None, "longer than the datagram");
+    }
+
+    #[test]
     fn extended_sequence_numbers_follow_rollover_both_ways() {
         assert_eq!(extend_seq(10, 11), 11);
         assert_eq!(extend_seq(65_535, 0), 65_536);
@@ -604,33 +654,39 @@ mod tests {
         };
         let mut seen = Seen::new(window, 2);
         let mut light = Light::default();
-        // Publisher 1's stamp 90 arrived (decrypted) as RTP sequence 65_530 in 60 bytes.
+        // Publisher 1's stamp 90 arrived (decrypted) as RTP sequence 65_530: a 32-byte
+        // payload and a 16-byte tag after the header.
         let learned = Stamp {
             publisher: 1,
             seq: 90,
             sent_ns: 0,
         };
         assert!(
-            !light.count(&datagram(7, 65_531, 48), &mut seen),
+            !light.count(&datagram(7, 65_531, 48), 32, &mut seen),
             "not learned yet"
         );
-        light.learn(7, 65_530, learned, 60);
+        light.learn(7, 65_530, learned, 16);
         // Stamp 100 is sequence 65_540, which wraps to 4.
-        assert!(light.count(&datagram(7, 4, 48), &mut seen));
+        assert!(light.count(&datagram(7, 4, 48), 32, &mut seen));
         assert!(
-            light.count(&datagram(7, 4, 48), &mut seen),
+            light.count(&datagram(7, 4, 48), 32, &mut seen),
             "a duplicate is still its stream's"
         );
-        assert!(light.count(&datagram(7, 5, 47), &mut seen), "wrong length");
+        assert!(light.count(&datagram(7, 5, 47), 32, &mut seen), "wrong length");
         assert!(
-            light.count(&datagram(7, 65_535, 48), &mut seen),
+            light.count(&datagram(7, 65_535, 48), 32, &mut seen),
             "before the window"
         );
-        assert!(!light.count(&datagram(8, 4, 48), &mut seen), "another stream");
+        // A header extension (one word) makes the datagram longer, not damaged.
+        let mut extended = datagram(7, 6, 8 + 48);
+        extended[0] |= 0x10;
+        extended[15] = 1;
+        assert!(light.count(&extended, 32, &mut seen));
+        assert!(!light.count(&datagram(8, 4, 48), 32, &mut seen), "another stream");
         let mut rtcp = datagram(7, 4, 48);
         rtcp[1] = 200;
-        assert!(!light.count(&rtcp, &mut seen), "RTCP goes to str0m");
-        assert_eq!((seen.received, seen.duplicates, seen.damaged), (1, 1, 1));
+        assert!(!light.count(&rtcp, 32, &mut seen), "RTCP goes to str0m");
+        assert_eq!((seen.received, seen.duplicates, seen.damaged), (2, 1, 1));
         // The packet counted is publisher 1's stamp 100: the window's first of publisher 1.
         assert!(!seen.record(Stamp {
             publisher: 1,
