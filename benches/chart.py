@@ -58,10 +58,10 @@ def main(source, target):
                     label=f"{label}, generator-bound",
                 )
     cpu.set_title("Server CPU (cores busy) vs subscribers")
-    cpu.set_xlabel("subscribers (one publisher)")
+    cpu.set_xlabel("subscribers")
     cpu.set_ylabel("cores")
     loss.set_title("Loss vs subscribers")
-    loss.set_xlabel("subscribers (one publisher)")
+    loss.set_xlabel("subscribers")
     loss.set_ylabel("loss %")
     loss.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="0.5 % target")
     for axis in (cpu, loss):

@@ -8,8 +8,8 @@
 # it (LOADGEN_TARGETS picks some): generator on CPU 0, server on CPU 1. LOADGEN_ARGS adds
 # generator options (e.g. "--profile video" or "--publishers 10").
 # The namespace is removed when the script ends (unless it existed before).
-# RESULT lines go to benches/results/loadgen.txt; benches/chart.py draws
-# benches/results/loadgen.png from them. Every run is bounded and ends by itself.
+# RESULT lines go to benches/results/$LOADGEN_OUT.txt (default loadgen); benches/chart.py
+# draws benches/results/$LOADGEN_OUT.png from them. Every run is bounded and ends by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts="${1:-100,250,500,1000,1500,2000}"
@@ -37,7 +37,8 @@ fi
 
 ulimit -l unlimited 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-out=benches/results/loadgen.txt
+name="${LOADGEN_OUT:-loadgen}"
+out="benches/results/$name.txt"
 : >"$out.new"
 for target in ${LOADGEN_TARGETS:-bare openchatd janus}; do
   ip netns exec "$ns" "$CARGO_TARGET_DIR/release/openchat-loadgen" --target "$target" \
@@ -49,4 +50,4 @@ mv "$out.new" "$out"
 venv="$HOME/.cache/openchat-bench-venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -r benches/requirements.txt
-"$venv/bin/python" benches/chart.py "$out" benches/results/loadgen.png
+"$venv/bin/python" benches/chart.py "$out" "benches/results/$name.png"
