@@ -7,6 +7,13 @@
 //! the listener (exit 2 if the address is taken) -> serve until SIGTERM/SIGINT.
 //! Shutdown order: stop accepting -> finish in-flight requests (bounded) -> stop the storage
 //! thread, which closes the database cleanly.
+//!
+//! Layers, bottom first: a module uses only modules of its own layer or below, and no
+//! imports go in a circle (`tests/tidy.rs` checks both).
+//! 1. `config`, `joiner::flags`, `joiner::stream`: configuration and the sans-IO parts
+//! 2. `logging`, `tls`, `joiner::signal`: logging, TLS set-up, the joiner's ticket and socket
+//! 3. `joiner::webrtc`, `startup`
+//! 4. `joiner`, `joiner::run`, `admin`: the joiner's shell, the admin commands
 
 pub mod admin;
 pub mod config;

@@ -8,6 +8,12 @@
 //! tested without sockets and reused by the storage thread, the front-end and the shards.
 //!
 //! Time enters as plain numbers (`UnixSeconds`) passed in by a caller that read the clock.
+//!
+//! Layers, bottom first: a module uses only modules of its own layer or below, and no
+//! imports go in a circle (`tests/tidy.rs` checks both).
+//! 1. `limits`, `model`
+//! 2. `ids`, `mention`, `profile`, `settings`, `seed`, `ticket`
+//! 3. `policy`, `protocol`, `shard`
 
 pub mod ids;
 pub mod limits;

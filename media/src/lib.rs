@@ -17,10 +17,20 @@
 //!   mode: packets are forwarded without re-packetising, payloads shared between
 //!   subscribers, sequence numbers and RTP times renumbered per subscriber m-line.
 //!   [`speaking`] turns audio levels into speaking changes.
+//!
+//! Layers, bottom first: a module uses only modules of its own layer or below, and no
+//! imports go in a circle (`tests/tidy.rs` checks both).
+//! 1. `participant`, `speaking`: who is connected, and voice activity
+//! 2. `sfu`: the forwarding core of one room
+//! 3. `demux`: datagram to (room, connection)
+//! 4. `room`: one voice channel's state machine
+//! 5. `shard`: one shard's rooms (`ShardCore`), its batched UDP I/O and its glommio driver
+//! 6. `shards`, `ops`: starting the shards; the fuzz harness over rooms
 
 #[cfg(feature = "sfu")]
 pub mod demux;
 pub mod ops;
+pub mod participant;
 pub mod room;
 #[cfg(feature = "sfu")]
 pub mod sfu;

@@ -13,6 +13,8 @@ use openchat_core::UnixSeconds;
 use openchat_core::ticket::Permissions;
 use serde_json::{Map, Value, json};
 
+pub use crate::participant::{Leg, ParticipantId};
+
 /// The time a room step runs at, read once by the caller's I/O loop: the monotonic instant
 /// the media state machines run on, and the wall-clock second frames are stamped with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +37,6 @@ impl Now {
     }
 }
 
-/// A participant id (a UUID v4 string chosen by the front-end).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ParticipantId(pub String);
-
-impl std::fmt::Display for ParticipantId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// Who joins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantInfo {
@@ -60,22 +52,6 @@ pub type Frame = Arc<str>;
 
 /// Track kinds remembered per room from `rtc.media.state` before their tracks are offered.
 pub const STREAM_KINDS_REMEMBERED_MAX: usize = 1024;
-
-/// Which of a participant's two PeerConnections (WIRE.md §5.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Leg {
-    Publish,
-    Subscribe,
-}
-
-impl Leg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Leg::Publish => "publish",
-            Leg::Subscribe => "subscribe",
-        }
-    }
-}
 
 /// A track a participant publishes, as announced with `rtc.track.published`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,10 +37,10 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-use crate::room::ParticipantId;
+use crate::participant::ParticipantId;
 use crate::speaking::SpeakingDetector;
 
-pub use crate::room::Leg;
+pub use crate::participant::Leg;
 
 #[cfg(test)]
 mod tests {

@@ -99,7 +99,7 @@ pub async fn stream_range(
     mut file: tokio::fs::File,
     start: u64,
     len: u64,
-) -> std::io::Result<crate::service::Body> {
+) -> std::io::Result<crate::body::Body> {
     if start > 0 {
         file.seek(std::io::SeekFrom::Start(start)).await?;
     }

@@ -13,7 +13,7 @@ use openchat_core::profile::{DISPLAY_NAME_CHARS_MAX, DISPLAY_NAME_CHARS_MIN};
 use openchat_storage::InstanceRecord;
 use serde_json::{Value, json};
 
-use crate::service::FrontConfig;
+use crate::state::FrontConfig;
 
 /// The API version the client v0.0.7 was written against.
 pub const API_VERSION: &str = "2026-02-14";
@@ -136,7 +136,7 @@ pub fn document(config: &FrontConfig, instance: &InstanceRecord, rtc: Option<&Rt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::{BuildInfo, Limits};
+    use crate::state::{BuildInfo, Limits};
 
     fn config() -> FrontConfig {
         FrontConfig {

@@ -12,8 +12,23 @@
 //! - All state lives elsewhere: the front-end reaches the database only through a
 //!   [`StorageHandle`](openchat_storage::StorageHandle), with a deadline on every call.
 //! - Errors are mapped to status codes in exactly one place: [`error`].
+//!
+//! Layers, bottom first: a module uses only modules of its own layer or below, and no
+//! imports go in a circle (`tests/tidy.rs` checks both).
+//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `wire`, `routes`: errors,
+//!    connection bounds, socket lifecycle, metrics, rate limits, wire formats, route table
+//! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
+//!    store, multipart reading, the WebSocket upgrade
+//! 3. `realtime::hub`, `rtc::tickets`: the realtime hub, voice tickets and shards
+//! 4. `state`: the shared state and a request as handlers see it
+//! 5. `capabilities`, `realtime`, `rtc`: the capabilities document, the realtime and
+//!    signaling sockets
+//! 6. `handlers`: the routes' handlers
+//! 7. `openapi`: the document of the handlers
+//! 8. `service`, `server`: the request shell and the accept loop
 
 pub mod blobs;
+pub mod body;
 pub mod capabilities;
 pub mod dto;
 pub mod error;
@@ -27,6 +42,7 @@ pub mod routes;
 pub mod rtc;
 pub mod server;
 pub mod service;
+pub mod state;
 pub mod upload;
 pub mod websocket;
 pub mod wire;
@@ -35,4 +51,4 @@ mod handlers;
 
 pub use error::ApiError;
 pub use server::{ServeError, serve};
-pub use service::{AppState, BuildInfo, FrontConfig, Limits};
+pub use state::{AppState, BuildInfo, FrontConfig, Limits};

@@ -6,38 +6,8 @@ use std::sync::OnceLock;
 
 use utoipa::OpenApi;
 
-use crate::error::ErrorEnvelope;
+use crate::body::{Body, json};
 use crate::handlers;
-
-/// The error answers shared by the endpoints WIRE.md gives no codes of their own; each
-/// body is the flat envelope `{code, message, retryable}`.
-#[derive(Debug, utoipa::IntoResponses)]
-pub enum GenericErrors {
-    /// `invalid_payload`, `invalid_query`, or the endpoint's own code from WIRE.md.
-    #[response(status = 400)]
-    BadRequest(ErrorEnvelope),
-    /// `unauthorized`: identity required (production).
-    #[response(status = 401)]
-    Unauthorized(ErrorEnvelope),
-    /// `forbidden`: only the server's owner may.
-    #[response(status = 403)]
-    Forbidden(ErrorEnvelope),
-    /// `<thing>_not_found`.
-    #[response(status = 404)]
-    NotFound(ErrorEnvelope),
-    /// A conflict (`profile_conflict`, `category_not_empty`, `ownership_already_claimed`).
-    #[response(status = 409)]
-    Conflict(ErrorEnvelope),
-    /// `payload_too_large`.
-    #[response(status = 413)]
-    TooLarge(ErrorEnvelope),
-    /// `rate_limited`, with `Retry-After`.
-    #[response(status = 429)]
-    RateLimited(ErrorEnvelope),
-    /// `storage_unavailable` (retryable).
-    #[response(status = 503)]
-    Unavailable(ErrorEnvelope),
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,7 +19,7 @@ pub enum GenericErrors {
         handlers::healthz,
         handlers::readyz,
         handlers::metrics,
-        handlers::openapi,
+        serve,
         handlers::capabilities,
         handlers::legacy_capabilities,
         handlers::realtime,
@@ -416,6 +386,13 @@ pub mod rules {
             });
         }
     }
+}
+
+/// This document (`GET /v1/openapi.json`; answered by the request shell, which is the only
+/// layer above both the handlers and this document).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, body = Object)))]
+pub fn serve() -> http::Response<Body> {
+    json(http::StatusCode::OK, &document())
 }
 
 #[cfg(test)]

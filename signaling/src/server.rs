@@ -13,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::guard::{GuardedIo, PerIpSlots, TimedBody};
-use crate::service::{AppState, handle};
+use crate::service::handle;
+use crate::state::AppState;
 
 /// A client must finish the TLS handshake within this.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,7 +148,7 @@ async fn drive<I, S>(
     peer: std::net::SocketAddr,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::service::Body>,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let connection = http.serve_connection(TokioIo::new(io), service).with_upgrades();

@@ -1,269 +1,21 @@
 //! The request shell: everything every request goes through, around the handlers.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
-use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
-use openchat_core::{UnixSeconds, UserUid};
-use openchat_storage::{StorageError, StorageHandle};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use openchat_core::UnixSeconds;
 
-use crate::blobs::BlobStore;
+use crate::body::{Body, RequestBody, error_response, full};
 use crate::error::ApiError;
 use crate::handlers;
-use crate::metrics::Metrics;
-use crate::ratelimit::Limiters;
-use crate::realtime::Hub;
-use crate::routes::{self, Access, BodyLimit, Matched, Params};
+use crate::routes::{self, Access, Matched};
+use crate::state::{AppState, Ctx, lookup_session};
 use crate::wire::{self, Identity};
-
-/// The body of every response.
-pub type Body = BoxBody<Bytes, Infallible>;
-/// The body of every request: hyper's, under the connection's time and rate bounds.
-pub type RequestBody = crate::guard::TimedBody;
-
-/// Longest a request waits for the storage thread before answering 503.
-pub const STORAGE_DEADLINE: Duration = Duration::from_secs(10);
-/// Multipart framing allowed on top of the configured message and upload limits.
-pub const MULTIPART_OVERHEAD_BYTES: u64 = 64 * 1024;
-
-/// Limits reported in the capabilities document and enforced by the routes that need them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_message_bytes: u64,
-    pub max_upload_bytes: u64,
-    pub rate_limit_per_minute: u32,
-    pub max_call_participants: u32,
-}
-
-/// Facts about this build, reported by capabilities and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInfo {
-    pub version: String,
-    pub commit: String,
-    pub time: String,
-}
-
-/// What the front-end needs from the configuration.
-#[derive(Debug, Clone)]
-pub struct FrontConfig {
-    /// The external origin, without a trailing slash (`https://chat.example.org`).
-    pub public_base_url: String,
-    /// `OPENCHAT_ENV=production`: identity required, `https_required` advertised.
-    pub production: bool,
-    /// `OPENCHAT_AUTH=session`: authed routes need a bearer session (E2EE.md §4).
-    pub session_auth: bool,
-    pub limits: Limits,
-    pub build: BuildInfo,
-    /// Time and rate bounds of every connection (`OPENCHAT_HTTP_*`).
-    pub http: crate::guard::HttpBounds,
-    /// `OPENCHAT_E2EE_SELF_JOIN`: a user may add itself to an e2ee channel (any mode).
-    pub e2ee_self_join: bool,
-}
-
-impl FrontConfig {
-    /// The body limit of a route, in bytes.
-    pub fn body_limit(&self, limit: BodyLimit) -> u64 {
-        match limit {
-            BodyLimit::Json => JSON_BODY_BYTES_MAX as u64,
-            BodyLimit::Message => {
-                self.limits.max_upload_bytes + self.limits.max_message_bytes + MULTIPART_OVERHEAD_BYTES
-            }
-            BodyLimit::Avatar => AVATAR_BYTES_MAX as u64 + MULTIPART_OVERHEAD_BYTES,
-            BodyLimit::Keys => openchat_core::limits::KEY_BODY_BYTES_MAX as u64,
-        }
-    }
-}
-
-/// Shared state of the front-end.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: FrontConfig,
-    pub storage: StorageHandle,
-    pub metrics: Metrics,
-    pub hub: Hub,
-    pub blobs: BlobStore,
-    pub limiters: Limiters,
-    /// Voice; `None` when no shards run (then the RTC routes answer 503).
-    pub rtc: Option<crate::rtc::RtcState>,
-    /// Open WebSockets and the shutdown signal they watch.
-    pub lifecycle: crate::lifecycle::Lifecycle,
-}
-
-impl AppState {
-    pub fn new(config: FrontConfig, storage: StorageHandle, metrics: Metrics, blobs: BlobStore) -> Self {
-        let per_user = config.limits.rate_limit_per_minute;
-        let per_ip = per_user.saturating_mul(crate::ratelimit::PUBLIC_REQUESTS_PER_IP_FACTOR);
-        let limiters = Limiters::new(per_user, per_ip);
-        Self {
-            config,
-            storage,
-            metrics,
-            hub: Hub::new(),
-            blobs,
-            limiters,
-            rtc: None,
-            lifecycle: crate::lifecycle::Lifecycle::default(),
-        }
-    }
-
-    /// Runs one storage request under [`STORAGE_DEADLINE`], timing it for `/metrics`.
-    pub async fn store<T>(
-        &self,
-        op: &'static str,
-        request: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, ApiError> {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(STORAGE_DEADLINE, request).await {
-            Ok(result) => result,
-            Err(_) => Err(StorageError::Unavailable(format!(
-                "no answer within {STORAGE_DEADLINE:?}"
-            ))),
-        };
-        self.metrics
-            .observe_storage(op, result.is_ok(), started.elapsed());
-        result.map_err(ApiError::from)
-    }
-
-    /// Starts closing every WebSocket: realtime sockets close with 1001; voice rooms tell
-    /// their participants that the others left, then close them with 1001.
-    pub fn begin_shutdown(&self) {
-        self.lifecycle.begin_shutdown();
-        if let Some(rtc) = &self.rtc {
-            rtc.shards.begin_shutdown();
-        }
-    }
-
-    pub fn base_url(&self) -> &str {
-        &self.config.public_base_url
-    }
-}
-
-/// One request as a handler sees it: routed, identified, with the clock read once.
-#[derive(Debug)]
-pub struct Ctx {
-    pub now: UnixSeconds,
-    pub request: Request<RequestBody>,
-    pub params: Params,
-    /// Set on authed routes.
-    pub identity: Option<Identity>,
-    pub peer: IpAddr,
-    /// The server address the connection arrived on.
-    pub local: Option<IpAddr>,
-}
-
-impl Ctx {
-    /// The caller's identity (authed routes only).
-    pub fn who(&self) -> Result<&Identity, ApiError> {
-        self.identity.as_ref().ok_or_else(ApiError::internal)
-    }
-
-    pub fn user(&self) -> Result<UserUid, ApiError> {
-        self.who().map(|who| who.user_uid.clone())
-    }
-
-    /// A path parameter parsed into an id; an impossible id is answered as unknown.
-    pub fn id<T>(
-        &self,
-        name: &str,
-        parse: fn(&str) -> Result<T, openchat_core::IdError>,
-        not_found: &'static str,
-    ) -> Result<T, ApiError> {
-        parse(self.params.get(name)).map_err(|_| {
-            ApiError::not_found(not_found, format!("{} not found", name.trim_end_matches("_id")))
-        })
-    }
-
-    /// The query string's pairs.
-    pub fn query(&self) -> Vec<(String, String)> {
-        crate::realtime::form_pairs(self.request.uri().query().unwrap_or(""))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.request.headers().get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).boxed()
-}
-
-/// A JSON response with the given status.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => {
-            let mut response = Response::new(full(bytes));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "serialising a response failed");
-            error_response(&ApiError::internal())
-        }
-    }
-}
-
-pub fn error_response(err: &ApiError) -> Response<Body> {
-    let mut response = json(err.status, &err.envelope());
-    if let Some(seconds) = err.retry_after
-        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    if let Some(allow) = &err.allow
-        && let Ok(value) = HeaderValue::from_str(allow)
-    {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    if let Some(protocol) = err.upgrade {
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static(protocol));
-    }
-    response
-}
-
-/// Reads a body of at most `limit` bytes.
-pub async fn read_body(request: Request<RequestBody>, limit: usize) -> Result<Bytes, ApiError> {
-    let collected = Limited::new(request.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                ApiError::payload_too_large(limit)
-            } else if crate::guard::BodyError::is_too_slow(&*err) {
-                ApiError::request_timeout()
-            } else {
-                ApiError::invalid_payload(format!("cannot read the request body: {err}"))
-            }
-        })?;
-    Ok(collected.to_bytes())
-}
-
-/// Parses JSON, answering `invalid_payload` with serde's reason.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| ApiError::invalid_payload(format!("invalid JSON body: {err}")))
-}
-
-/// Reads and parses a JSON body of at most `limit` bytes.
-pub async fn read_json<T: DeserializeOwned>(
-    request: Request<RequestBody>,
-    limit: usize,
-) -> Result<T, ApiError> {
-    parse_json(&read_body(request, limit).await?)
-}
 
 /// Adds the CORS headers of WIRE.md §1.3.
 fn add_cors(headers: &mut http::HeaderMap) {
@@ -459,23 +211,6 @@ async fn session_identity(
     }))
 }
 
-/// The live session of a bearer token (stored as its SHA-256 digest).
-pub async fn lookup_session(
-    state: &AppState,
-    token: &str,
-    now: UnixSeconds,
-) -> Result<Option<openchat_storage::e2ee::SessionRecord>, ApiError> {
-    let digest = crate::handlers::sha256_hex(token.as_bytes());
-    let op = openchat_storage::e2ee::Op::Session {
-        token_sha256: digest,
-        now,
-    };
-    match state.store("session_lookup", state.storage.e2ee(op)).await? {
-        openchat_storage::e2ee::Outcome::MaybeSession(session) => Ok(session),
-        _ => Err(ApiError::internal()),
-    }
-}
-
 /// The shell around every request; never fails (errors become responses).
 pub async fn handle(
     state: Arc<AppState>,
@@ -519,7 +254,13 @@ pub async fn handle(
                                         peer: peer.ip(),
                                         local,
                                     };
-                                    match handlers::dispatch(&state, matched.spec.endpoint, ctx).await {
+                                    let answer = match matched.spec.endpoint {
+                                        // The document lists the handlers: it is served from
+                                        // above them.
+                                        routes::Endpoint::OpenApi => Ok(crate::openapi::serve()),
+                                        endpoint => handlers::dispatch(&state, endpoint, ctx).await,
+                                    };
+                                    match answer {
                                         Ok(response) => response,
                                         Err(err) => error_response(&err),
                                     }

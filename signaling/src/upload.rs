@@ -69,7 +69,7 @@ pub fn boundary(content_type: Option<&str>) -> Option<String> {
 
 /// Reads a whole form, storing each file as a blob.
 pub async fn read_form(
-    body: crate::service::RequestBody,
+    body: crate::body::RequestBody,
     boundary: String,
     limits: FormLimits,
     blobs: &BlobStore,

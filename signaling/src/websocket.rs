@@ -9,8 +9,8 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use crate::body::{Body, full};
 use crate::error::ApiError;
-use crate::service::{Body, full};
 
 /// A server-side WebSocket over a hyper upgrade.
 pub type ServerSocket = WebSocketStream<TokioIo<Upgraded>>;
@@ -48,7 +48,7 @@ pub fn handshake<B>(request: &mut http::Request<B>) -> Result<String, ApiError> 
 /// that yields the socket once hyper hands the connection over (`None` if it never does).
 /// Inbound messages are limited to `message_bytes_max`.
 pub fn accept(
-    request: &mut http::Request<crate::service::RequestBody>,
+    request: &mut http::Request<crate::body::RequestBody>,
     message_bytes_max: usize,
 ) -> Result<
     (

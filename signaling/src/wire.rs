@@ -92,6 +92,26 @@ pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity,
     })
 }
 
+/// Query pairs read from one URL; the rest are ignored (a `profiles:batch` of 100 uids fits).
+pub const QUERY_PAIRS_MAX: usize = 128;
+
+/// `application/x-www-form-urlencoded` pairs of a query string (at most [`QUERY_PAIRS_MAX`]).
+pub fn form_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes())
+        .take(QUERY_PAIRS_MAX)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Lowercase hex of the SHA-256 digest of `input` (how tokens are stored).
+pub fn sha256_hex(input: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, input)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,17 +7,14 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::flags::{Flags, MediaMode};
+use super::signal::{IDLE_TIMEOUT, JoinerError};
+use super::signal::{connect, random_hex, ticket};
 use super::stream::{Kind, Reassembler, Received, Transmission};
 
-/// The join-ticket request's timeout (the Go tool's 12 s).
-pub const TICKET_TIMEOUT: Duration = Duration::from_secs(12);
-/// Without a data message for this long, the joiner leaves.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Outgoing messages queued for the socket writer.
 pub const OUTGOING_MAX: usize = 64;
 /// With `--exit-after-send`: how long to wait for the room's echo of the last message (the
@@ -27,33 +24,6 @@ pub const OUTGOING_MAX: usize = 64;
 pub const LAST_ECHO_WAIT: Duration = Duration::from_secs(10);
 /// ffmpeg output read at most (raw PCM of a long file).
 pub const PCM_BYTES_MAX: usize = 1024 * 1024 * 1024;
-
-/// Why the joiner stopped with an error (exit code 1).
-#[derive(Debug, thiserror::Error)]
-pub enum JoinerError {
-    #[error("cannot read {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("cannot run ffmpeg {bin:?} (set --ffmpeg-bin): {reason}")]
-    Ffmpeg { bin: String, reason: String },
-    #[error("join ticket refused ({status}): {code}: {message}")]
-    TicketRefused {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    #[error("join ticket request failed: {0}")]
-    Ticket(String),
-    #[error("signaling: {0}")]
-    Signaling(String),
-    #[error("signaling closed: {0}")]
-    Closed(String),
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-pub(crate) fn random_hex(bytes: usize) -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..bytes * 2].to_owned()
-}
 
 fn rfc3339_nanos(at: SystemTime) -> String {
     humantime::format_rfc3339_nanos(at).to_string()
@@ -155,70 +125,6 @@ pub async fn decode_pcm(bin: &str, path: &str) -> Result<Vec<u8>, JoinerError> {
         return Err(failed(format!("{}: {}", output.status, stderr.trim())));
     }
     Ok(pcm)
-}
-
-/// The join ticket: 200 with a ticket and a signaling URL, or the server's flat error.
-pub(crate) async fn ticket(flags: &Flags) -> Result<Value, JoinerError> {
-    let url = format!(
-        "{}/v1/rtc/channels/{}/join-ticket",
-        flags.backend_url, flags.channel_id
-    );
-    let response = reqwest::Client::builder()
-        .timeout(TICKET_TIMEOUT)
-        .build()
-        .map_err(|e| JoinerError::Ticket(e.to_string()))?
-        .post(url)
-        .header("X-OpenChat-User-UID", &flags.user_uid)
-        .header("X-OpenChat-Device-ID", &flags.device_id)
-        .json(&json!({"server_id": flags.server_id}))
-        .send()
-        .await
-        .map_err(|e| JoinerError::Ticket(e.to_string()))?;
-    let status = response.status().as_u16();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| JoinerError::Ticket(e.to_string()))?;
-    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    if status != 200 {
-        // The flat envelope (WIRE.md §1.4); the Go tool looked for a nested one.
-        let code = body["code"].as_str().unwrap_or("unknown").to_owned();
-        let message = body["message"].as_str().map(str::to_owned).unwrap_or(text);
-        return Err(JoinerError::TicketRefused {
-            status,
-            code,
-            message,
-        });
-    }
-    let present = |k: &str| body[k].as_str().is_some_and(|v| !v.is_empty());
-    if !present("ticket") || !present("signaling_url") {
-        return Err(JoinerError::Ticket(
-            "the answer has no ticket or signaling_url".into(),
-        ));
-    }
-    Ok(body)
-}
-
-pub(crate) async fn connect(url: &str) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, JoinerError> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| JoinerError::Signaling(format!("bad signaling_url {url:?}")))?;
-    if uri.scheme_str() != Some("ws") {
-        return Err(JoinerError::Unsupported(format!(
-            "signaling_url {url:?}: only ws:// is supported by this build"
-        )));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| JoinerError::Signaling("signaling_url has no host".into()))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| JoinerError::Signaling(format!("connect {host}:{port}: {e}")))?;
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
-        .await
-        .map_err(|e| JoinerError::Signaling(e.to_string()))?;
-    Ok(ws)
 }
 
 /// Writes one completed stream (directory 0755, file 0644).

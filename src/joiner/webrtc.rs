@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::flags::Flags;
-use super::run::{IDLE_TIMEOUT, JoinerError, connect, random_hex, ticket};
+use super::signal::{IDLE_TIMEOUT, JoinerError, connect, random_hex, ticket};
 
 /// recvonly audio m-lines the subscribe connection offers (one per remote speaker).
 pub const SUBSCRIBE_AUDIO_LINES: usize = 4;

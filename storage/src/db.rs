@@ -7,6 +7,22 @@
 
 use crate::error::StorageError;
 
+/// The backend behind a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
 /// A statement parameter.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Param<'a> {

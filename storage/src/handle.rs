@@ -7,13 +7,13 @@ use openchat_core::{
 };
 use tokio::sync::oneshot;
 
+use crate::db::StoreKind;
 use crate::error::StorageError;
 use crate::records::{
     AttachmentRecord, AvatarRecord, ChannelCounts, ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord,
     InstanceRecord, MemberRecord, MentionRecord, MessagePage, MessageRecord, NewMessage, NewServer,
     PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ServerRecord,
 };
-use crate::thread::StoreKind;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
 

@@ -20,6 +20,14 @@
 //!
 //! Run loop: `recv request -> run it (one transaction where it writes) -> send reply`.
 //! Requests are processed one at a time, in arrival order.
+//!
+//! Layers, bottom first: a module uses only modules of its own layer or below, and no
+//! imports go in a circle (`tests/tidy.rs` checks both).
+//! 1. `error`, `e2ee`: errors and the E2EE operation vocabulary
+//! 2. `db`, `records`: the backend trait and the typed records
+//! 3. `queries`, `migrations`, `sqlite`, `postgres`: the business logic and the backends
+//! 4. `handle`: what the rest of the process holds
+//! 5. `thread`: the storage thread that serves the handle
 
 mod db;
 pub mod e2ee;
@@ -32,6 +40,7 @@ mod records;
 mod sqlite;
 mod thread;
 
+pub use db::StoreKind;
 pub use error::StorageError;
 pub use handle::StorageHandle;
 pub use migrations::SCHEMA_VERSION;
@@ -41,4 +50,4 @@ pub use records::{
     NewMessage, NewServer, PageRequest, ProfileRecord, ProfileUpdate, ReadAckRecord, ReplyRecord,
     ServerRecord, StarterIds,
 };
-pub use thread::{StorageThread, StoreConfig, StoreKind, start};
+pub use thread::{StorageThread, StoreConfig, start};

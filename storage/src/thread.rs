@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openchat_core::limits::STORAGE_QUEUE_DEPTH_MAX;
 
-use crate::db::Db;
+use crate::db::{Db, StoreKind};
 use crate::error::StorageError;
 use crate::handle::{Request, StorageHandle};
 use crate::postgres::{MIGRATION_LOCK_SQL, Postgres};
@@ -21,22 +21,6 @@ pub enum StoreConfig {
     Sqlite { data_dir: PathBuf },
     /// Postgres at this (parsed) connection configuration.
     Postgres { config: Box<tokio_postgres::Config> },
-}
-
-/// The backend behind a handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Sqlite,
-    Postgres,
-}
-
-impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Postgres => "postgres",
-        }
-    }
 }
 
 /// Owner of the storage thread; stop it with [`StorageThread::shutdown`].

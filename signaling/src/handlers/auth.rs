@@ -17,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::e2ee::ed25519_key;
-use super::sha256_hex;
+use crate::body::{Body, json, read_json};
 use crate::error::ApiError;
-use crate::openapi::GenericErrors;
-use crate::service::{AppState, Body, Ctx, json, read_json};
+use crate::error::GenericErrors;
+use crate::state::{AppState, Ctx};
 use crate::wire::rfc3339;
+use crate::wire::sha256_hex;
 
 /// What the device signs (UTF-8, `\n`-separated, no trailing newline).
 pub fn transcript(

@@ -23,11 +23,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::new_id;
+use crate::body::{Body, json, read_json};
 use crate::dto::MessageDto;
 use crate::error::ApiError;
-use crate::openapi::GenericErrors;
+use crate::error::GenericErrors;
 use crate::realtime::Audience;
-use crate::service::{AppState, Body, Ctx, json, read_json};
+use crate::state::{AppState, Ctx};
 use crate::wire::rfc3339;
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {

@@ -11,15 +11,16 @@ use openchat_core::{AttachmentId, ChannelId, MessageId};
 use openchat_storage::{AttachmentRecord, NewMessage, PageRequest};
 
 use super::new_id;
+use crate::body::{Body, full, json, parse_json, read_body};
 use crate::dto::{
     CreateMessageBody, MentionDto, MentionsDto, MessageCreatedDto, MessageDto, MessagesDto, ReadAckBody,
     ReadAckDto, ReadAckEnvelopeDto, ReadAckPutDto,
 };
 use crate::error::ApiError;
-use crate::openapi::GenericErrors;
+use crate::error::GenericErrors;
 use crate::realtime::Audience;
 use crate::routes::BodyLimit;
-use crate::service::{AppState, Body, Ctx, full, json, parse_json, read_body};
+use crate::state::{AppState, Ctx};
 use crate::upload::{self, FormLimits, Sniffed, UploadError};
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {

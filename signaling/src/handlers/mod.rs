@@ -14,11 +14,12 @@ use std::sync::Arc;
 use http::{Response, StatusCode, header};
 use serde_json::json;
 
+use crate::body::{Body, full, json};
 use crate::capabilities;
 use crate::dto::StatusDto;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::routes::Endpoint;
-use crate::service::{AppState, Body, Ctx, full, json};
+use crate::state::{AppState, Ctx};
 
 pub(crate) use auth::*;
 pub(crate) use e2ee::*;
@@ -89,7 +90,8 @@ pub(crate) async fn dispatch(
         E::Healthz => Ok(healthz()),
         E::Readyz => readyz(state).await,
         E::Metrics => Ok(metrics(state)),
-        E::OpenApi => Ok(openapi()),
+        // Answered by the request shell (`service::handle`), above this layer.
+        E::OpenApi => Err(ApiError::internal()),
         E::Capabilities => capabilities(state).await,
         E::LegacyCapabilities => legacy_capabilities(state).await,
         E::Directory => directory(state, ctx).await,
@@ -236,12 +238,6 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
     response
 }
 
-/// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, body = Object)))]
-pub(crate) fn openapi() -> Response<Body> {
-    json(StatusCode::OK, &crate::openapi::document())
-}
-
 /// The capabilities document (WIRE.md §3).
 #[utoipa::path(get, path = "/v1/client/capabilities", tag = "discovery", responses((status = 200, body = Object)))]
 pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
@@ -281,12 +277,4 @@ pub(crate) fn random_hex32() -> String {
 pub(crate) fn new_id(prefix: &str) -> String {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
     openchat_core::short_id(prefix, [bytes[0], bytes[1], bytes[2], bytes[3]])
-}
-
-pub(crate) fn sha256_hex(input: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, input)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

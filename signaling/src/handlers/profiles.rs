@@ -10,12 +10,13 @@ use openchat_storage::{Avatar, AvatarRecord, ProfileUpdate};
 
 use super::messages::{StoredFile, blob_response};
 use super::new_id;
+use crate::body::{Body, json, parse_json, read_body};
 use crate::dto::{AvatarDto, ProfileBody, ProfileDto, ProfilesDto};
+use crate::error::GenericErrors;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::openapi::GenericErrors;
 use crate::realtime::Audience;
 use crate::routes::BodyLimit;
-use crate::service::{AppState, Body, Ctx, json, parse_json, read_body};
+use crate::state::{AppState, Ctx};
 use crate::upload::{self, FormLimits, Sniffed, UploadError};
 
 /// The caller's profile, created with defaults on first sight.

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::body::{Body, json, parse_json, read_body};
+use crate::error::GenericErrors;
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::openapi::GenericErrors;
-use crate::service::{AppState, Body, Ctx, json, parse_json, read_body};
+use crate::state::{AppState, Ctx};
 use crate::wire::rfc3339;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

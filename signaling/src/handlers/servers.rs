@@ -8,7 +8,8 @@ use openchat_core::settings::{ServerSettings, channel_name, icon_text};
 use openchat_core::{ChannelId, ChannelKind, GroupId, ServerId, UserUid};
 use openchat_storage::{NewServer, StarterIds};
 
-use super::{new_id, random_hex32, sha256_hex};
+use super::{new_id, random_hex32};
+use crate::body::{Body, json, read_json};
 use crate::dto::{
     CategoryCreatedDto, CategoryUpdatedDto, ChannelCreatedDto, ChannelDto, ClaimBody, ClaimDto,
     ClaimTokenDto, CreateCategoryBody, CreateChannelBody, CreateServerBody, DirectoryDto, GroupDto,
@@ -16,9 +17,10 @@ use crate::dto::{
     ServerCreatedDto, ServerDto, SettingsBody, SettingsDto, SettingsUpdatedDto, groups,
 };
 use crate::error::ApiError;
-use crate::openapi::GenericErrors;
+use crate::error::GenericErrors;
 use crate::realtime::Audience;
-use crate::service::{AppState, Body, Ctx, json, read_json};
+use crate::state::{AppState, Ctx};
+use crate::wire::sha256_hex;
 use crate::wire::{USER_UID_HEADER, rfc3339};
 
 fn server_id(ctx: &Ctx) -> Result<ServerId, ApiError> {

@@ -1,10 +1,5 @@
-//! Voice: join tickets (WIRE.md §2.6, §5.1) and the signaling WebSocket (§5.2-§5.4).
-//!
-//! The session of one signaling socket runs on the front-end's runtime. It checks the
-//! ticket of the first message, joins the room on the shard that owns the channel, then
-//! shuttles: parsed client messages become room commands (relays wait for the shard's
-//! acknowledgement before the next message is read: that is the backpressure), and frames
-//! from the participant's outbox become WebSocket messages.
+//! One signaling WebSocket: the upgrade, the ticket check of the first message and the
+//! join, then the session loop between the socket and the participant's room.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,10 +7,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::{Response, StatusCode};
+use openchat_core::ChannelId;
 use openchat_core::protocol::{SignalingMessage, WireError, parse_signaling};
-use openchat_core::ticket::{ReplayGuard, TicketClaims, TicketError, TicketSigner, turn_credentials};
-use openchat_core::{ChannelId, UnixSeconds};
-use openchat_media::ShardSet;
+use openchat_core::ticket::{TicketClaims, TicketError};
 use openchat_media::room::{Frame, LeaveReason, ParticipantId, ParticipantInfo, RoomCommand, RoomError};
 use openchat_media::shard::{OutboxReceiver, ShardCommand, outbox};
 use serde_json::{Value, json};
@@ -24,99 +18,22 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::body::Body;
 use crate::error::ApiError;
-use crate::service::{AppState, Body};
-use crate::wire::{rfc3339, unix_now};
+use crate::state::AppState;
+use crate::wire::unix_now;
 
 /// The first message (`rtc.join`) must arrive within this (WIRE.md §5.2).
 pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(12);
 /// A joined socket that sends nothing (not even a pong) for this long is closed.
 pub const IDLE_DEADLINE: Duration = Duration::from_secs(40);
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-/// Used ticket ids remembered at once; beyond this, joins are refused until some expire.
-pub const TICKET_IDS_REMEMBERED_MAX: usize = 100_000;
-/// Tickets one user may mint per minute.
-pub const TICKETS_PER_MINUTE_PER_USER: u32 = 30;
 /// Responses remembered per socket for retransmitted `request_id`s.
 pub const RESPONSES_REMEMBERED_MAX: usize = 64;
 /// How long the shard may take to acknowledge a command before the socket gives up.
 pub const SHARD_ACK_DEADLINE: Duration = Duration::from_secs(30);
 
 const _: () = assert!(SHARD_ACK_DEADLINE.as_secs() > openchat_media::shard::STALL_MAX.as_secs());
-
-/// TURN REST settings.
-#[derive(Debug, Clone)]
-pub struct TurnSettings {
-    pub urls: Vec<String>,
-    pub secret: Vec<u8>,
-    pub ttl_seconds: i64,
-}
-
-/// Voice configuration.
-#[derive(Debug, Clone)]
-pub struct RtcConfig {
-    pub signaling_path: String,
-    pub ticket_secret: Vec<u8>,
-    pub ticket_ttl_seconds: i64,
-    pub stun_urls: Vec<String>,
-    pub turn: Option<TurnSettings>,
-}
-
-/// Voice state of the front-end: ticket signing and replay memory, and the shards.
-#[derive(Debug)]
-pub struct RtcState {
-    pub config: RtcConfig,
-    pub signer: TicketSigner,
-    pub replay: Mutex<ReplayGuard>,
-    pub shards: Arc<ShardSet>,
-    pub ticket_limiter: crate::ratelimit::Limiters,
-}
-
-impl RtcState {
-    pub fn new(config: RtcConfig, shards: Arc<ShardSet>) -> Self {
-        Self {
-            signer: TicketSigner::new(&config.ticket_secret),
-            replay: Mutex::new(ReplayGuard::new(TICKET_IDS_REMEMBERED_MAX)),
-            shards,
-            ticket_limiter: crate::ratelimit::Limiters::new(
-                TICKETS_PER_MINUTE_PER_USER,
-                TICKETS_PER_MINUTE_PER_USER,
-            ),
-            config,
-        }
-    }
-
-    /// The absolute signaling URL for clients: the public origin with `ws`/`wss`.
-    pub fn signaling_url(&self, public_base_url: &str) -> String {
-        let (scheme, rest) = match public_base_url.split_once("://") {
-            Some(("https", rest)) => ("wss", rest),
-            Some((_, rest)) => ("ws", rest),
-            None => ("ws", public_base_url),
-        };
-        let host = rest.split('/').next().unwrap_or(rest);
-        format!("{scheme}://{host}{}", self.config.signaling_path)
-    }
-
-    /// ICE servers for a user: the STUN URLs, and TURN with fresh REST credentials.
-    pub fn ice_servers(&self, user: &str, now: UnixSeconds) -> Vec<Value> {
-        let mut servers = Vec::new();
-        if !self.config.stun_urls.is_empty() {
-            servers.push(json!({"urls": self.config.stun_urls, "credential_type": "none"}));
-        }
-        if let Some(turn) = &self.config.turn {
-            let expires_at = now + turn.ttl_seconds;
-            let (username, credential) = turn_credentials(&turn.secret, user, expires_at);
-            servers.push(json!({
-                "urls": turn.urls,
-                "username": username,
-                "credential": credential,
-                "credential_type": "ephemeral",
-                "expires_at": rfc3339(expires_at),
-            }));
-        }
-        servers
-    }
-}
 
 fn error_frame(
     code: &str,
@@ -139,7 +56,7 @@ fn error_frame(
 /// Answers the upgrade and starts the session.
 pub fn upgrade(
     state: Arc<AppState>,
-    mut request: http::Request<crate::service::RequestBody>,
+    mut request: http::Request<crate::body::RequestBody>,
     local: Option<std::net::IpAddr>,
 ) -> Result<Response<Body>, ApiError> {
     if state.rtc.is_none() {
@@ -717,10 +634,12 @@ fn frame_to_string(frame: &Frame) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rtc::tickets::{RtcConfig, RtcState};
+    use openchat_media::ShardSet;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn state_with_one_shard() -> (tempfile::TempDir, Arc<AppState>) {
-        let (dir, state) = crate::realtime::tests::test_state();
+        let (dir, state) = crate::realtime::socket::tests::test_state();
         let mut state = Arc::try_unwrap(state).unwrap();
         let shards = Arc::new(ShardSet::start(&[0], 4, None).unwrap());
         let config = RtcConfig {
