@@ -650,3 +650,85 @@ async fn mentions_picked_from_the_autocomplete_reach_the_reply_live_events_histo
     let layout = get_as(&server, "/v1/servers/srv_harbor/channels", Some("uid_seed_1")).await;
     assert_eq!(ch_general_counts(&layout), (json!(0), json!(0)));
 }
+
+/// The upgrade's status and error body, from a hand-written request (a WebSocket client
+/// will not send a header value that is not text).
+async fn refused_upgrade(server: &Server, query: &str, headers: &[(&str, &[u8])]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!(
+        "GET /v1/realtime?{query} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        server.addr
+    )
+    .into_bytes();
+    for (name, value) in headers {
+        request.extend_from_slice(name.as_bytes());
+        request.extend_from_slice(b": ");
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answer = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            received.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&received).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                    return (
+                        status,
+                        serde_json::from_str(&body[..length]).unwrap_or(Value::Null),
+                    );
+                }
+            }
+            assert!(n > 0, "connection closed before an answer: {text:?}");
+        }
+    })
+    .await;
+    answer.expect("an answer within the hang guard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_realtime_socket_derives_identity_as_every_request_does() {
+    let (_dir, server) = start();
+    // An identity header that is not text is an error, not the default identity.
+    let (status, body) = refused_upgrade(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_0000000a",
+        &[("x-openchat-user-uid", b"uid_\xff")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_identity_header"))
+    );
+    // An over-long device id is refused, not cut short.
+    let long = "d".repeat(openchat_core::limits::ID_BYTES_MAX + 1);
+    let (status, body) = refused_upgrade(
+        &server,
+        &format!("server_id=srv_harbor&user_uid=uid_0000000a&device_id={long}"),
+        &[],
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    // A valid query identity still connects.
+    let _ws = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_0000000a&device_id=dev_a",
+    )
+    .await;
+}

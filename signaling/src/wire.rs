@@ -66,23 +66,50 @@ pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Identity values a WebSocket URL may carry (`/v1/realtime?user_uid=..&device_id=..`,
+/// WIRE.md §4: a browser cannot set headers on a WebSocket). Used only where a header is
+/// absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryIdentity<'a> {
+    pub user_uid: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+}
+
 /// Reads the identity headers as Go does: the UID header, else a bearer value used as the
 /// UID; missing values default outside production and are refused in production.
 pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity, ApiError> {
+    identity_from(headers, QueryIdentity::default(), production)
+}
+
+/// The one derivation of a caller's identity, for HTTP requests and the realtime socket
+/// (the signaling socket's identity is its ticket's): identity headers that are not text
+/// are an error, never the default (WIRE.md §1.2); the UID comes from the UID header, else
+/// a bearer value, else `query`; the device from its header, else `query`; a missing UID
+/// is refused when `required` and defaults otherwise; an invalid UID or an over-long device
+/// id is refused.
+pub fn identity_from(
+    headers: &http::HeaderMap,
+    query: QueryIdentity<'_>,
+    required: bool,
+) -> Result<Identity, ApiError> {
     check_identity_headers(headers)?;
     let bearer = header(headers, "authorization")
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|v| !v.is_empty());
-    let raw_uid = header(headers, USER_UID_HEADER).or(bearer);
+    let raw_uid = header(headers, USER_UID_HEADER)
+        .or(bearer)
+        .or(present(query.user_uid));
     let raw_uid = match raw_uid {
         Some(uid) => uid,
-        None if production => return Err(ApiError::unauthorized("missing user identity headers")),
+        None if required => return Err(ApiError::unauthorized("missing user identity headers")),
         None => DEFAULT_USER_UID,
     };
     let user_uid =
         UserUid::parse(raw_uid).map_err(|e| ApiError::unauthorized(format!("invalid user identity: {e}")))?;
-    let device_id = header(headers, DEVICE_ID_HEADER).unwrap_or(DEFAULT_DEVICE_ID);
+    let device_id = header(headers, DEVICE_ID_HEADER)
+        .or(present(query.device_id))
+        .unwrap_or(DEFAULT_DEVICE_ID);
     if device_id.len() > openchat_core::limits::ID_BYTES_MAX {
         return Err(ApiError::unauthorized("device id is too long"));
     }
@@ -90,6 +117,11 @@ pub fn identity(headers: &http::HeaderMap, production: bool) -> Result<Identity,
         user_uid,
         device_id: device_id.to_owned(),
     })
+}
+
+/// A value trimmed, `None` when absent or blank.
+fn present(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// Query pairs read from one URL; the rest are ignored (a `profiles:batch` of 100 uids fits).
@@ -171,5 +203,52 @@ mod tests {
                 assert!(err.message.contains(display), "{}", err.message);
             }
         }
+    }
+
+    #[test]
+    fn the_realtime_query_is_used_only_where_a_header_is_absent() {
+        let query = QueryIdentity {
+            user_uid: Some("uid_0000000q"),
+            device_id: Some("dev_query"),
+        };
+        let id = identity_from(&headers(&[]), query, false).unwrap();
+        assert_eq!(
+            (id.user_uid.as_str(), id.device_id.as_str()),
+            ("uid_0000000q", "dev_query")
+        );
+        let id = identity_from(&headers(&[(USER_UID_HEADER, "uid_0000000h")]), query, false).unwrap();
+        assert_eq!(
+            (id.user_uid.as_str(), id.device_id.as_str()),
+            ("uid_0000000h", "dev_query")
+        );
+        let blank = QueryIdentity {
+            user_uid: Some("  "),
+            device_id: None,
+        };
+        let id = identity_from(&headers(&[]), blank, false).unwrap();
+        assert_eq!(id.user_uid.as_str(), DEFAULT_USER_UID, "a blank value is absent");
+        assert_eq!(
+            identity_from(&headers(&[]), blank, true).unwrap_err().code,
+            "unauthorized"
+        );
+        let long = "d".repeat(openchat_core::limits::ID_BYTES_MAX + 1);
+        let too_long = QueryIdentity {
+            user_uid: None,
+            device_id: Some(&long),
+        };
+        assert!(
+            identity_from(&headers(&[]), too_long, false).is_err(),
+            "refused, not cut"
+        );
+        let mut garbled = http::HeaderMap::new();
+        garbled.insert(
+            USER_UID_HEADER,
+            http::HeaderValue::from_bytes(b"uid_\xff").unwrap(),
+        );
+        assert_eq!(
+            identity_from(&garbled, query, false).unwrap_err().code,
+            "invalid_identity_header",
+            "an invalid header is an error even when the query has a value"
+        );
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use http::Response;
+use openchat_core::ServerId;
 use openchat_core::protocol::{ChatMessage, WireError, parse_chat};
-use openchat_core::{ServerId, UserUid};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
@@ -99,27 +99,17 @@ pub fn upgrade(
         });
         return Ok(response);
     }
-    let header_value = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let user_uid = header_value(crate::wire::USER_UID_HEADER)
-        .or(query.user_uid.clone().filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| crate::wire::DEFAULT_USER_UID.to_owned());
-    let user_uid = UserUid::parse(user_uid.trim())
-        .map_err(|e| ApiError::unauthorized(format!("invalid user_uid: {e}")))?;
-    let device_id = header_value(crate::wire::DEVICE_ID_HEADER)
-        .or(query.device_id.clone().filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| crate::wire::DEFAULT_DEVICE_ID.to_owned());
-    let device_id: String = device_id
-        .chars()
-        .take(openchat_core::limits::ID_BYTES_MAX)
-        .collect();
+    // The same derivation as every HTTP request; the URL's values stand in for absent
+    // headers. The realtime socket is a public route: identity is never required.
+    let who = crate::wire::identity_from(
+        request.headers(),
+        crate::wire::QueryIdentity {
+            user_uid: query.user_uid.as_deref(),
+            device_id: query.device_id.as_deref(),
+        },
+        false,
+    )?;
+    let (user_uid, device_id) = (who.user_uid, who.device_id);
     let server = query
         .server_id
         .as_deref()
@@ -433,7 +423,7 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use openchat_core::ChannelId;
+    use openchat_core::{ChannelId, UserUid};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn view(id: u64, server: Option<&str>, user: &str, subs: &[&str]) -> SocketView {
