@@ -25,10 +25,12 @@
 //! 3. `demux`: datagram to (room, connection)
 //! 4. `room`: one voice channel's state machine
 //! 5. `shard`: one shard's rooms (`ShardCore`), its batched UDP I/O and its glommio driver
-//! 6. `shards`, `ops`: starting the shards; the fuzz harness over rooms
+//! 6. `shards`, `ops`: starting the shards; the fuzz harness over rooms (feature `fuzz`,
+//!    not in the product build)
 
 #[cfg(feature = "sfu")]
 pub mod demux;
+#[cfg(feature = "fuzz")]
 pub mod ops;
 pub mod participant;
 pub mod room;
