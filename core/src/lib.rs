@@ -11,10 +11,11 @@
 //!
 //! Layers, bottom first: a module uses only modules of its own layer or below, and no
 //! imports go in a circle (`tests/tidy.rs` checks both).
-//! 1. `limits`, `model`
+//! 1. `limits`, `model`, `denial`
 //! 2. `ids`, `mention`, `profile`, `settings`, `seed`, `ticket`
 //! 3. `policy`, `protocol`, `shard`
 
+pub mod denial;
 pub mod ids;
 pub mod limits;
 pub mod mention;
@@ -27,6 +28,7 @@ pub mod settings;
 pub mod shard;
 pub mod ticket;
 
+pub use denial::Denial;
 pub use ids::{
     AssetId, AttachmentId, ChannelId, GroupId, IdError, MemberId, MessageId, ServerId, UserUid, short_id,
 };

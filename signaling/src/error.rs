@@ -1,6 +1,7 @@
 //! The front-end's error type and the one place where errors become HTTP responses.
 
 use http::StatusCode;
+use openchat_core::Denial;
 use openchat_storage::StorageError;
 use serde::Serialize;
 
@@ -37,6 +38,11 @@ pub struct ErrorEnvelope {
 }
 
 impl ApiError {
+    /// An E2EE or session refusal, with its status from [`denial_status`].
+    pub fn denied(denial: Denial, message: impl Into<String>) -> Self {
+        Self::new(denial_status(denial), denial.code(), message)
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -161,34 +167,34 @@ impl ApiError {
     }
 }
 
-/// The status of an E2EE rule's refusal (E2EE.md §2), by its code.
-pub fn e2ee_status(code: &str) -> StatusCode {
-    match code {
-        "not_a_member"
-        | "not_a_member_of_epoch"
-        | "device_not_active"
-        | "forbidden"
-        | "device_revoked"
-        | "device_mismatch"
-        | "scope_insufficient" => StatusCode::FORBIDDEN,
-        "already_member"
-        | "epoch_commit_exists"
-        | "epoch_not_current"
-        | "epoch_stale"
-        | "epoch_commit_pending"
-        | "device_exists"
-        | "device_limit"
-        | "device_not_pending"
-        | "key_package_limit"
+/// The status of an E2EE or session refusal (E2EE.md §2): the one mapping from a
+/// [`Denial`] to HTTP.
+pub fn denial_status(denial: Denial) -> StatusCode {
+    match denial {
+        Denial::NotAMember
+        | Denial::NotAMemberOfEpoch
+        | Denial::DeviceNotActive
+        | Denial::Forbidden
+        | Denial::DeviceRevoked
+        | Denial::DeviceMismatch
+        | Denial::ScopeInsufficient => StatusCode::FORBIDDEN,
+        Denial::AlreadyMember
+        | Denial::EpochCommitExists
+        | Denial::EpochNotCurrent
+        | Denial::EpochStale
+        | Denial::EpochCommitPending
+        | Denial::DeviceExists
+        | Denial::DeviceLimit
+        | Denial::DeviceNotPending
+        | Denial::KeyPackageLimit
         // The channel exists but is a plain one: a conflict with its state, not bad syntax.
-        | "channel_not_e2ee" => StatusCode::CONFLICT,
-        "link_request_expired" => StatusCode::GONE,
-        "challenge_invalid"
-        | "signature_invalid"
-        | "device_key_mismatch"
-        | "session_invalid"
-        | "identity_mismatch" => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::BAD_REQUEST,
+        | Denial::ChannelNotE2ee => StatusCode::CONFLICT,
+        Denial::LinkRequestExpired => StatusCode::GONE,
+        Denial::ChallengeInvalid
+        | Denial::SignatureInvalid
+        | Denial::DeviceKeyMismatch
+        | Denial::SessionInvalid
+        | Denial::IdentityMismatch => StatusCode::UNAUTHORIZED,
     }
 }
 
@@ -232,11 +238,11 @@ impl From<StorageError> for ApiError {
             }
             StorageError::Invalid { code, message } => ApiError::bad_request(code, message),
             StorageError::Denied {
-                code,
+                denial,
                 message,
                 current_epoch,
             } => {
-                let mut err = ApiError::new(e2ee_status(code), code, message);
+                let mut err = ApiError::denied(denial, message);
                 err.current_epoch = current_epoch;
                 err
             }
@@ -278,4 +284,35 @@ pub enum GenericErrors {
     /// `storage_unavailable` (retryable).
     #[response(status = 503)]
     Unavailable(ErrorEnvelope),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_denial_is_a_client_error_carrying_its_code() {
+        for denial in Denial::ALL {
+            let err = ApiError::denied(denial, "why");
+            assert!(err.status.is_client_error(), "{denial:?}: {}", err.status);
+            assert_eq!(err.code, denial.code());
+        }
+        assert_eq!(denial_status(Denial::EpochStale), StatusCode::CONFLICT);
+        assert_eq!(denial_status(Denial::LinkRequestExpired), StatusCode::GONE);
+        assert_eq!(denial_status(Denial::SessionInvalid), StatusCode::UNAUTHORIZED);
+        assert_eq!(denial_status(Denial::NotAMemberOfEpoch), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_storage_denial_keeps_its_code_status_and_epoch() {
+        let err = ApiError::from(StorageError::Denied {
+            denial: Denial::EpochStale,
+            message: "stale".into(),
+            current_epoch: Some(7),
+        });
+        assert_eq!(
+            (err.status, err.code, err.current_epoch),
+            (StatusCode::CONFLICT, "epoch_stale", Some(7))
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use openchat_core::UnixSeconds;
+use openchat_core::{Denial, UnixSeconds};
 
 use crate::body::{Body, RequestBody, error_response, full};
 use crate::error::ApiError;
@@ -106,12 +106,12 @@ async fn admit(
     wire::check_identity_headers(request.headers())?;
     match matched.spec.access {
         Access::Authed if state.config.session_auth => {
-            let who = session_identity(state, request, now)
-                .await?
-                .ok_or_else(|| e2ee_refusal("session_invalid", "a valid bearer session is required"))?;
+            let who = session_identity(state, request, now).await?.ok_or_else(|| {
+                ApiError::denied(Denial::SessionInvalid, "a valid bearer session is required")
+            })?;
             if who.scope_link && !LINK_SCOPE.contains(&matched.spec.endpoint) {
-                return Err(e2ee_refusal(
-                    "scope_insufficient",
+                return Err(ApiError::denied(
+                    Denial::ScopeInsufficient,
                     "a pending device's session may only list devices and start a link",
                 ));
             }
@@ -154,10 +154,6 @@ const LINK_SCOPE: &[crate::routes::Endpoint] = &[
     crate::routes::Endpoint::LinkStart,
 ];
 
-fn e2ee_refusal(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(crate::error::e2ee_status(code), code, message)
-}
-
 /// A session as the request shell sees it.
 struct SessionIdentity {
     identity: Identity,
@@ -182,9 +178,12 @@ async fn session_identity(
     else {
         return Ok(None);
     };
-    let session = lookup_session(state, token, now)
-        .await?
-        .ok_or_else(|| e2ee_refusal("session_invalid", "the session is unknown, expired or revoked"))?;
+    let session = lookup_session(state, token, now).await?.ok_or_else(|| {
+        ApiError::denied(
+            Denial::SessionInvalid,
+            "the session is unknown, expired or revoked",
+        )
+    })?;
     // Identity headers, when sent, must name the session's user and device.
     let header = |name: &str| {
         request
@@ -197,8 +196,8 @@ async fn session_identity(
     let user_ok = header(wire::USER_UID_HEADER).is_none_or(|u| u == session.user_uid.as_str());
     let device_ok = header(wire::DEVICE_ID_HEADER).is_none_or(|d| d == session.device_id);
     if !user_ok || !device_ok {
-        return Err(e2ee_refusal(
-            "identity_mismatch",
+        return Err(ApiError::denied(
+            Denial::IdentityMismatch,
             "the identity headers do not match the session",
         ));
     }

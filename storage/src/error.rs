@@ -18,12 +18,12 @@ pub enum StorageError {
     /// is not a permutation, ...); `code` names the rule for the client.
     #[error("{code}: {message}")]
     Invalid { code: &'static str, message: String },
-    /// An end-to-end-encryption rule refused the request (E2EE.md): `code` is the wire code
-    /// (`not_a_member_of_epoch`, `epoch_stale`, ...), `current_epoch` the channel's epoch
-    /// where the client needs it to recover. The front-end maps codes to statuses.
-    #[error("{code}: {message}")]
+    /// An end-to-end-encryption rule refused the request (E2EE.md): `denial` says which,
+    /// `current_epoch` the channel's epoch where the client needs it to recover. The
+    /// front-end maps denials to statuses.
+    #[error("{denial}: {message}")]
     Denied {
-        code: &'static str,
+        denial: openchat_core::Denial,
         message: String,
         current_epoch: Option<i64>,
     },
@@ -54,17 +54,21 @@ impl StorageError {
         }
     }
 
-    pub(crate) fn denied(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn denied(denial: openchat_core::Denial, message: impl Into<String>) -> Self {
         Self::Denied {
-            code,
+            denial,
             message: message.into(),
             current_epoch: None,
         }
     }
 
-    pub(crate) fn denied_at(code: &'static str, message: impl Into<String>, current_epoch: i64) -> Self {
+    pub(crate) fn denied_at(
+        denial: openchat_core::Denial,
+        message: impl Into<String>,
+        current_epoch: i64,
+    ) -> Self {
         Self::Denied {
-            code,
+            denial,
             message: message.into(),
             current_epoch: Some(current_epoch),
         }

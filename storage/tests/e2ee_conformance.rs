@@ -31,7 +31,7 @@ fn actor(user: &str, device: &str) -> Actor {
 }
 fn code(result: Result<Outcome, StorageError>) -> &'static str {
     match result {
-        Err(StorageError::Denied { code, .. }) => code,
+        Err(StorageError::Denied { denial, .. }) => denial.code(),
         Err(StorageError::Invalid { code, .. }) => code,
         Err(StorageError::NotFound(what)) => what,
         other => panic!("expected a refusal, got {other:?}"),
@@ -40,8 +40,10 @@ fn code(result: Result<Outcome, StorageError>) -> &'static str {
 fn denied_epoch<T: std::fmt::Debug>(result: Result<T, StorageError>) -> (&'static str, Option<i64>) {
     match result {
         Err(StorageError::Denied {
-            code, current_epoch, ..
-        }) => (code, current_epoch),
+            denial,
+            current_epoch,
+            ..
+        }) => (denial.code(), current_epoch),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -498,7 +500,7 @@ async fn history_shows_each_reader_only_the_epochs_they_belonged_to(fixture: Fix
     assert!(matches!(
         visible(&handle, "uid_carol").await,
         Err(StorageError::Denied {
-            code: "not_a_member",
+            denial: openchat_core::Denial::NotAMember,
             ..
         })
     ));

@@ -2,6 +2,7 @@
 //! key it registers (or registered) by signing a single-use challenge; the session token is
 //! returned once and stored only as its SHA-256 digest. Tokens never appear in logs.
 
+use openchat_core::Denial;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -145,10 +146,6 @@ pub struct SessionDto {
     pub scope: String,
 }
 
-fn refused(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(crate::error::e2ee_status(code), code, message)
-}
-
 /// Opens a session for a device that signed its challenge. An unknown device is registered
 /// by the one rule (first device active, later ones pending with a `link` session).
 #[utoipa::path(post, path = "/v1/auth/session", tag = "auth", request_body = SessionBody,
@@ -156,7 +153,7 @@ fn refused(code: &'static str, message: &str) -> ApiError {
 pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let body: SessionBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let user = UserUid::parse(body.user_uid.trim())
-        .map_err(|_| refused("challenge_invalid", "unknown challenge"))?;
+        .map_err(|_| ApiError::denied(Denial::ChallengeInvalid, "unknown challenge"))?;
     let challenge = match state
         .store(
             "auth_challenge_lookup",
@@ -171,15 +168,15 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         _ => return Err(ApiError::internal()),
     };
     if challenge.user_uid != user || challenge.device_id != body.device_id {
-        return Err(refused(
-            "challenge_invalid",
+        return Err(ApiError::denied(
+            Denial::ChallengeInvalid,
             "the challenge was issued to another device",
         ));
     }
     let key = ed25519_key(&body.device_pubkey)?;
     let signature = URL_SAFE_NO_PAD
         .decode(body.signature.as_str())
-        .map_err(|_| refused("signature_invalid", "the signature is not base64url"))?;
+        .map_err(|_| ApiError::denied(Denial::SignatureInvalid, "the signature is not base64url"))?;
     let server_id = server_id(state).await?;
     let message = transcript(
         &server_id,
@@ -190,7 +187,7 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     );
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &key)
         .verify(message.as_bytes(), &signature)
-        .map_err(|_| refused("signature_invalid", "the signature does not verify"))?;
+        .map_err(|_| ApiError::denied(Denial::SignatureInvalid, "the signature does not verify"))?;
     let token = format!("ocs_{}", random_b64(32)?);
     let op = Op::OpenSession {
         challenge_id: challenge.challenge_id,
@@ -223,7 +220,7 @@ pub struct RevokedDto {
 /// Ends the session whose bearer token the request carries.
 #[utoipa::path(delete, path = "/v1/auth/session", tag = "auth", responses((status = 200, body = RevokedDto), GenericErrors))]
 pub(crate) async fn close_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    let token = bearer(&ctx).ok_or_else(|| refused("session_invalid", "no bearer token"))?;
+    let token = bearer(&ctx).ok_or_else(|| ApiError::denied(Denial::SessionInvalid, "no bearer token"))?;
     let digest = sha256_hex(token.as_bytes());
     let live = state
         .store(
@@ -235,8 +232,8 @@ pub(crate) async fn close_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         )
         .await?;
     if !matches!(live, Outcome::MaybeSession(Some(_))) {
-        return Err(refused(
-            "session_invalid",
+        return Err(ApiError::denied(
+            Denial::SessionInvalid,
             "the session is unknown, expired or revoked",
         ));
     }

@@ -4,6 +4,7 @@
 //! commit, receive) are storage transactions (`openchat_storage::e2ee`). Nothing here logs a
 //! blob, a ciphertext or a token.
 
+use openchat_core::Denial;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -46,9 +47,8 @@ fn actor(ctx: &Ctx) -> Result<Actor, ApiError> {
 /// A device id named in a body must be the caller's own device.
 fn same_device(actor: &Actor, named: &str) -> Result<(), ApiError> {
     if named.trim() != actor.device {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "device_mismatch",
+        return Err(ApiError::denied(
+            Denial::DeviceMismatch,
             "the device named in the body is not the caller's device",
         ));
     }
@@ -112,9 +112,8 @@ pub(crate) fn message_envelope(
     max_message_bytes: u64,
 ) -> Result<openchat_storage::e2ee::Envelope, ApiError> {
     if envelope.sender_device_id.trim() != device {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "device_mismatch",
+        return Err(ApiError::denied(
+            Denial::DeviceMismatch,
             "sender_device_id is not the caller's device",
         ));
     }

@@ -7,6 +7,7 @@
 //! race that matters across processes, two commits for one epoch, is decided by a guarded
 //! `UPDATE ... WHERE committed_at IS NULL` (exactly one changes a row).
 
+use openchat_core::Denial;
 use openchat_core::{ChannelId, ServerId, UnixSeconds, UserUid};
 
 use super::corrupt;
@@ -41,7 +42,7 @@ async fn e2ee_channel<D: Db>(db: &mut D, channel: &ChannelId) -> Result<E2eeChan
         .ok_or(StorageError::NotFound("channel"))?;
     if row.int(1)? == 0 {
         return Err(StorageError::denied(
-            "channel_not_e2ee",
+            Denial::ChannelNotE2ee,
             "this channel is not end-to-end encrypted",
         ));
     }
@@ -142,7 +143,7 @@ pub(crate) async fn require_active_device<D: Db>(
     match device(db, device_id).await? {
         Some(d) if d.user_uid.as_str() == user && d.status == DeviceStatus::Active => Ok(()),
         _ => Err(StorageError::denied(
-            "device_not_active",
+            Denial::DeviceNotActive,
             "this device is not an active device of the caller",
         )),
     }
@@ -212,7 +213,7 @@ pub(crate) async fn check_post<D: Db>(
     let current = info.current_epoch;
     if !member_of_epoch(db, channel, author.as_str(), current).await? {
         return Err(StorageError::denied_at(
-            "not_a_member_of_epoch",
+            Denial::NotAMemberOfEpoch,
             "only members of the current epoch may post",
             current,
         ));
@@ -220,7 +221,7 @@ pub(crate) async fn check_post<D: Db>(
     require_active_device(db, author.as_str(), sender_device_id).await?;
     if epoch_id != current {
         return Err(StorageError::denied_at(
-            "epoch_stale",
+            Denial::EpochStale,
             format!("the channel is at epoch {current}"),
             current,
         ));
@@ -236,7 +237,7 @@ pub(crate) async fn check_post<D: Db>(
         .flatten();
     if committed.is_none() {
         return Err(StorageError::denied_at(
-            "epoch_commit_pending",
+            Denial::EpochCommitPending,
             "the current epoch has no commit yet",
             current,
         ));
@@ -260,7 +261,7 @@ pub(crate) async fn ever_member<D: Db>(
 }
 
 fn not_a_member() -> StorageError {
-    StorageError::denied("not_a_member", "the caller is not a member of this channel")
+    StorageError::denied(Denial::NotAMember, "the caller is not a member of this channel")
 }
 
 async fn next_id<D: Db>(db: &mut D, sql: &str) -> Result<i64, StorageError> {
@@ -287,7 +288,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 return Err(not_a_member());
             }
             if is_current_member(db, &channel, user.as_str()).await? {
-                return Err(StorageError::denied("already_member", "already a member"));
+                return Err(StorageError::denied(Denial::AlreadyMember, "already a member"));
             }
             let epoch = advance_epoch(db, &channel, info.current_epoch, "join", now).await?;
             db.execute(
@@ -335,7 +336,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                     || owner.as_deref() == Some(actor.user.as_str());
                 if !allowed {
                     return Err(StorageError::denied(
-                        "forbidden",
+                        Denial::Forbidden,
                         "only the channel's creator or the server's owner may remove members",
                     ));
                 }
@@ -427,7 +428,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
             let current = info.current_epoch;
             if !member_of_epoch(db, &channel, actor.user.as_str(), epoch_id).await? {
                 return Err(StorageError::denied_at(
-                    "not_a_member_of_epoch",
+                    Denial::NotAMemberOfEpoch,
                     "only a member of that epoch may commit it",
                     current,
                 ));
@@ -439,13 +440,13 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                     &[Param::Text(channel.as_str()), Param::Int(epoch_id)],
                 )
                 .await?;
-            let exists = || StorageError::denied_at("epoch_commit_exists", "this epoch is already committed", current);
+            let exists = || StorageError::denied_at(Denial::EpochCommitExists, "this epoch is already committed", current);
             match committed {
                 Some(row) if row.opt_int(0)?.is_some() => return Err(exists()),
                 Some(_) if epoch_id == current => {}
                 _ => {
                     return Err(StorageError::denied_at(
-                        "epoch_not_current",
+                        Denial::EpochNotCurrent,
                         format!("the channel is at epoch {current}"),
                         current,
                     ));
@@ -487,7 +488,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 && !member_of_epoch(db, &channel, user, epoch_id - 1).await?
             {
                 return Err(StorageError::denied(
-                    "not_a_member_of_epoch",
+                    Denial::NotAMemberOfEpoch,
                     "only members of that epoch or the one before may fetch its commit",
                 ));
             }
@@ -541,7 +542,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 Some(d) if d.user_uid == actor.user && d.status == DeviceStatus::Pending => {}
                 _ => {
                     return Err(StorageError::denied(
-                        "device_not_pending",
+                        Denial::DeviceNotPending,
                         "only a pending device may ask to be linked",
                     ));
                 }
@@ -580,7 +581,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 .ok_or(StorageError::NotFound("link_request"))?;
             let (target, expires_at) = (row.text(0)?, row.int(1)?);
             if now >= expires_at {
-                return Err(StorageError::denied("link_request_expired", "the link request expired"));
+                return Err(StorageError::denied(Denial::LinkRequestExpired, "the link request expired"));
             }
             db.execute(
                 "UPDATE device_links SET decided_at = $1 WHERE request_id = $2",
@@ -639,7 +640,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 Some(d) if d.user_uid == actor.user && d.status != DeviceStatus::Revoked => {}
                 _ => {
                     return Err(StorageError::denied(
-                        "device_not_active",
+                        Denial::DeviceNotActive,
                         "this device is not a device of the caller",
                     ));
                 }
@@ -655,7 +656,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 .unwrap_or(0);
             if stored + key_packages.len() as i64 > KEY_PACKAGES_PER_DEVICE_MAX {
                 return Err(StorageError::denied(
-                    "key_package_limit",
+                    Denial::KeyPackageLimit,
                     format!("a device keeps at most {KEY_PACKAGES_PER_DEVICE_MAX} one-time KeyPackages"),
                 ));
             }
@@ -750,7 +751,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
             e2ee_channel(db, &channel).await?;
             if !member_of_epoch(db, &channel, actor.user.as_str(), epoch_id).await? {
                 return Err(StorageError::denied(
-                    "not_a_member_of_epoch",
+                    Denial::NotAMemberOfEpoch,
                     "only members of that epoch may send its keys",
                 ));
             }
@@ -941,7 +942,7 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                     &[Param::Text(&challenge_id), Param::Int(now)],
                 )
                 .await?
-                .ok_or_else(|| StorageError::denied("challenge_invalid", "unknown, used or expired challenge"))?;
+                .ok_or_else(|| StorageError::denied(Denial::ChallengeInvalid, "unknown, used or expired challenge"))?;
             Ok(Outcome::Challenge(ChallengeRecord {
                 challenge_id: row.text(0)?,
                 user_uid: uid(row.text(1)?)?,
@@ -979,23 +980,23 @@ pub(crate) async fn run<D: Db>(db: &mut D, op: Op) -> Result<Outcome, StorageErr
                 .await?;
             if used != 1 {
                 return Err(StorageError::denied(
-                    "challenge_invalid",
+                    Denial::ChallengeInvalid,
                     "unknown, used or expired challenge",
                 ));
             }
             let record = match device(db, &device_id).await? {
                 Some(d) if d.user_uid != user => {
                     return Err(StorageError::denied(
-                        "device_key_mismatch",
+                        Denial::DeviceKeyMismatch,
                         "this device id belongs to another user",
                     ));
                 }
                 Some(d) if d.status == DeviceStatus::Revoked => {
-                    return Err(StorageError::denied("device_revoked", "this device was revoked"));
+                    return Err(StorageError::denied(Denial::DeviceRevoked, "this device was revoked"));
                 }
                 Some(d) if d.device_pubkey != device_pubkey => {
                     return Err(StorageError::denied(
-                        "device_key_mismatch",
+                        Denial::DeviceKeyMismatch,
                         "the key does not match the registered device key",
                     ));
                 }
@@ -1069,12 +1070,12 @@ async fn own_active_device<D: Db>(db: &mut D, actor: &Actor, device_id: &str) ->
                 Ok(())
             } else {
                 Err(StorageError::denied(
-                    "device_not_active",
+                    Denial::DeviceNotActive,
                     "this device is not active",
                 ))
             }
         }
-        _ => Err(StorageError::denied("forbidden", "not the caller's device")),
+        _ => Err(StorageError::denied(Denial::Forbidden, "not the caller's device")),
     }
 }
 
@@ -1091,7 +1092,7 @@ async fn register_device<D: Db>(
 ) -> Result<DeviceRecord, StorageError> {
     if device(db, device_id).await?.is_some() {
         return Err(StorageError::denied(
-            "device_exists",
+            Denial::DeviceExists,
             "this device id is registered",
         ));
     }
@@ -1107,7 +1108,7 @@ async fn register_device<D: Db>(
         .unwrap_or((0, 0));
     if live as usize >= limit {
         return Err(StorageError::denied(
-            "device_limit",
+            Denial::DeviceLimit,
             format!("a user has at most {limit} devices"),
         ));
     }

@@ -1,5 +1,6 @@
 //! Messages, attachments, read acknowledgements and mention candidates.
 
+use openchat_core::Denial;
 use openchat_core::limits::{MENTION_RESULTS_MAX, MENTION_ROSTER_MAX};
 use openchat_core::mention::{self, ChannelName, Mention, MentionKind, Notifies, Person};
 use openchat_core::policy::may_delete_message;
@@ -298,7 +299,7 @@ pub(crate) async fn list_messages<D: Db>(
         // An e2ee channel shows each reader only the epochs they belonged to.
         let viewer = viewer.map(UserUid::as_str).unwrap_or("");
         if info.e2ee && !super::e2ee::ever_member(db, id, viewer).await? {
-            return Err(StorageError::denied("not_a_member", "the caller is not a member of this channel"));
+            return Err(StorageError::denied(Denial::NotAMember, "the caller is not a member of this channel"));
         }
         let before = page.before.unwrap_or(i64::MAX);
         let after = page.after.unwrap_or(-1);
