@@ -296,6 +296,64 @@ pub fn parse_chat(bytes: &[u8]) -> Result<Envelope<ChatMessage>, WireError> {
     })
 }
 
+/// The `code` of every `rtc.error` frame the server sends (WIRE.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RtcErrorCode {
+    /// The first message was not a valid `rtc.join`, or its ticket was refused.
+    JoinDenied,
+    /// The room holds as many participants as allowed.
+    RoomFull,
+    /// The voice room did not answer.
+    Unavailable,
+    /// The voice room failed and was dropped; rejoin.
+    RoomFailed,
+    /// The participant may not send that kind of media.
+    MediaDenied,
+    /// An offer could not be answered.
+    NegotiationFailed,
+    /// The legacy targeted relay named a participant not in the room.
+    TargetNotFound,
+    /// A message of a type the server does not take.
+    UnknownEvent,
+}
+
+impl RtcErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JoinDenied => "rtc_join_denied",
+            Self::RoomFull => "rtc_room_full",
+            Self::Unavailable => "rtc_unavailable",
+            Self::RoomFailed => "rtc_room_failed",
+            Self::MediaDenied => "rtc_media_denied",
+            Self::NegotiationFailed => "rtc_negotiation_failed",
+            Self::TargetNotFound => "rtc_target_not_found",
+            Self::UnknownEvent => "rtc_unknown_event",
+        }
+    }
+}
+
+/// An `rtc.error` frame, the one place one is built:
+/// `{"type": "rtc.error", "channel_id"?, "request_id"?, "payload": {"code", "message", "retryable"}}`.
+pub fn rtc_error(
+    code: RtcErrorCode,
+    message: &str,
+    retryable: bool,
+    request_id: Option<&str>,
+    channel_id: Option<&str>,
+) -> String {
+    let mut envelope = serde_json::json!({
+        "type": "rtc.error",
+        "payload": {"code": code.as_str(), "message": message, "retryable": retryable},
+    });
+    if let Some(request_id) = request_id {
+        envelope["request_id"] = Value::from(request_id);
+    }
+    if let Some(channel_id) = channel_id {
+        envelope["channel_id"] = Value::from(channel_id);
+    }
+    envelope.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,5 +489,28 @@ mod tests {
             parse_chat(br#"{"type":"chat.dance"}"#),
             Err(WireError::UnknownType(_))
         ));
+    }
+
+    #[test]
+    fn rtc_error_frames_carry_code_message_retryable_and_the_optional_ids() {
+        let frame: Value = serde_json::from_str(&rtc_error(
+            RtcErrorCode::RoomFull,
+            "full (8)",
+            true,
+            Some("r1"),
+            Some("vc_a"),
+        ))
+        .unwrap();
+        assert_eq!(frame["type"], "rtc.error");
+        assert_eq!(frame["payload"]["code"], "rtc_room_full");
+        assert_eq!(frame["payload"]["message"], "full (8)");
+        assert_eq!(frame["payload"]["retryable"], true);
+        assert_eq!(
+            (frame["request_id"].as_str(), frame["channel_id"].as_str()),
+            (Some("r1"), Some("vc_a"))
+        );
+        let bare: Value =
+            serde_json::from_str(&rtc_error(RtcErrorCode::JoinDenied, "no", false, None, None)).unwrap();
+        assert!(bare.get("request_id").is_none() && bare.get("channel_id").is_none());
     }
 }

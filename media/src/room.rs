@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use openchat_core::UnixSeconds;
+use openchat_core::protocol::{RtcErrorCode, rtc_error};
 use openchat_core::ticket::Permissions;
 use serde_json::{Map, Value, json};
 
@@ -412,7 +413,7 @@ impl Room {
                     "not permitted to publish {} track {}",
                     track.media_kind, track.track_id
                 );
-                self.error(&from, rid, "rtc_media_denied", &message, false);
+                self.error(&from, rid, RtcErrorCode::MediaDenied, &message, false);
                 return Ok(());
             }
         }
@@ -473,7 +474,13 @@ impl Room {
                 }
                 Err(err) => {
                     self.negotiation_errors += 1;
-                    self.error(&from, rid, "rtc_negotiation_failed", &err.to_string(), false);
+                    self.error(
+                        &from,
+                        rid,
+                        RtcErrorCode::NegotiationFailed,
+                        &err.to_string(),
+                        false,
+                    );
                 }
             }
             return Ok(());
@@ -482,7 +489,7 @@ impl Room {
         self.error(
             &from,
             rid,
-            "rtc_negotiation_failed",
+            RtcErrorCode::NegotiationFailed,
             "this room has no media path",
             false,
         );
@@ -551,16 +558,12 @@ impl Room {
         &mut self,
         to: &ParticipantId,
         request_id: Option<&str>,
-        code: &str,
+        code: RtcErrorCode,
         message: &str,
         retryable: bool,
     ) {
-        let frame = self.frame(
-            "rtc.error",
-            request_id,
-            json!({"code": code, "message": message, "retryable": retryable}),
-        );
-        self.send_to(to, frame);
+        let frame = rtc_error(code, message, retryable, request_id, Some(&self.channel_id));
+        self.send_to(to, Arc::from(frame));
     }
 
     fn position(&self, id: &ParticipantId) -> Option<usize> {
@@ -707,7 +710,7 @@ impl Room {
                     self.error(
                         &from,
                         request_id.as_deref(),
-                        "rtc_media_denied",
+                        RtcErrorCode::MediaDenied,
                         &format!("not permitted to send {kind}"),
                         false,
                     );
@@ -763,7 +766,7 @@ impl Room {
                             self.error(
                                 &from,
                                 request_id.as_deref(),
-                                "rtc_target_not_found",
+                                RtcErrorCode::TargetNotFound,
                                 "target participant is not in the room",
                                 true,
                             );

@@ -700,12 +700,13 @@ impl ShardCore {
         self.stats
             .tracks
             .fetch_sub(slot.room.tracks().len() as i64, Ordering::Relaxed);
-        let error = serde_json::json!({
-            "type": "rtc.error",
-            "channel_id": slot.channel.as_str(),
-            "payload": {"code": "rtc_room_failed", "message": "the voice room failed; rejoin", "retryable": true},
-        });
-        let frame: Frame = Arc::from(error.to_string());
+        let frame: Frame = Arc::from(openchat_core::protocol::rtc_error(
+            openchat_core::protocol::RtcErrorCode::RoomFailed,
+            "the voice room failed; rejoin",
+            true,
+            None,
+            Some(slot.channel.as_str()),
+        ));
         for outbox in slot.outboxes.values() {
             let _ = outbox.frames.try_send(frame.clone());
             let _ = outbox.kick.try_send("room failed".into());

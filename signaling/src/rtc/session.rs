@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use http::{Response, StatusCode};
 use openchat_core::ChannelId;
-use openchat_core::protocol::{SignalingMessage, WireError, parse_signaling};
+use openchat_core::protocol::{RtcErrorCode, SignalingMessage, WireError, parse_signaling, rtc_error};
 use openchat_core::ticket::{TicketClaims, TicketError};
 use openchat_media::room::{Frame, LeaveReason, ParticipantId, ParticipantInfo, RoomCommand, RoomError};
 use openchat_media::shard::{OutboxReceiver, ShardCommand, outbox};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,6 +22,8 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::unix_now;
+
+use super::tickets::RtcState;
 
 /// The first message (`rtc.join`) must arrive within this (WIRE.md §5.2).
 pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(12);
@@ -35,22 +37,72 @@ pub const SHARD_ACK_DEADLINE: Duration = Duration::from_secs(30);
 
 const _: () = assert!(SHARD_ACK_DEADLINE.as_secs() > openchat_media::shard::STALL_MAX.as_secs());
 
-fn error_frame(
-    code: &str,
-    message: &str,
-    retryable: bool,
-    request_id: Option<&str>,
-    channel: Option<&str>,
-) -> Utf8Bytes {
-    let mut envelope =
-        json!({"type": "rtc.error", "payload": {"code": code, "message": message, "retryable": retryable}});
-    if let Some(request_id) = request_id {
-        envelope["request_id"] = json!(request_id);
+/// Why a signaling socket's join was refused: what the client is told (one `rtc.error`),
+/// and the `rtc_join_fail` metric's reason, both from the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JoinRefusal {
+    /// No `rtc.join` within [`FIRST_MESSAGE_DEADLINE`].
+    Timeout,
+    /// The first message is not a valid `rtc.join` with a ticket.
+    NotAJoin,
+    /// The first message is another valid message.
+    NotFirst,
+    Ticket(TicketError),
+    /// The room holds as many participants as allowed.
+    RoomFull(usize),
+    /// The shard did not answer.
+    Unavailable,
+}
+
+impl JoinRefusal {
+    fn code(&self) -> RtcErrorCode {
+        match self {
+            Self::Timeout | Self::NotAJoin | Self::NotFirst | Self::Ticket(_) => RtcErrorCode::JoinDenied,
+            Self::RoomFull(_) => RtcErrorCode::RoomFull,
+            Self::Unavailable => RtcErrorCode::Unavailable,
+        }
     }
-    if let Some(channel) = channel {
-        envelope["channel_id"] = json!(channel);
+
+    fn message(&self) -> String {
+        match self {
+            Self::Timeout => "no rtc.join within the first message deadline".into(),
+            Self::NotAJoin => "the first message must be rtc.join with a ticket".into(),
+            Self::NotFirst => "the first message must be rtc.join".into(),
+            Self::Ticket(err) => err.to_string(),
+            Self::RoomFull(max) => format!("the voice channel is full ({max})"),
+            Self::Unavailable => "the voice room did not answer".into(),
+        }
     }
-    Utf8Bytes::from(envelope.to_string())
+
+    fn retryable(&self) -> bool {
+        matches!(self, Self::RoomFull(_) | Self::Unavailable)
+    }
+
+    /// The `reason` label of `openchat_rtc_join_fail_total`; `None` for a socket that never
+    /// sent anything (not counted as a failed join).
+    fn metric_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Timeout => return None,
+            Self::NotAJoin | Self::NotFirst => "not_a_join",
+            Self::Ticket(TicketError::Invalid) => "invalid",
+            Self::Ticket(TicketError::Expired) => "expired",
+            Self::Ticket(TicketError::Replayed) => "replayed",
+            Self::Ticket(TicketError::WrongChannel) => "wrong_channel",
+            Self::Ticket(TicketError::ReplayMemoryFull) => "replay_memory_full",
+            Self::RoomFull(_) => "room_full",
+            Self::Unavailable => "unavailable",
+        })
+    }
+
+    /// The close frame's reason.
+    fn close_reason(&self) -> &'static str {
+        match self {
+            Self::Timeout => "join timeout",
+            Self::RoomFull(_) => "room full",
+            Self::Unavailable => "unavailable",
+            _ => "join denied",
+        }
+    }
 }
 
 /// Answers the upgrade and starts the session.
@@ -104,59 +156,55 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let rtc = state.rtc.as_ref()?;
-    let deny = |reason: &str, request_id: Option<&str>| {
-        error_frame("rtc_join_denied", reason, false, request_id, None)
-    };
+    match admit(rtc, ws).await {
+        Ok(joined) => Some(joined),
+        Err((refusal, request_id, channel)) => {
+            if let Some(reason) = refusal.as_ref().and_then(JoinRefusal::metric_reason) {
+                state
+                    .metrics
+                    .rtc_join_failures
+                    .get_or_create(&crate::metrics::ReasonLabels { reason })
+                    .inc();
+            }
+            if let Some(refusal) = refusal {
+                let frame = rtc_error(
+                    refusal.code(),
+                    &refusal.message(),
+                    refusal.retryable(),
+                    request_id.as_deref(),
+                    channel.as_ref().map(ChannelId::as_str),
+                );
+                let _ = ws.send(Message::Text(Utf8Bytes::from(frame))).await;
+                close(ws, CloseCode::Normal, refusal.close_reason()).await;
+            }
+            None
+        }
+    }
+}
+
+/// A refused join: why (`None` when the socket ended by itself), the request id and the
+/// channel, when known.
+type Refused = (Option<JoinRefusal>, Option<String>, Option<ChannelId>);
+
+/// Reads the first message, checks its ticket and joins the room.
+async fn admit<S>(rtc: &RtcState, ws: &mut Ws<S>) -> Result<(Joined, Option<String>), Refused>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let text = loop {
         match tokio::time::timeout(FIRST_MESSAGE_DEADLINE, ws.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => break text,
-            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return None,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return Err((None, None, None)),
             Ok(Some(Ok(_))) => continue,
-            Err(_) => {
-                let _ = ws
-                    .send(Message::Text(deny(
-                        "no rtc.join within the first message deadline",
-                        None,
-                    )))
-                    .await;
-                close(ws, CloseCode::Normal, "join timeout").await;
-                return None;
-            }
+            Err(_) => return Err((Some(JoinRefusal::Timeout), None, None)),
         }
     };
-    let refuse = |reason: &str, request_id: Option<&str>| {
-        state
-            .metrics
-            .rtc_join_failures
-            .get_or_create(&crate::metrics::ReasonLabels {
-                reason: short_reason(reason),
-            })
-            .inc();
-        deny(reason, request_id)
-    };
-    let envelope = match parse_signaling(text.as_bytes()) {
-        Ok(envelope) => envelope,
-        Err(_) => {
-            let _ = ws
-                .send(Message::Text(refuse(
-                    "the first message must be rtc.join with a ticket",
-                    None,
-                )))
-                .await;
-            close(ws, CloseCode::Normal, "join denied").await;
-            return None;
-        }
+    let Ok(envelope) = parse_signaling(text.as_bytes()) else {
+        return Err((Some(JoinRefusal::NotAJoin), None, None));
     };
     let request_id = envelope.request_id.clone();
     let SignalingMessage::Join { ticket } = &envelope.message else {
-        let _ = ws
-            .send(Message::Text(refuse(
-                "the first message must be rtc.join",
-                request_id.as_deref(),
-            )))
-            .await;
-        close(ws, CloseCode::Normal, "join denied").await;
-        return None;
+        return Err((Some(JoinRefusal::NotFirst), request_id, None));
     };
     let now = unix_now();
     let checked = rtc.signer.verify(ticket, now).and_then(|claims| {
@@ -172,22 +220,10 @@ where
     });
     let claims: TicketClaims = match checked {
         Ok(claims) => claims,
-        Err(err) => {
-            let _ = ws
-                .send(Message::Text(refuse(&err.to_string(), request_id.as_deref())))
-                .await;
-            close(ws, CloseCode::Normal, "join denied").await;
-            return None;
-        }
+        Err(err) => return Err((Some(JoinRefusal::Ticket(err)), request_id, None)),
     };
     let Ok(channel) = ChannelId::parse(&claims.channel_id) else {
-        let _ = ws
-            .send(Message::Text(refuse(
-                "invalid join ticket",
-                request_id.as_deref(),
-            )))
-            .await;
-        return None;
+        return Err((Some(JoinRefusal::Ticket(TicketError::Invalid)), request_id, None));
     };
     let id = ParticipantId(uuid::Uuid::new_v4().to_string());
     let (tx, rx) = outbox();
@@ -220,7 +256,7 @@ where
         Err(_) => None,
     };
     match result {
-        Some(Ok(())) => Some((
+        Some(Ok(())) => Ok((
             Joined {
                 id,
                 channel,
@@ -229,40 +265,8 @@ where
             },
             request_id,
         )),
-        Some(Err(RoomError::Full(max))) => {
-            let frame = error_frame(
-                "rtc_room_full",
-                &format!("the voice channel is full ({max})"),
-                true,
-                request_id.as_deref(),
-                Some(channel.as_str()),
-            );
-            let _ = ws.send(Message::Text(frame)).await;
-            close(ws, CloseCode::Normal, "room full").await;
-            None
-        }
-        _ => {
-            let frame = error_frame(
-                "rtc_unavailable",
-                "the voice room did not answer",
-                true,
-                request_id.as_deref(),
-                Some(channel.as_str()),
-            );
-            let _ = ws.send(Message::Text(frame)).await;
-            close(ws, CloseCode::Normal, "unavailable").await;
-            None
-        }
-    }
-}
-
-fn short_reason(reason: &str) -> &'static str {
-    match reason {
-        "invalid join ticket" => "invalid",
-        "join ticket expired" => "expired",
-        "join ticket replayed" => "replayed",
-        "join ticket is for another channel" => "wrong_channel",
-        _ => "other",
+        Some(Err(RoomError::Full(max))) => Err((Some(JoinRefusal::RoomFull(max)), request_id, Some(channel))),
+        _ => Err((Some(JoinRefusal::Unavailable), request_id, Some(channel))),
     }
 }
 
@@ -395,13 +399,13 @@ async fn session<S>(
                             WireError::UnknownType(kind) => format!("unsupported event type {kind:?}"),
                             other => other.to_string(),
                         };
-                        let _ = local_tx.try_send(error_frame(
-                            "rtc_unknown_event",
+                        let _ = local_tx.try_send(Utf8Bytes::from(rtc_error(
+                            RtcErrorCode::UnknownEvent,
                             &message,
                             false,
                             None,
                             Some(channel.as_str()),
-                        ));
+                        )));
                         continue;
                     }
                 };
@@ -431,13 +435,13 @@ async fn session<S>(
                 }
                 let command = match envelope.message {
                     SignalingMessage::Join { .. } => {
-                        let frame = error_frame(
-                            "rtc_join_denied",
+                        let frame = Utf8Bytes::from(rtc_error(
+                            RtcErrorCode::JoinDenied,
                             "already joined",
                             false,
                             request_id.as_deref(),
                             Some(channel.as_str()),
-                        );
+                        ));
                         responses
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -636,6 +640,47 @@ mod tests {
     use super::*;
     use crate::rtc::tickets::{RtcConfig, RtcState};
     use openchat_media::ShardSet;
+
+    #[test]
+    fn each_join_refusal_has_its_code_label_and_retryability_from_its_variant() {
+        let cases = [
+            (JoinRefusal::Timeout, "rtc_join_denied", None, false),
+            (
+                JoinRefusal::NotAJoin,
+                "rtc_join_denied",
+                Some("not_a_join"),
+                false,
+            ),
+            (
+                JoinRefusal::Ticket(TicketError::Replayed),
+                "rtc_join_denied",
+                Some("replayed"),
+                false,
+            ),
+            (
+                JoinRefusal::Ticket(TicketError::ReplayMemoryFull),
+                "rtc_join_denied",
+                Some("replay_memory_full"),
+                false,
+            ),
+            (JoinRefusal::RoomFull(8), "rtc_room_full", Some("room_full"), true),
+            (
+                JoinRefusal::Unavailable,
+                "rtc_unavailable",
+                Some("unavailable"),
+                true,
+            ),
+        ];
+        for (refusal, code, reason, retryable) in cases {
+            assert_eq!(refusal.code().as_str(), code, "{refusal:?}");
+            assert_eq!(refusal.metric_reason(), reason, "{refusal:?}");
+            assert_eq!(refusal.retryable(), retryable, "{refusal:?}");
+        }
+        assert_eq!(
+            JoinRefusal::Ticket(TicketError::Expired).message(),
+            "join ticket expired"
+        );
+    }
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn state_with_one_shard() -> (tempfile::TempDir, Arc<AppState>) {
