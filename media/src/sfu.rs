@@ -73,12 +73,24 @@ pub enum LinkChange {
 }
 
 /// Why the SFU refused something; the error concerns one peer only.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SfuError {
     #[error("invalid SDP offer: {0}")]
     BadOffer(String),
+    /// str0m could not negotiate the offer (or set up the connection's local candidate).
     #[error("negotiation failed: {0}")]
     Negotiation(String),
+    /// The room holds as many connections as allowed.
+    #[error("negotiation failed: too many connections in this room")]
+    TooManyConnections,
+    /// The connection has as many remote candidates as allowed.
+    #[error("negotiation failed: too many remote candidates")]
+    TooManyCandidates,
+    #[error("negotiation failed: invalid candidate: {0}")]
+    BadCandidate(String),
+    /// A datagram str0m refused (it concerns that connection only).
+    #[error("datagram refused: {0}")]
+    BadDatagram(String),
     #[error("unknown connection")]
     UnknownPeer,
 }
@@ -522,7 +534,7 @@ impl Sfu {
             Some(index) => index,
             None => {
                 if self.peers.iter().flatten().count() >= self.peers_max {
-                    return Err(SfuError::Negotiation("too many connections in this room".into()));
+                    return Err(SfuError::TooManyConnections);
                 }
                 let local = SocketAddr::new(advertise.unwrap_or(self.local.ip()), self.local.port());
                 let mut rtc = subscribe_extensions(Rtc::builder().set_ice_lite(true).set_rtp_mode(true), leg)
@@ -663,11 +675,11 @@ impl Sfu {
         let index = self.find(participant, leg).ok_or(SfuError::UnknownPeer)?;
         let peer = self.peer(index).ok_or(SfuError::UnknownPeer)?;
         if peer.remote_candidates >= REMOTE_CANDIDATES_MAX {
-            return Err(SfuError::Negotiation("too many remote candidates".into()));
+            return Err(SfuError::TooManyCandidates);
         }
         let text = candidate.trim().trim_start_matches("a=");
-        let candidate = Candidate::from_sdp_string(text)
-            .map_err(|e| SfuError::Negotiation(format!("invalid candidate: {e}")))?;
+        let candidate =
+            Candidate::from_sdp_string(text).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
         peer.rtc.add_remote_candidate(candidate);
         peer.remote_candidates += 1;
         peer.deadline = None;
@@ -795,10 +807,10 @@ impl Sfu {
         let index = connection;
         let peer = self.peer(index).ok_or(SfuError::UnknownPeer)?;
         let receive = Receive::new(Protocol::Udp, from, peer.local, contents)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| SfuError::BadDatagram(e.to_string()))?;
         peer.rtc
             .handle_input(Input::Receive(now, receive))
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| SfuError::BadDatagram(e.to_string()))?;
         // What a datagram starts (a NACK or keyframe request to build, a retransmission
         // to release) str0m does on a timeout, and only due connections get timeouts: give
         // this one its timeout now (one per received datagram, not per forwarded packet).

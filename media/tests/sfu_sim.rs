@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use openchat_media::demux::Demux;
 use openchat_media::room::ParticipantId;
-use openchat_media::sfu::{Leg, Sfu};
+use openchat_media::sfu::{Leg, Sfu, SfuError};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer};
@@ -425,4 +425,36 @@ fn a_simulcast_subscriber_gets_the_best_active_layer_and_switches_only_on_keyfra
     }
     // Numbers increase: no frame is delivered twice or out of order.
     assert!(frames.windows(2).all(|w| w[0].1 < w[1].1 || w[0].0 != w[1].0));
+}
+
+#[test]
+fn limits_and_bad_input_are_refused_with_typed_errors() {
+    let now = Instant::now();
+    // One participant: two connections.
+    let mut sfu = Sfu::new("10.0.0.1:5000".parse().unwrap()).with_participants_max(1);
+    let (alice, bob) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
+    let mut publishing = Client::new(now, "10.0.0.2:4000");
+    publishing.negotiate(&mut sfu, now, &alice, Leg::Publish, Direction::SendOnly);
+    let mut subscribing = Client::new(now, "10.0.0.2:4001");
+    subscribing.negotiate(&mut sfu, now, &alice, Leg::Subscribe, Direction::RecvOnly);
+    let mut other = Client::new(now, "10.0.0.3:4000");
+    let mut change = other.rtc.sdp_api();
+    change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, _) = change.apply().unwrap();
+    assert_eq!(
+        sfu.accept_offer(now, &bob, Leg::Publish, &offer.to_sdp_string(), &[], None),
+        Err(SfuError::TooManyConnections)
+    );
+    assert!(matches!(
+        sfu.accept_offer(now, &bob, Leg::Publish, "not sdp", &[], None),
+        Err(SfuError::BadOffer(_))
+    ));
+    assert!(matches!(
+        sfu.add_remote_candidate(&alice, Leg::Publish, "candidate:garbage"),
+        Err(SfuError::BadCandidate(_))
+    ));
+    assert_eq!(
+        sfu.add_remote_candidate(&bob, Leg::Publish, "candidate:1 1 udp 1 10.0.0.3 4000 typ host"),
+        Err(SfuError::UnknownPeer)
+    );
 }
