@@ -46,10 +46,13 @@ pub fn init(filter: &str, format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.try_init(),
+        // Each line carries its spans (request, realtime or rtc session, storage job) with
+        // their fields, so lines of one request or socket can be found together.
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(true)
             .try_init(),
     };
     if installed.is_err() {

@@ -15,8 +15,9 @@
 //!
 //! Layers, bottom first: a module uses only modules of its own layer or below, and no
 //! imports go in a circle (`tests/tidy.rs` checks both).
-//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `wire`, `routes`: errors,
-//!    connection bounds, socket lifecycle, metrics, rate limits, wire formats, route table
+//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `wire`, `routes`:
+//!    errors, connection bounds, socket lifecycle, metrics, rate limits, log redaction,
+//!    wire formats, route table
 //! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
 //!    store, multipart reading, the WebSocket upgrade
 //! 3. `realtime::hub`, `rtc::tickets`: the realtime hub, voice tickets and shards
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod realtime;
+pub mod redact;
 pub mod routes;
 pub mod rtc;
 pub mod server;

@@ -90,18 +90,19 @@ pub async fn serve(
             match tls {
                 None => drive(&http, stream, service, closing, peer).await,
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(peer = %crate::redact::tag(&peer.ip().to_string()), error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %crate::redact::tag(&peer.ip().to_string()), "TLS handshake timed out");
+                            return;
+                        }
+                    };
                     drive(&http, stream, service, closing, peer).await;
                 }
             }
@@ -161,7 +162,7 @@ async fn drive<I, S>(
         }
     };
     if let Err(err) = result {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+        tracing::debug!(peer = %crate::redact::tag(&peer.ip().to_string()), error = %err, "connection ended with an error");
     }
 }
 

@@ -3,12 +3,14 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use openchat_core::{Denial, UnixSeconds};
+use tracing::Instrument;
 
 use crate::body::{Body, RequestBody, error_response, full};
 use crate::error::ApiError;
@@ -210,8 +212,32 @@ async fn session_identity(
     }))
 }
 
-/// The shell around every request; never fails (errors become responses).
+/// Requests numbered in arrival order: the stable id of each request's span.
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+
+/// The shell around every request; never fails (errors become responses). Everything it
+/// and the handler log belongs to one `request` span: its number, method, route template,
+/// status and duration, and the client address as a keyed tag ([`crate::redact`]); never
+/// the path, query or headers.
 pub async fn handle(
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    local: Option<IpAddr>,
+    request: Request<RequestBody>,
+) -> Result<Response<Body>, Infallible> {
+    let span = tracing::info_span!(
+        "request",
+        id = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
+        method = %request.method(),
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+        micros = tracing::field::Empty,
+        peer = %crate::redact::tag(&peer.ip().to_string()),
+    );
+    shell(state, peer, local, request).instrument(span).await
+}
+
+async fn shell(
     state: Arc<AppState>,
     peer: SocketAddr,
     local: Option<IpAddr>,
@@ -287,12 +313,10 @@ pub async fn handle(
         .metrics
         .observe_request(route_name, &method, response.status().as_u16(), started.elapsed());
     // The route pattern only: paths and queries may carry ids a log need not keep.
-    tracing::debug!(
-        route = route_name,
-        method = %method,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let span = tracing::Span::current();
+    span.record("route", route_name);
+    span.record("status", response.status().as_u16());
+    span.record("micros", started.elapsed().as_micros() as u64);
+    tracing::debug!("request");
     Ok(response)
 }

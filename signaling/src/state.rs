@@ -9,6 +9,7 @@ use http::Request;
 use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
 use openchat_core::{UnixSeconds, UserUid};
 use openchat_storage::{StorageError, StorageHandle};
+use tracing::Instrument;
 
 use crate::blobs::BlobStore;
 use crate::body::RequestBody;
@@ -110,16 +111,23 @@ impl AppState {
         op: &'static str,
         request: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<T, ApiError> {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(STORAGE_DEADLINE, request).await {
-            Ok(result) => result,
-            Err(_) => Err(StorageError::Unavailable(format!(
-                "no answer within {STORAGE_DEADLINE:?}"
-            ))),
-        };
-        self.metrics
-            .observe_storage(op, result.is_ok(), started.elapsed());
-        result.map_err(ApiError::from)
+        let span = tracing::debug_span!("storage", op, micros = tracing::field::Empty);
+        async {
+            let started = Instant::now();
+            let result = match tokio::time::timeout(STORAGE_DEADLINE, request).await {
+                Ok(result) => result,
+                Err(_) => Err(StorageError::Unavailable(format!(
+                    "no answer within {STORAGE_DEADLINE:?}"
+                ))),
+            };
+            let elapsed = started.elapsed();
+            self.metrics.observe_storage(op, result.is_ok(), elapsed);
+            tracing::Span::current().record("micros", elapsed.as_micros() as u64);
+            tracing::debug!(ok = result.is_ok(), "storage job");
+            result.map_err(ApiError::from)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Starts closing every WebSocket: realtime sockets close with 1001; voice rooms tell

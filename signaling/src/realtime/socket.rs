@@ -21,6 +21,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::form_pairs;
+use tracing::Instrument;
 
 /// Largest inbound frame.
 pub const INBOUND_MESSAGE_BYTES_MAX: usize = 64 * 1024;
@@ -56,47 +57,58 @@ pub fn upgrade(
             .and_then(|raw| ServerId::parse(raw).ok());
         let resume_from = query.resume_from.clone();
         let mut guard = state.lifecycle.socket();
-        tokio::spawn(async move {
-            let Some(mut ws) = socket.await else { return };
-            let Some(authed) = first_frame_session(&state, &mut ws).await else {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-                return;
-            };
-            let member = Member {
-                client_id: uuid::Uuid::new_v4().to_string(),
-                user_uid: authed.user_uid.to_string(),
-                device_id: authed.device_id.clone(),
-            };
-            let registered =
-                state
-                    .hub
-                    .register(server, member.clone(), authed.user_uid, resume_from.as_deref());
-            let Ok(Registered { id, rx, kick, resync }) = registered else {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
-                return;
-            };
-            let _ = ws
-                .send(Message::Text(frame(
-                    "chat.authenticated",
-                    None,
-                    &json!({"user_uid": member.user_uid, "device_id": member.device_id}),
-                    None,
-                )))
-                .await;
-            if let Some(reason) = resync {
-                state.hub.reply(
-                    id,
-                    frame(
-                        "chat.resync_required",
+        let span = tracing::info_span!(
+            "realtime",
+            socket = tracing::field::Empty,
+            user = tracing::field::Empty
+        );
+        tokio::spawn(
+            async move {
+                let Some(mut ws) = socket.await else { return };
+                let Some(authed) = first_frame_session(&state, &mut ws).await else {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                    return;
+                };
+                let member = Member {
+                    client_id: uuid::Uuid::new_v4().to_string(),
+                    user_uid: authed.user_uid.to_string(),
+                    device_id: authed.device_id.clone(),
+                };
+                let registered =
+                    state
+                        .hub
+                        .register(server, member.clone(), authed.user_uid, resume_from.as_deref());
+                let Ok(Registered { id, rx, kick, resync }) = registered else {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
+                    return;
+                };
+                let span = tracing::Span::current();
+                span.record("socket", id);
+                span.record("user", crate::redact::tag(&member.user_uid).as_str());
+                let _ = ws
+                    .send(Message::Text(frame(
+                        "chat.authenticated",
                         None,
-                        &json!({"reason": reason.as_str()}),
+                        &json!({"user_uid": member.user_uid, "device_id": member.device_id}),
                         None,
-                    ),
-                );
+                    )))
+                    .await;
+                if let Some(reason) = resync {
+                    state.hub.reply(
+                        id,
+                        frame(
+                            "chat.resync_required",
+                            None,
+                            &json!({"reason": reason.as_str()}),
+                            None,
+                        ),
+                    );
+                }
+                session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
+                leave(&state, id);
             }
-            session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
-            leave(&state, id);
-        });
+            .instrument(span),
+        );
         return Ok(response);
     }
     // The same derivation as every HTTP request; the URL's values stand in for absent
@@ -125,19 +137,27 @@ pub fn upgrade(
             .register(server, member.clone(), user_uid, query.resume_from.as_deref())?;
 
     let mut guard = state.lifecycle.socket();
-    tokio::spawn(async move {
-        if let Some(ws) = socket.await {
-            if let Some(reason) = resync {
-                let payload = json!({"reason": reason.as_str()});
-                state
-                    .hub
-                    .reply(id, frame("chat.resync_required", None, &payload, None));
+    let span = tracing::info_span!(
+        "realtime",
+        socket = id,
+        user = %crate::redact::tag(&member.user_uid)
+    );
+    tokio::spawn(
+        async move {
+            if let Some(ws) = socket.await {
+                if let Some(reason) = resync {
+                    let payload = json!({"reason": reason.as_str()});
+                    state
+                        .hub
+                        .reply(id, frame("chat.resync_required", None, &payload, None));
+                }
+                session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
             }
-            session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
+            // Cleanup runs however the session ended.
+            leave(&state, id);
         }
-        // Cleanup runs however the session ended.
-        leave(&state, id);
-    });
+        .instrument(span),
+    );
     Ok(response)
 }
 

@@ -22,6 +22,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::unix_now;
+use tracing::Instrument;
 
 use super::tickets::RtcState;
 
@@ -121,11 +122,21 @@ pub fn upgrade(
     let (response, socket) =
         crate::websocket::accept(&mut request, openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX)?;
     let guard = state.lifecycle.socket();
-    tokio::spawn(async move {
-        if let Some(ws) = socket.await {
-            session(state, ws, local, guard).await;
+    // One span per signaling session; channel, participant and (tagged) user once joined.
+    let span = tracing::info_span!(
+        "rtc",
+        channel = tracing::field::Empty,
+        participant = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    tokio::spawn(
+        async move {
+            if let Some(ws) = socket.await {
+                session(state, ws, local, guard).await;
+            }
         }
-    });
+        .instrument(span),
+    );
     Ok(response)
 }
 
@@ -225,6 +236,7 @@ where
     let Ok(channel) = ChannelId::parse(&claims.channel_id) else {
         return Err((Some(JoinRefusal::Ticket(TicketError::Invalid)), request_id, None));
     };
+    tracing::Span::current().record("user", crate::redact::tag(&claims.user_uid).as_str());
     let id = ParticipantId(uuid::Uuid::new_v4().to_string());
     let (tx, rx) = outbox();
     let shard = rtc.shards.sender(&channel).clone();
@@ -338,6 +350,9 @@ async fn session<S>(
         outbox,
         shard,
     } = joined;
+    let span = tracing::Span::current();
+    span.record("channel", channel.as_str());
+    span.record("participant", id.0.as_str());
     let responses = Mutex::new(Responses::default());
     if let Some(request_id) = &join_request {
         responses
