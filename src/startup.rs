@@ -169,7 +169,7 @@ pub fn run(mut config: Config) -> ExitCode {
             match storage
                 .seed(
                     openchat_core::seed::default_community(),
-                    openchat_signaling::wire::unix_now(),
+                    openchat_signaling::clock::unix_now(),
                 )
                 .await
             {

@@ -8,7 +8,7 @@ use openchat_storage::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::wire::rfc3339;
+use crate::clock::rfc3339;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusDto {

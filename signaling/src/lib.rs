@@ -15,9 +15,9 @@
 //!
 //! Layers, bottom first: a module uses only modules of its own layer or below, and no
 //! imports go in a circle (`tests/tidy.rs` checks both).
-//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `wire`, `routes`:
+//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `clock`, `identity`, `routes`:
 //!    errors, connection bounds, socket lifecycle, metrics, rate limits, log redaction,
-//!    wire formats, route table
+//!    the clock, identity headers and their derivation, route table and query pairs
 //! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
 //!    store, multipart reading, the WebSocket upgrade
 //! 3. `realtime::hub`, `rtc::tickets`: the realtime hub, voice tickets and shards
@@ -31,9 +31,11 @@
 pub mod blobs;
 pub mod body;
 pub mod capabilities;
+pub mod clock;
 pub mod dto;
 pub mod error;
 pub mod guard;
+pub mod identity;
 pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
@@ -47,7 +49,6 @@ pub mod service;
 pub mod state;
 pub mod upload;
 pub mod websocket;
-pub mod wire;
 
 mod handlers;
 

@@ -517,6 +517,17 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, ApiError> {
     }
 }
 
+/// Query pairs read from one URL; the rest are ignored (a `profiles:batch` of 100 uids fits).
+pub const QUERY_PAIRS_MAX: usize = 128;
+
+/// `application/x-www-form-urlencoded` pairs of a query string (at most [`QUERY_PAIRS_MAX`]).
+pub fn form_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes())
+        .take(QUERY_PAIRS_MAX)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

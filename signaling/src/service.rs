@@ -13,11 +13,12 @@ use openchat_core::{Denial, UnixSeconds};
 use tracing::Instrument;
 
 use crate::body::{Body, RequestBody, error_response, full};
+use crate::clock;
 use crate::error::ApiError;
 use crate::handlers;
+use crate::identity::{self, Identity};
 use crate::routes::{self, Access, Matched};
 use crate::state::{AppState, Ctx, lookup_session};
-use crate::wire::{self, Identity};
 
 /// Adds the CORS headers of WIRE.md §1.3.
 fn add_cors(headers: &mut http::HeaderMap) {
@@ -105,7 +106,7 @@ async fn admit(
 ) -> Result<Option<Identity>, ApiError> {
     // In every mode and on every route: a garbled identity header is an error, never "no
     // identity".
-    wire::check_identity_headers(request.headers())?;
+    identity::check_identity_headers(request.headers())?;
     match matched.spec.access {
         Access::Authed if state.config.session_auth => {
             let who = session_identity(state, request, now).await?.ok_or_else(|| {
@@ -124,7 +125,7 @@ async fn admit(
             Ok(Some(who.identity))
         }
         Access::Authed => {
-            let who = wire::identity(request.headers(), state.config.production)?;
+            let who = identity::identity(request.headers(), state.config.production)?;
             state
                 .limiters
                 .check_user(who.user_uid.as_str())
@@ -195,8 +196,8 @@ async fn session_identity(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    let user_ok = header(wire::USER_UID_HEADER).is_none_or(|u| u == session.user_uid.as_str());
-    let device_ok = header(wire::DEVICE_ID_HEADER).is_none_or(|d| d == session.device_id);
+    let user_ok = header(identity::USER_UID_HEADER).is_none_or(|u| u == session.user_uid.as_str());
+    let device_ok = header(identity::DEVICE_ID_HEADER).is_none_or(|d| d == session.device_id);
     if !user_ok || !device_ok {
         return Err(ApiError::denied(
             Denial::IdentityMismatch,
@@ -268,11 +269,11 @@ async fn shell(
                     _ => match check_content_type(matched.spec.body_kind(), &request) {
                         Err(err) => error_response(&err),
                         Ok(()) => {
-                            match admit(&state, &matched, &request, peer.ip(), wire::unix_now()).await {
+                            match admit(&state, &matched, &request, peer.ip(), clock::unix_now()).await {
                                 Err(err) => error_response(&err),
                                 Ok(identity) => {
                                     let ctx = Ctx {
-                                        now: wire::unix_now(),
+                                        now: clock::unix_now(),
                                         request,
                                         params: matched.params,
                                         identity,

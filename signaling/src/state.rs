@@ -14,11 +14,11 @@ use tracing::Instrument;
 use crate::blobs::BlobStore;
 use crate::body::RequestBody;
 use crate::error::ApiError;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
 use crate::realtime::hub::Hub;
 use crate::routes::{BodyLimit, Params};
-use crate::wire::Identity;
 
 /// Longest a request waits for the storage thread before answering 503.
 pub const STORAGE_DEADLINE: Duration = Duration::from_secs(10);
@@ -181,7 +181,7 @@ impl Ctx {
 
     /// The query string's pairs.
     pub fn query(&self) -> Vec<(String, String)> {
-        crate::wire::form_pairs(self.request.uri().query().unwrap_or(""))
+        crate::routes::form_pairs(self.request.uri().query().unwrap_or(""))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -195,7 +195,7 @@ pub async fn lookup_session(
     token: &str,
     now: UnixSeconds,
 ) -> Result<Option<openchat_storage::e2ee::SessionRecord>, ApiError> {
-    let digest = crate::wire::sha256_hex(token.as_bytes());
+    let digest = crate::identity::sha256_hex(token.as_bytes());
     let op = openchat_storage::e2ee::Op::Session {
         token_sha256: digest,
         now,

@@ -19,11 +19,11 @@ use utoipa::ToSchema;
 
 use super::e2ee::ed25519_key;
 use crate::body::{Body, json, read_json};
+use crate::clock::rfc3339;
 use crate::error::ApiError;
 use crate::error::GenericErrors;
+use crate::identity::sha256_hex;
 use crate::state::{AppState, Ctx};
-use crate::wire::rfc3339;
-use crate::wire::sha256_hex;
 
 /// What the device signs (UTF-8, `\n`-separated, no trailing newline).
 pub fn transcript(

@@ -66,7 +66,7 @@ pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         Some(identity) => Some(identity.user_uid.clone()),
         // Session mode never trusts headers.
         None if state.config.session_auth => None,
-        None => crate::wire::identity(ctx.request.headers(), state.config.production)
+        None => crate::identity::identity(ctx.request.headers(), state.config.production)
             .ok()
             .map(|identity| identity.user_uid),
     };

@@ -39,12 +39,12 @@ pub(crate) fn optional_viewer(state: &AppState, ctx: &Ctx) -> Option<openchat_co
         return None;
     }
     let headers = ctx.request.headers();
-    let sent = crate::wire::header(headers, crate::wire::USER_UID_HEADER).is_some()
-        || crate::wire::header(headers, "authorization").is_some();
+    let sent = crate::identity::header(headers, crate::identity::USER_UID_HEADER).is_some()
+        || crate::identity::header(headers, "authorization").is_some();
     if !sent {
         return None;
     }
-    crate::wire::identity(headers, state.config.production)
+    crate::identity::identity(headers, state.config.production)
         .ok()
         .map(|identity| identity.user_uid)
 }
@@ -244,7 +244,7 @@ pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, Api
     let instance = state.store("instance", state.storage.instance()).await?;
     let rtc = state.rtc.as_ref().map(|rtc| capabilities::RtcBlock {
         signaling_url: rtc.signaling_url(state.base_url()),
-        ice_servers: rtc.ice_servers("capabilities", crate::wire::unix_now()),
+        ice_servers: rtc.ice_servers("capabilities", crate::clock::unix_now()),
     });
     Ok(json(
         StatusCode::OK,

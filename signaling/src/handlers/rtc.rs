@@ -11,10 +11,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::body::{Body, json, parse_json, read_body};
+use crate::clock::rfc3339;
 use crate::error::GenericErrors;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::state::{AppState, Ctx};
-use crate::wire::rfc3339;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct JoinTicketBody {

@@ -10,6 +10,7 @@ use openchat_storage::{NewServer, StarterIds};
 
 use super::{new_id, random_hex32};
 use crate::body::{Body, json, read_json};
+use crate::clock::rfc3339;
 use crate::dto::{
     CategoryCreatedDto, CategoryUpdatedDto, ChannelCreatedDto, ChannelDto, ClaimBody, ClaimDto,
     ClaimTokenDto, CreateCategoryBody, CreateChannelBody, CreateServerBody, DirectoryDto, GroupDto,
@@ -18,10 +19,10 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::error::GenericErrors;
+use crate::identity::USER_UID_HEADER;
+use crate::identity::sha256_hex;
 use crate::realtime::Audience;
 use crate::state::{AppState, Ctx};
-use crate::wire::sha256_hex;
-use crate::wire::{USER_UID_HEADER, rfc3339};
 
 fn server_id(ctx: &Ctx) -> Result<ServerId, ApiError> {
     ctx.id("server_id", ServerId::parse, "server_not_found")

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::hub::*;
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::routes::form_pairs;
 use crate::state::AppState;
-use crate::wire::form_pairs;
 use tracing::Instrument;
 
 /// Largest inbound frame.
@@ -113,9 +113,9 @@ pub fn upgrade(
     }
     // The same derivation as every HTTP request; the URL's values stand in for absent
     // headers. The realtime socket is a public route: identity is never required.
-    let who = crate::wire::identity_from(
+    let who = crate::identity::identity_from(
         request.headers(),
-        crate::wire::QueryIdentity {
+        crate::identity::QueryIdentity {
             user_uid: query.user_uid.as_deref(),
             device_id: query.device_id.as_deref(),
         },
@@ -189,7 +189,7 @@ where
             .flatten()
     });
     let session = match token {
-        Some(token) => crate::state::lookup_session(state, &token, crate::wire::unix_now())
+        Some(token) => crate::state::lookup_session(state, &token, crate::clock::unix_now())
             .await
             .ok()
             .flatten()

@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::body::Body;
+use crate::clock::unix_now;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::wire::unix_now;
 use tracing::Instrument;
 
 use super::tickets::RtcState;

@@ -8,7 +8,7 @@ use openchat_core::ticket::{ReplayGuard, TicketSigner, turn_credentials};
 use openchat_media::ShardSet;
 use serde_json::{Value, json};
 
-use crate::wire::rfc3339;
+use crate::clock::rfc3339;
 
 /// Used ticket ids remembered at once; beyond this, joins are refused until some expire.
 pub const TICKET_IDS_REMEMBERED_MAX: usize = 100_000;

@@ -25,12 +25,12 @@ use utoipa::ToSchema;
 
 use super::new_id;
 use crate::body::{Body, json, read_json};
+use crate::clock::rfc3339;
 use crate::dto::MessageDto;
 use crate::error::ApiError;
 use crate::error::GenericErrors;
 use crate::realtime::Audience;
 use crate::state::{AppState, Ctx};
-use crate::wire::rfc3339;
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {
     ctx.id("channel_id", ChannelId::parse, "channel_not_found")

@@ -1,8 +1,7 @@
-//! Wire formats shared by the handlers: timestamps and identity headers (WIRE.md §1.2, §1.5).
+//! Who a request or realtime socket says it is: the identity headers, the one derivation of
+//! an identity (WIRE.md §1.2), and the digest tokens are stored as.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use openchat_core::{UnixSeconds, UserUid};
+use openchat_core::UserUid;
 
 use crate::error::ApiError;
 
@@ -11,20 +10,6 @@ pub const DEVICE_ID_HEADER: &str = "x-openchat-device-id";
 /// The identity of a request without headers, outside production (WIRE.md §1.2).
 pub const DEFAULT_USER_UID: &str = "uid_dev_local";
 pub const DEFAULT_DEVICE_ID: &str = "dev_local";
-
-/// RFC 3339, UTC, second precision, `Z` suffix: `2026-02-14T18:44:11Z`.
-pub fn rfc3339(at: UnixSeconds) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(at.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-/// The current time in Unix seconds. Only the request shell calls this.
-pub fn unix_now() -> UnixSeconds {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// Who a request says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,17 +109,6 @@ fn present(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-/// Query pairs read from one URL; the rest are ignored (a `profiles:batch` of 100 uids fits).
-pub const QUERY_PAIRS_MAX: usize = 128;
-
-/// `application/x-www-form-urlencoded` pairs of a query string (at most [`QUERY_PAIRS_MAX`]).
-pub fn form_pairs(raw: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.as_bytes())
-        .take(QUERY_PAIRS_MAX)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
 /// Lowercase hex of the SHA-256 digest of `input` (how tokens are stored).
 pub fn sha256_hex(input: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, input)
@@ -147,12 +121,6 @@ pub fn sha256_hex(input: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_are_second_precision_utc_with_z() {
-        assert_eq!(rfc3339(1_771_094_651), "2026-02-14T18:44:11Z");
-        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00Z");
-    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
         let mut map = http::HeaderMap::new();
