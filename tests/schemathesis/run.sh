@@ -44,9 +44,12 @@ echo "openchatd (pid $pid) on $addr; schemathesis seed $seed, $examples examples
 
 cd "$work"
 status=0
+# One worker: with two threads, CPython 3.11.7's ast.parse (hypothesis describing its
+# lambdas) can fail with "SystemError: AST constructor recursion depth mismatch"
+# (cpython gh-106905, fixed in 3.11.8), a crash of the tool, not a finding.
 timeout 900 "$venv/bin/st" --config-file "$here/schemathesis.toml" run "http://$addr/v1/openapi.json" \
   --checks all --exclude-checks ignored_auth \
-  --seed "$seed" --max-examples "$examples" --workers 2 \
+  --seed "$seed" --max-examples "$examples" --workers 1 \
   -H "X-OpenChat-User-UID: uid_5c4e3a71" -H "X-OpenChat-Device-ID: desktop_schemathesis" \
   --no-color || status=$?
 if ! kill -0 "$pid" 2>/dev/null; then
