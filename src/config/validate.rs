@@ -143,6 +143,197 @@ fn redact_database_url(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// `OPENCHAT_DATABASE_URL`: embedded SQLite without one, else Postgres.
+fn store(args: &Args) -> Result<StoreSelection, ConfigError> {
+    let store = match args
+        .database_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+    {
+        None => StoreSelection::Sqlite,
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(bad(
+                    "OPENCHAT_DATABASE_URL",
+                    "must start with postgres:// or postgresql://",
+                ));
+            }
+            let config: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e| bad("OPENCHAT_DATABASE_URL", format!("invalid Postgres URL: {e}")))?;
+            let display = redact_database_url(&config);
+            StoreSelection::Postgres {
+                config: Box::new(config),
+                display,
+            }
+        }
+    };
+    Ok(store)
+}
+
+/// The media shards: port base, public address, CPUs and shard count.
+fn media(args: &Args, production: bool, warnings: &mut Vec<String>) -> Result<MediaConfig, ConfigError> {
+    let port_base = parse_u64(
+        "OPENCHAT_MEDIA_PORT_BASE",
+        &args.media_port_base,
+        0,
+        u16::MAX.into(),
+    )? as u16;
+    let public_ip = match args
+        .media_public_ip
+        .as_deref()
+        .map(str::trim)
+        .filter(|ip| !ip.is_empty())
+    {
+        None => None,
+        Some(raw) => {
+            let ip: IpAddr = raw
+                .parse()
+                .map_err(|_| bad("OPENCHAT_MEDIA_PUBLIC_IP", format!("invalid IP address {raw:?}")))?;
+            let routable = match ip {
+                IpAddr::V4(v4) => {
+                    !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
+                }
+                IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified()),
+            };
+            if !routable && production {
+                warnings.push(format!(
+                    "OPENCHAT_MEDIA_PUBLIC_IP {ip} is not routable from the internet"
+                ));
+            }
+            Some(ip)
+        }
+    };
+    let allowed = allowed_cpus();
+    let cpus = match args
+        .media_cpus
+        .as_deref()
+        .map(str::trim)
+        .filter(|cpus| !cpus.is_empty())
+    {
+        None => allowed.clone(),
+        Some(raw) => {
+            let cpus = parse_cpu_list(raw).map_err(|e| bad("OPENCHAT_MEDIA_CPUS", e))?;
+            if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
+                return Err(bad(
+                    "OPENCHAT_MEDIA_CPUS",
+                    format!("CPU {cpu} is not in this process's affinity {allowed:?}"),
+                ));
+            }
+            cpus
+        }
+    };
+    let shards = match args
+        .shards
+        .as_deref()
+        .map(str::trim)
+        .filter(|shards| !shards.is_empty())
+    {
+        None => cpus.len(),
+        Some(raw) => parse_u64("OPENCHAT_SHARDS", raw, 1, cpus.len() as u64)
+            .map_err(|e| bad(e.var, format!("{} (one shard per CPU of {cpus:?})", e.message)))?
+            as usize,
+    };
+    let media = MediaConfig {
+        port_base,
+        public_ip,
+        shards,
+        cpus: cpus[..shards].to_vec(),
+    };
+    Ok(media)
+}
+
+/// TURN: URLs, secret (required with URLs) and credential lifetime.
+fn turn(args: &Args) -> Result<Option<TurnConfig>, ConfigError> {
+    let turn_urls = url_list("OPENCHAT_TURN_URLS", &args.turn_urls, &["turn", "turns"])?;
+    let turn_ttl = Duration::from_secs(parse_u64(
+        "OPENCHAT_TURN_TTL_SECONDS",
+        &args.turn_ttl_seconds,
+        60,
+        7 * 86400,
+    )?);
+    let turn = if turn_urls.is_empty() {
+        None
+    } else {
+        match args.turn_secret.as_deref().filter(|secret| !secret.is_empty()) {
+            Some(secret) => Some(TurnConfig {
+                urls: turn_urls,
+                secret: Secret(secret.to_owned()),
+                ttl: turn_ttl,
+            }),
+            None => {
+                return Err(bad(
+                    "OPENCHAT_TURN_SECRET",
+                    "is required when OPENCHAT_TURN_URLS is set",
+                ));
+            }
+        }
+    };
+    Ok(turn)
+}
+
+/// The limits the capabilities document reports.
+fn limits(args: &Args) -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        max_message_bytes: parse_u64("OPENCHAT_MAX_MESSAGE_BYTES", &args.max_message_bytes, 1, 16 << 20)?,
+        max_upload_bytes: parse_u64("OPENCHAT_MAX_UPLOAD_BYTES", &args.max_upload_bytes, 1, 1 << 30)?,
+        rate_limit_per_minute: parse_u64(
+            "OPENCHAT_RATE_LIMIT_PER_MINUTE",
+            &args.rate_limit_per_minute,
+            1,
+            1_000_000,
+        )? as u32,
+        max_call_participants: parse_u64(
+            "OPENCHAT_MAX_CALL_PARTICIPANTS",
+            &args.max_call_participants,
+            1,
+            10_000,
+        )? as u32,
+    };
+    Ok(limits)
+}
+
+/// Time, rate and count bounds of HTTP connections.
+fn http_bounds(args: &Args) -> Result<HttpBounds, ConfigError> {
+    let seconds = |var, raw: &str, max| parse_u64(var, raw, 1, max).map(Duration::from_secs);
+    let http = HttpBounds {
+        header_read: seconds(
+            "OPENCHAT_HTTP_HEADER_TIMEOUT_SECONDS",
+            &args.http_header_timeout_seconds,
+            300,
+        )?,
+        body_idle: seconds(
+            "OPENCHAT_HTTP_BODY_IDLE_SECONDS",
+            &args.http_body_idle_seconds,
+            300,
+        )?,
+        body_min_bytes_per_second: parse_u64(
+            "OPENCHAT_HTTP_BODY_MIN_BYTES_PER_SECOND",
+            &args.http_body_min_bytes_per_second,
+            1,
+            1 << 30,
+        )?,
+        body_total: seconds(
+            "OPENCHAT_HTTP_BODY_TIMEOUT_SECONDS",
+            &args.http_body_timeout_seconds,
+            24 * 3600,
+        )?,
+        write_stall: seconds(
+            "OPENCHAT_HTTP_WRITE_STALL_SECONDS",
+            &args.http_write_stall_seconds,
+            3600,
+        )?,
+        connections_per_ip_max: parse_u64(
+            "OPENCHAT_HTTP_CONNECTIONS_PER_IP_MAX",
+            &args.http_connections_per_ip_max,
+            1,
+            openchat_core::limits::HTTP_CONNECTIONS_MAX as u64,
+        )? as usize,
+    };
+    Ok(http)
+}
+
 impl Config {
     /// Validates everything; the first problem found is the error.
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
@@ -210,98 +401,9 @@ impl Config {
         if data_dir.as_os_str().is_empty() {
             return Err(bad("OPENCHAT_DATA_DIR", "must not be empty"));
         }
-        let store = match args
-            .database_url
-            .as_deref()
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-        {
-            None => StoreSelection::Sqlite,
-            Some(url) => {
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(bad(
-                        "OPENCHAT_DATABASE_URL",
-                        "must start with postgres:// or postgresql://",
-                    ));
-                }
-                let config: tokio_postgres::Config = url
-                    .parse()
-                    .map_err(|e| bad("OPENCHAT_DATABASE_URL", format!("invalid Postgres URL: {e}")))?;
-                let display = redact_database_url(&config);
-                StoreSelection::Postgres {
-                    config: Box::new(config),
-                    display,
-                }
-            }
-        };
+        let store = store(args)?;
 
-        let port_base = parse_u64(
-            "OPENCHAT_MEDIA_PORT_BASE",
-            &args.media_port_base,
-            0,
-            u16::MAX.into(),
-        )? as u16;
-        let public_ip = match args
-            .media_public_ip
-            .as_deref()
-            .map(str::trim)
-            .filter(|ip| !ip.is_empty())
-        {
-            None => None,
-            Some(raw) => {
-                let ip: IpAddr = raw
-                    .parse()
-                    .map_err(|_| bad("OPENCHAT_MEDIA_PUBLIC_IP", format!("invalid IP address {raw:?}")))?;
-                let routable = match ip {
-                    IpAddr::V4(v4) => {
-                        !(v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified())
-                    }
-                    IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified()),
-                };
-                if !routable && production {
-                    warnings.push(format!(
-                        "OPENCHAT_MEDIA_PUBLIC_IP {ip} is not routable from the internet"
-                    ));
-                }
-                Some(ip)
-            }
-        };
-        let allowed = allowed_cpus();
-        let cpus = match args
-            .media_cpus
-            .as_deref()
-            .map(str::trim)
-            .filter(|cpus| !cpus.is_empty())
-        {
-            None => allowed.clone(),
-            Some(raw) => {
-                let cpus = parse_cpu_list(raw).map_err(|e| bad("OPENCHAT_MEDIA_CPUS", e))?;
-                if let Some(cpu) = cpus.iter().find(|cpu| !allowed.contains(cpu)) {
-                    return Err(bad(
-                        "OPENCHAT_MEDIA_CPUS",
-                        format!("CPU {cpu} is not in this process's affinity {allowed:?}"),
-                    ));
-                }
-                cpus
-            }
-        };
-        let shards = match args
-            .shards
-            .as_deref()
-            .map(str::trim)
-            .filter(|shards| !shards.is_empty())
-        {
-            None => cpus.len(),
-            Some(raw) => parse_u64("OPENCHAT_SHARDS", raw, 1, cpus.len() as u64)
-                .map_err(|e| bad(e.var, format!("{} (one shard per CPU of {cpus:?})", e.message)))?
-                as usize,
-        };
-        let media = MediaConfig {
-            port_base,
-            public_ip,
-            shards,
-            cpus: cpus[..shards].to_vec(),
-        };
+        let media = media(args, production, &mut warnings)?;
 
         let seed = match args.seed.trim() {
             "default" => SeedMode::Default,
@@ -337,47 +439,9 @@ impl Config {
         };
 
         let stun_urls = url_list("OPENCHAT_STUN_URLS", &args.stun_urls, &["stun", "stuns"])?;
-        let turn_urls = url_list("OPENCHAT_TURN_URLS", &args.turn_urls, &["turn", "turns"])?;
-        let turn_ttl = Duration::from_secs(parse_u64(
-            "OPENCHAT_TURN_TTL_SECONDS",
-            &args.turn_ttl_seconds,
-            60,
-            7 * 86400,
-        )?);
-        let turn = if turn_urls.is_empty() {
-            None
-        } else {
-            match args.turn_secret.as_deref().filter(|secret| !secret.is_empty()) {
-                Some(secret) => Some(TurnConfig {
-                    urls: turn_urls,
-                    secret: Secret(secret.to_owned()),
-                    ttl: turn_ttl,
-                }),
-                None => {
-                    return Err(bad(
-                        "OPENCHAT_TURN_SECRET",
-                        "is required when OPENCHAT_TURN_URLS is set",
-                    ));
-                }
-            }
-        };
+        let turn = turn(args)?;
 
-        let limits = Limits {
-            max_message_bytes: parse_u64("OPENCHAT_MAX_MESSAGE_BYTES", &args.max_message_bytes, 1, 16 << 20)?,
-            max_upload_bytes: parse_u64("OPENCHAT_MAX_UPLOAD_BYTES", &args.max_upload_bytes, 1, 1 << 30)?,
-            rate_limit_per_minute: parse_u64(
-                "OPENCHAT_RATE_LIMIT_PER_MINUTE",
-                &args.rate_limit_per_minute,
-                1,
-                1_000_000,
-            )? as u32,
-            max_call_participants: parse_u64(
-                "OPENCHAT_MAX_CALL_PARTICIPANTS",
-                &args.max_call_participants,
-                1,
-                10_000,
-            )? as u32,
-        };
+        let limits = limits(args)?;
 
         let e2ee_self_join = match args.e2ee_self_join.trim() {
             "true" => true,
@@ -389,41 +453,7 @@ impl Config {
                 ));
             }
         };
-        let seconds = |var, raw: &str, max| parse_u64(var, raw, 1, max).map(Duration::from_secs);
-        let http = HttpBounds {
-            header_read: seconds(
-                "OPENCHAT_HTTP_HEADER_TIMEOUT_SECONDS",
-                &args.http_header_timeout_seconds,
-                300,
-            )?,
-            body_idle: seconds(
-                "OPENCHAT_HTTP_BODY_IDLE_SECONDS",
-                &args.http_body_idle_seconds,
-                300,
-            )?,
-            body_min_bytes_per_second: parse_u64(
-                "OPENCHAT_HTTP_BODY_MIN_BYTES_PER_SECOND",
-                &args.http_body_min_bytes_per_second,
-                1,
-                1 << 30,
-            )?,
-            body_total: seconds(
-                "OPENCHAT_HTTP_BODY_TIMEOUT_SECONDS",
-                &args.http_body_timeout_seconds,
-                24 * 3600,
-            )?,
-            write_stall: seconds(
-                "OPENCHAT_HTTP_WRITE_STALL_SECONDS",
-                &args.http_write_stall_seconds,
-                3600,
-            )?,
-            connections_per_ip_max: parse_u64(
-                "OPENCHAT_HTTP_CONNECTIONS_PER_IP_MAX",
-                &args.http_connections_per_ip_max,
-                1,
-                openchat_core::limits::HTTP_CONNECTIONS_MAX as u64,
-            )? as usize,
-        };
+        let http = http_bounds(args)?;
 
         Ok(Self {
             http_addr,
