@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use openchat_core::{ServerId, UserUid};
+use openchat_storage::queries;
 
 use crate::config::{AdminCommand, Config};
 use crate::startup::{EXIT_CONFIG, store_config, store_error};
@@ -22,7 +23,10 @@ pub fn run(config: &Config, command: &AdminCommand) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let result = block_on(storage.grant_owner(server.clone(), user.clone()));
+    let result = block_on(storage.run(queries::GrantOwner {
+        server: server.clone(),
+        owner: user.clone(),
+    }));
     drop(storage);
     let _ = thread.shutdown(Duration::from_secs(10));
     match result {

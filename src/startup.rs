@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use openchat_signaling::metrics::{BuildLabels, Metrics};
 use openchat_signaling::{AppState, FrontConfig};
+use openchat_storage::queries;
 use openchat_storage::{StorageError, StoreConfig, StoreKind};
 use tokio::net::TcpListener;
 
@@ -167,10 +168,10 @@ pub fn run(mut config: Config) -> ExitCode {
     let code = runtime.block_on(async {
         if config.seed == SeedMode::Default {
             match storage
-                .seed(
-                    openchat_core::seed::default_community(),
-                    openchat_signaling::clock::unix_now(),
-                )
+                .run(queries::SeedFirstRun {
+                    seed: openchat_core::seed::default_community(),
+                    now: openchat_signaling::clock::unix_now(),
+                })
                 .await
             {
                 Ok(true) => tracing::info!("seeded the default community"),

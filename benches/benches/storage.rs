@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use openchat_core::{ChannelId, MessageId, UserUid, seed};
+use openchat_storage::queries;
 use openchat_storage::{NewMessage, PageRequest, StorageHandle, StoreConfig};
 
 const NOW: i64 = 1_790_000_000;
@@ -34,7 +35,13 @@ fn message(n: u64) -> NewMessage {
 
 fn bench_store(c: &mut Criterion, name: &str, handle: &StorageHandle, quick: bool) {
     let rt = runtime();
-    assert!(rt.block_on(handle.seed(seed::default_community(), NOW)).unwrap());
+    assert!(
+        rt.block_on(handle.run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW
+        }))
+        .unwrap()
+    );
     let mut group = c.benchmark_group(format!("storage/{name}"));
     if quick {
         group
@@ -46,7 +53,8 @@ fn bench_store(c: &mut Criterion, name: &str, handle: &StorageHandle, quick: boo
     group.bench_function("insert_message", |b| {
         b.iter(|| {
             n += 1;
-            rt.block_on(handle.create_message(message(n))).unwrap()
+            rt.block_on(handle.run(queries::CreateMessage { new: message(n) }))
+                .unwrap()
         })
     });
     let page = PageRequest {
@@ -56,8 +64,12 @@ fn bench_store(c: &mut Criterion, name: &str, handle: &StorageHandle, quick: boo
     };
     group.bench_function("history_page_50", |b| {
         b.iter(|| {
-            rt.block_on(handle.messages(ChannelId::parse("ch_general").unwrap(), page))
-                .unwrap()
+            rt.block_on(handle.run(queries::Messages {
+                channel: ChannelId::parse("ch_general").unwrap(),
+                page,
+                viewer: None,
+            }))
+            .unwrap()
         })
     });
     group.finish();

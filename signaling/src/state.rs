@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
 use openchat_core::{UnixSeconds, UserUid};
+use openchat_storage::{Query, queries};
 use openchat_storage::{StorageError, StorageHandle};
 use tracing::Instrument;
 
@@ -105,8 +106,14 @@ impl AppState {
         }
     }
 
-    /// Runs one storage request under [`STORAGE_DEADLINE`], timing it for `/metrics`.
-    pub async fn store<T>(
+    /// Runs one storage operation under [`STORAGE_DEADLINE`], timed for `/metrics` and
+    /// traced under its name.
+    pub async fn run<Q: Query>(&self, query: Q) -> Result<Q::Output, ApiError> {
+        self.store(Q::NAME, self.storage.run(query)).await
+    }
+
+    /// Waits for one storage answer under [`STORAGE_DEADLINE`], timing it for `/metrics`.
+    async fn store<T>(
         &self,
         op: &'static str,
         request: impl Future<Output = Result<T, StorageError>>,
@@ -196,12 +203,9 @@ pub async fn lookup_session(
     now: UnixSeconds,
 ) -> Result<Option<openchat_storage::e2ee::SessionRecord>, ApiError> {
     let digest = crate::identity::sha256_hex(token.as_bytes());
-    let op = openchat_storage::e2ee::Op::Session {
+    let op = queries::e2ee::Session {
         token_sha256: digest,
         now,
     };
-    match state.store("session_lookup", state.storage.e2ee(op)).await? {
-        openchat_storage::e2ee::Outcome::MaybeSession(session) => Ok(session),
-        _ => Err(ApiError::internal()),
-    }
+    state.run(op).await
 }

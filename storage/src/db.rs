@@ -25,7 +25,7 @@ impl StoreKind {
 
 /// A statement parameter.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Param<'a> {
+pub enum Param<'a> {
     Int(i64),
     Text(&'a str),
     OptText(Option<&'a str>),
@@ -33,7 +33,7 @@ pub(crate) enum Param<'a> {
 
 /// A column value read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Int(i64),
     Text(String),
@@ -41,7 +41,7 @@ pub(crate) enum Value {
 
 /// One result row.
 #[derive(Debug, Clone)]
-pub(crate) struct Row(pub(crate) Vec<Value>);
+pub struct Row(pub(crate) Vec<Value>);
 
 impl Row {
     fn column(&self, index: usize) -> Result<&Value, StorageError> {
@@ -93,7 +93,11 @@ impl Row {
 ///
 /// Transactions are plain `BEGIN`/`COMMIT`/`ROLLBACK` statements: the storage thread runs
 /// one request at a time on one connection, so nothing else can interleave.
-pub(crate) trait Db {
+///
+/// Public only to appear in [`Query`](crate::Query)'s signature (it is not re-exported);
+/// its futures run on the storage thread's single-threaded runtime and need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Db {
     /// The statement that opens a write transaction.
     fn begin_sql(&self) -> &'static str;
     /// Runs one or more statements without parameters or results (migrations, BEGIN...).

@@ -8,11 +8,10 @@ use openchat_core::limits::STORAGE_QUEUE_DEPTH_MAX;
 
 use crate::db::{Db, StoreKind};
 use crate::error::StorageError;
-use crate::handle::{Request, StorageHandle};
+use crate::handle::{Job, JobFuture, Request, StorageHandle};
+use crate::migrations;
 use crate::postgres::{MIGRATION_LOCK_SQL, Postgres};
-use crate::queries::{messages, profiles, servers};
 use crate::sqlite::Sqlite;
-use crate::{migrations, queries};
 
 /// Which database to open.
 #[derive(Debug, Clone)]
@@ -133,146 +132,30 @@ async fn open<D: Db>(
     Ok(())
 }
 
-/// The run loop: one request at a time, in arrival order, until `Shutdown` or until every
+/// A backend the storage thread can run jobs on.
+trait Backend: Db {
+    fn accept(&mut self, job: Box<dyn Job>) -> JobFuture<'_>;
+}
+
+impl Backend for Sqlite {
+    fn accept(&mut self, job: Box<dyn Job>) -> JobFuture<'_> {
+        job.on_sqlite(self)
+    }
+}
+
+impl Backend for Postgres {
+    fn accept(&mut self, job: Box<dyn Job>) -> JobFuture<'_> {
+        job.on_postgres(self)
+    }
+}
+
+/// The run loop: one job at a time, in arrival order, until `Shutdown` or until every
 /// sender is gone.
-async fn serve<D: Db>(db: &mut D, rx: &flume::Receiver<Request>) {
+async fn serve<D: Backend>(db: &mut D, rx: &flume::Receiver<Request>) {
     while let Ok(request) = rx.recv_async().await {
-        // A caller that gave up (dropped its reply receiver) is not an error.
         match request {
             Request::Shutdown => break,
-            Request::Ping(reply) => drop(reply.send(queries::ping(db).await)),
-            Request::Seed { seed, now, reply } => drop(reply.send(queries::seed(db, &seed, now).await)),
-            Request::Instance(reply) => drop(reply.send(queries::instance(db).await)),
-            Request::Directory { viewer, limit, reply } => {
-                drop(reply.send(queries::directory(db, viewer.as_ref(), limit).await))
-            }
-            Request::Server { server, reply } => drop(reply.send(queries::server(db, &server).await)),
-            Request::Layout { server, reply } => drop(reply.send(queries::layout(db, &server).await)),
-            Request::Members { server, reply } => drop(reply.send(queries::members(db, &server).await)),
-            Request::UpdateSettings {
-                server,
-                settings,
-                by,
-                now,
-                reply,
-            } => drop(reply.send(queries::update_settings(db, &server, &settings, &by, now).await)),
-            Request::CreateServer { new, reply } => drop(reply.send(servers::create_server(db, &new).await)),
-            Request::ClaimOwnership {
-                server,
-                token_sha256,
-                by,
-                now,
-                reply,
-            } => drop(reply.send(servers::claim_ownership(db, &server, &token_sha256, &by, now).await)),
-            Request::GrantOwner { server, owner, reply } => {
-                drop(reply.send(servers::grant_owner(db, &server, &owner).await))
-            }
-            Request::LeaveServer {
-                server,
-                user,
-                now,
-                reply,
-            } => drop(reply.send(servers::leave_server(db, &server, &user, now).await)),
-            Request::Channel { channel, reply } => drop(reply.send(servers::channel(db, &channel).await)),
-            Request::CreateChannel {
-                server,
-                group,
-                channel,
-                name,
-                kind,
-                e2ee,
-                actor,
-                now,
-                reply,
-            } => drop(reply.send(
-                servers::create_channel(db, &server, &group, &channel, &name, kind, e2ee, &actor, now).await,
-            )),
-            Request::CreateCategory {
-                server,
-                group,
-                name,
-                kind,
-                actor,
-                now,
-                reply,
-            } => drop(
-                reply.send(servers::create_category(db, &server, &group, &name, kind, &actor, now).await),
-            ),
-            Request::RenameCategory {
-                server,
-                group,
-                name,
-                actor,
-                reply,
-            } => drop(reply.send(servers::rename_category(db, &server, &group, &name, &actor).await)),
-            Request::DeleteCategory {
-                server,
-                group,
-                actor,
-                reply,
-            } => drop(reply.send(servers::delete_category(db, &server, &group, &actor).await)),
-            Request::UpdateLayout {
-                server,
-                order,
-                actor,
-                reply,
-            } => drop(reply.send(servers::update_layout(db, &server, &order, &actor).await)),
-            Request::Messages {
-                channel,
-                page,
-                viewer,
-                reply,
-            } => drop(reply.send(messages::list_messages(db, &channel, page, viewer.as_ref()).await)),
-            Request::CreateMessage { new, reply } => {
-                drop(reply.send(messages::create_message(db, &new).await))
-            }
-            Request::DeleteMessage {
-                channel,
-                message,
-                actor,
-                now,
-                reply,
-            } => drop(reply.send(messages::delete_message(db, &channel, &message, &actor, now).await)),
-            Request::Attachment {
-                channel,
-                attachment,
-                reply,
-            } => drop(reply.send(messages::attachment(db, &channel, &attachment).await)),
-            Request::ReadAck { channel, user, reply } => {
-                drop(reply.send(messages::read_ack(db, &channel, &user).await))
-            }
-            Request::PutReadAck {
-                channel,
-                user,
-                message,
-                now,
-                reply,
-            } => drop(reply.send(messages::put_read_ack(db, &channel, &user, message.as_ref(), now).await)),
-            Request::Mentions {
-                channel,
-                query,
-                limit,
-                reply,
-            } => drop(reply.send(messages::mention_candidates(db, &channel, &query, limit).await)),
-            Request::ChannelCounts {
-                server,
-                reader,
-                reply,
-            } => drop(reply.send(messages::channel_counts(db, &server, &reader).await)),
-            Request::Profile { user, now, reply } => {
-                drop(reply.send(profiles::profile(db, &user, now).await))
-            }
-            Request::Profiles { users, now, reply } => {
-                drop(reply.send(profiles::profiles(db, &users, now).await))
-            }
-            Request::UpdateProfile { update, reply } => {
-                drop(reply.send(profiles::update_profile(db, &update).await))
-            }
-            Request::InsertAvatar { avatar, reply } => {
-                drop(reply.send(profiles::insert_avatar(db, &avatar).await))
-            }
-            Request::Avatar { asset, reply } => drop(reply.send(profiles::avatar(db, &asset).await)),
-            Request::E2ee { op, reply } => drop(reply.send(queries::e2ee::run(db, *op).await)),
+            Request::Job(job) => db.accept(job).await,
         }
     }
 }

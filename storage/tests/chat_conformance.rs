@@ -8,6 +8,7 @@ mod support;
 use openchat_core::{
     AssetId, AttachmentId, ChannelId, ChannelKind, GroupId, MessageId, ServerId, UserUid, seed,
 };
+use openchat_storage::queries;
 use openchat_storage::{
     AttachmentRecord, Avatar, AvatarMode, AvatarRecord, NewMessage, NewServer, PageRequest, ProfileUpdate,
     StarterIds, StorageError,
@@ -53,7 +54,10 @@ async fn seeded(fixture: &Fixture) {
     assert!(
         fixture
             .handle()
-            .seed(seed::default_community(), NOW - 3600)
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW - 3600
+            })
             .await
             .unwrap()
     );
@@ -80,12 +84,19 @@ conformance!(
 async fn created_server_has_a_starter_layout_and_a_claim(fixture: Fixture) {
     let handle = fixture.handle();
     let created = handle
-        .create_server(new_server("srv_new00001", "Night Owls", "uid_creator"))
+        .run(queries::CreateServer {
+            new: new_server("srv_new00001", "Night Owls", "uid_creator"),
+        })
         .await
         .unwrap();
     assert_eq!(created.display_name, "Night Owls");
     assert_eq!(created.owner_uid, None);
-    let layout = handle.layout(sid("srv_new00001")).await.unwrap();
+    let layout = handle
+        .run(queries::Layout {
+            server: sid("srv_new00001"),
+        })
+        .await
+        .unwrap();
     assert_eq!(layout.len(), 2);
     assert_eq!(layout[0].kind, ChannelKind::Text);
     assert_eq!(layout[0].channels[0].name, "general");
@@ -93,7 +104,7 @@ async fn created_server_has_a_starter_layout_and_a_claim(fixture: Fixture) {
     // The first server created becomes the primary one on an unseeded store.
     assert_eq!(
         handle
-            .instance()
+            .run(queries::Instance)
             .await
             .unwrap()
             .primary_server
@@ -129,23 +140,30 @@ fn new_server(id: &str, name: &str, creator: &str) -> NewServer {
 async fn claim_makes_the_holder_owner_and_restricts_management(fixture: Fixture) {
     let handle = fixture.handle();
     handle
-        .create_server(new_server("srv_new00002", "Claimed", "uid_dir"))
+        .run(queries::CreateServer {
+            new: new_server("srv_new00002", "Claimed", "uid_dir"),
+        })
         .await
         .unwrap();
     let server = sid("srv_new00002");
     assert!(matches!(
         handle
-            .claim_ownership(server.clone(), "wrong".into(), uid("uid_owner"), NOW)
+            .run(queries::ClaimOwnership {
+                server: server.clone(),
+                token_sha256: "wrong".into(),
+                by: uid("uid_owner"),
+                now: NOW
+            })
             .await,
         Err(StorageError::Forbidden(_))
     ));
     let claim = handle
-        .claim_ownership(
-            server.clone(),
-            "hash_srv_new00002".into(),
-            uid("uid_owner"),
-            NOW + 1,
-        )
+        .run(queries::ClaimOwnership {
+            server: server.clone(),
+            token_sha256: "hash_srv_new00002".into(),
+            by: uid("uid_owner"),
+            now: NOW + 1,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -154,23 +172,23 @@ async fn claim_makes_the_holder_owner_and_restricts_management(fixture: Fixture)
     );
     // Idempotent for the claimer, a conflict for anyone else.
     let again = handle
-        .claim_ownership(
-            server.clone(),
-            "hash_srv_new00002".into(),
-            uid("uid_owner"),
-            NOW + 9,
-        )
+        .run(queries::ClaimOwnership {
+            server: server.clone(),
+            token_sha256: "hash_srv_new00002".into(),
+            by: uid("uid_owner"),
+            now: NOW + 9,
+        })
         .await
         .unwrap();
     assert_eq!(again.claimed_at, NOW + 1);
     assert!(matches!(
         handle
-            .claim_ownership(
-                server.clone(),
-                "hash_srv_new00002".into(),
-                uid("uid_other"),
-                NOW + 2
-            )
+            .run(queries::ClaimOwnership {
+                server: server.clone(),
+                token_sha256: "hash_srv_new00002".into(),
+                by: uid("uid_other"),
+                now: NOW + 2
+            })
             .await,
         Err(StorageError::Conflict {
             code: "ownership_already_claimed",
@@ -180,38 +198,56 @@ async fn claim_makes_the_holder_owner_and_restricts_management(fixture: Fixture)
     let settings = openchat_core::settings::ServerSettings::parse("Renamed", "", "").unwrap();
     assert!(matches!(
         handle
-            .update_settings(server.clone(), settings.clone(), uid("uid_other"), NOW)
+            .run(queries::UpdateSettings {
+                server: server.clone(),
+                settings: settings.clone(),
+                by: uid("uid_other"),
+                now: NOW
+            })
             .await,
         Err(StorageError::Forbidden(_))
     ));
     assert!(matches!(
         handle
-            .create_category(
-                server.clone(),
-                gid("grp_x"),
-                "x".into(),
-                ChannelKind::Text,
-                uid("uid_other"),
-                NOW
-            )
+            .run(queries::CreateCategory {
+                server: server.clone(),
+                group: gid("grp_x"),
+                name: "x".into(),
+                kind: ChannelKind::Text,
+                actor: uid("uid_other"),
+                now: NOW
+            })
             .await,
         Err(StorageError::Forbidden(_))
     ));
     handle
-        .update_settings(server.clone(), settings, uid("uid_owner"), NOW)
+        .run(queries::UpdateSettings {
+            server: server.clone(),
+            settings,
+            by: uid("uid_owner"),
+            now: NOW,
+        })
         .await
         .unwrap();
     // The operator's grant overrides.
     handle
-        .grant_owner(server.clone(), uid("uid_other"))
+        .run(queries::GrantOwner {
+            server: server.clone(),
+            owner: uid("uid_other"),
+        })
         .await
         .unwrap();
     assert_eq!(
-        handle.server(server).await.unwrap().owner_uid,
+        handle.run(queries::Server { server }).await.unwrap().owner_uid,
         Some(uid("uid_other"))
     );
     assert_eq!(
-        handle.grant_owner(sid("srv_none"), uid("uid_x")).await,
+        handle
+            .run(queries::GrantOwner {
+                server: sid("srv_none"),
+                owner: uid("uid_x")
+            })
+            .await,
         Err(StorageError::NotFound("server"))
     );
     fixture.finish().await;
@@ -221,30 +257,63 @@ async fn leaving_hides_the_server_from_that_user_only(fixture: Fixture) {
     seeded(&fixture).await;
     let handle = fixture.handle();
     let first = handle
-        .leave_server(sid("srv_testlab"), uid("uid_leaver"), NOW)
+        .run(queries::LeaveServer {
+            server: sid("srv_testlab"),
+            user: uid("uid_leaver"),
+            now: NOW,
+        })
         .await
         .unwrap();
     let second = handle
-        .leave_server(sid("srv_testlab"), uid("uid_leaver"), NOW + 50)
+        .run(queries::LeaveServer {
+            server: sid("srv_testlab"),
+            user: uid("uid_leaver"),
+            now: NOW + 50,
+        })
         .await
         .unwrap();
     assert_eq!((first, second), (NOW, NOW), "idempotent, first leave time kept");
-    let mine = handle.directory(Some(uid("uid_leaver")), 100).await.unwrap();
+    let mine = handle
+        .run(queries::Directory {
+            viewer: Some(uid("uid_leaver")),
+            limit: 100,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         mine.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         ["srv_harbor"]
     );
     assert_eq!(
         handle
-            .directory(Some(uid("uid_stayer")), 100)
+            .run(queries::Directory {
+                viewer: Some(uid("uid_stayer")),
+                limit: 100
+            })
             .await
             .unwrap()
             .len(),
         2
     );
-    assert_eq!(handle.directory(None, 100).await.unwrap().len(), 2);
     assert_eq!(
-        handle.leave_server(sid("srv_gone"), uid("uid_leaver"), NOW).await,
+        handle
+            .run(queries::Directory {
+                viewer: None,
+                limit: 100
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        handle
+            .run(queries::LeaveServer {
+                server: sid("srv_gone"),
+                user: uid("uid_leaver"),
+                now: NOW
+            })
+            .await,
         Err(StorageError::NotFound("server"))
     );
     fixture.finish().await;
@@ -256,53 +325,64 @@ async fn categories_and_channels_are_created_renamed_and_deleted(fixture: Fixtur
     let server = sid("srv_harbor");
     let actor = uid("uid_anyone");
     let group = handle
-        .create_category(
-            server.clone(),
-            gid("grp_new"),
-            "projects".into(),
-            ChannelKind::Text,
-            actor.clone(),
-            NOW,
-        )
+        .run(queries::CreateCategory {
+            server: server.clone(),
+            group: gid("grp_new"),
+            name: "projects".into(),
+            kind: ChannelKind::Text,
+            actor: actor.clone(),
+            now: NOW,
+        })
         .await
         .unwrap();
     assert!(group.channels.is_empty());
     let channel = handle
-        .create_channel(
-            server.clone(),
-            gid("grp_new"),
-            cid("ch_new"),
-            "roadmap".into(),
-            ChannelKind::Text,
-            actor.clone(),
-            NOW,
-        )
+        .run(queries::CreateChannel {
+            server: server.clone(),
+            group: gid("grp_new"),
+            channel: cid("ch_new"),
+            name: "roadmap".into(),
+            kind: ChannelKind::Text,
+            actor: actor.clone(),
+            now: NOW,
+            e2ee: false,
+        })
         .await
         .unwrap();
     assert_eq!(channel.name, "roadmap");
     assert_eq!(
         handle
-            .create_channel(
-                server.clone(),
-                gid("grp_test_text"),
-                cid("ch_x"),
-                "x".into(),
-                ChannelKind::Text,
-                actor.clone(),
-                NOW
-            )
+            .run(queries::CreateChannel {
+                server: server.clone(),
+                group: gid("grp_test_text"),
+                channel: cid("ch_x"),
+                name: "x".into(),
+                kind: ChannelKind::Text,
+                actor: actor.clone(),
+                now: NOW,
+                e2ee: false
+            })
             .await,
         Err(StorageError::NotFound("group")),
         "a group of another server"
     );
     let renamed = handle
-        .rename_category(server.clone(), gid("grp_new"), "plans".into(), actor.clone())
+        .run(queries::RenameCategory {
+            server: server.clone(),
+            group: gid("grp_new"),
+            name: "plans".into(),
+            actor: actor.clone(),
+        })
         .await
         .unwrap();
     assert_eq!((renamed.label.as_str(), renamed.channels.len()), ("plans", 1));
     assert!(matches!(
         handle
-            .delete_category(server.clone(), gid("grp_new"), actor.clone())
+            .run(queries::DeleteCategory {
+                server: server.clone(),
+                group: gid("grp_new"),
+                actor: actor.clone()
+            })
             .await,
         Err(StorageError::Conflict {
             code: "category_not_empty",
@@ -310,23 +390,36 @@ async fn categories_and_channels_are_created_renamed_and_deleted(fixture: Fixtur
         })
     ));
     let empty = handle
-        .create_category(
-            server.clone(),
-            gid("grp_empty"),
-            "empty".into(),
-            ChannelKind::Voice,
-            actor.clone(),
-            NOW,
-        )
+        .run(queries::CreateCategory {
+            server: server.clone(),
+            group: gid("grp_empty"),
+            name: "empty".into(),
+            kind: ChannelKind::Voice,
+            actor: actor.clone(),
+            now: NOW,
+        })
         .await
         .unwrap();
     let layout = handle
-        .delete_category(server.clone(), empty.id, actor.clone())
+        .run(queries::DeleteCategory {
+            server: server.clone(),
+            group: empty.id,
+            actor: actor.clone(),
+        })
         .await
         .unwrap();
     assert!(layout.iter().all(|g| g.id.as_str() != "grp_empty"));
     assert_eq!(layout.last().unwrap().label, "plans");
-    assert_eq!(handle.channel(cid("ch_new")).await.unwrap().server_id, server);
+    assert_eq!(
+        handle
+            .run(queries::Channel {
+                channel: cid("ch_new")
+            })
+            .await
+            .unwrap()
+            .server_id,
+        server
+    );
     fixture.finish().await;
 }
 
@@ -343,7 +436,11 @@ async fn layout_must_be_a_complete_permutation(fixture: Fixture) {
         (gid("grp_test_text"), vec![cid("tl_ch_general")]),
     ];
     let layout = handle
-        .update_layout(server.clone(), order, actor.clone())
+        .run(queries::UpdateLayout {
+            server: server.clone(),
+            order,
+            actor: actor.clone(),
+        })
         .await
         .unwrap();
     let flat: Vec<(&str, Vec<&str>)> = layout
@@ -383,7 +480,13 @@ async fn layout_must_be_a_complete_permutation(fixture: Fixture) {
         ],
     ] {
         assert!(matches!(
-            handle.update_layout(server.clone(), bad, actor.clone()).await,
+            handle
+                .run(queries::UpdateLayout {
+                    server: server.clone(),
+                    order: bad,
+                    actor: actor.clone()
+                })
+                .await,
             Err(StorageError::Invalid {
                 code: "invalid_payload",
                 ..
@@ -391,7 +494,7 @@ async fn layout_must_be_a_complete_permutation(fixture: Fixture) {
         ));
     }
     assert_eq!(
-        handle.layout(server).await.unwrap(),
+        handle.run(queries::Layout { server }).await.unwrap(),
         layout,
         "refused layouts change nothing"
     );
@@ -403,24 +506,34 @@ async fn messages_are_paged_oldest_first_with_cursors(fixture: Fixture) {
     let handle = fixture.handle();
     for i in 0..7 {
         handle
-            .create_message(message(
-                &format!("msg_p{i}"),
-                "ch_release",
-                "uid_a",
-                &format!("m{i}"),
-                None,
-            ))
+            .run(queries::CreateMessage {
+                new: message(
+                    &format!("msg_p{i}"),
+                    "ch_release",
+                    "uid_a",
+                    &format!("m{i}"),
+                    None,
+                ),
+            })
             .await
             .unwrap();
     }
     let latest = handle
-        .messages(cid("ch_release"), page(3, None, None))
+        .run(queries::Messages {
+            channel: cid("ch_release"),
+            page: page(3, None, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     let bodies: Vec<&str> = latest.messages.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(bodies, ["m4", "m5", "m6"]);
     let older = handle
-        .messages(cid("ch_release"), page(3, latest.older_cursor, None))
+        .run(queries::Messages {
+            channel: cid("ch_release"),
+            page: page(3, latest.older_cursor, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -428,7 +541,11 @@ async fn messages_are_paged_oldest_first_with_cursors(fixture: Fixture) {
         ["m1", "m2", "m3"]
     );
     let oldest = handle
-        .messages(cid("ch_release"), page(3, older.older_cursor, None))
+        .run(queries::Messages {
+            channel: cid("ch_release"),
+            page: page(3, older.older_cursor, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -441,7 +558,11 @@ async fn messages_are_paged_oldest_first_with_cursors(fixture: Fixture) {
     );
     assert_eq!(oldest.older_cursor, None, "null at the start");
     let newer = handle
-        .messages(cid("ch_release"), page(2, None, Some(1)))
+        .run(queries::Messages {
+            channel: cid("ch_release"),
+            page: page(2, None, Some(1)),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -449,7 +570,11 @@ async fn messages_are_paged_oldest_first_with_cursors(fixture: Fixture) {
         ["m2", "m3"]
     );
     let seeded = handle
-        .messages(cid("ch_general"), page(100, None, None))
+        .run(queries::Messages {
+            channel: cid("ch_general"),
+            page: page(100, None, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -459,14 +584,24 @@ async fn messages_are_paged_oldest_first_with_cursors(fixture: Fixture) {
     assert_eq!(seeded.messages[0].server_id.as_str(), "srv_harbor");
     assert!(
         handle
-            .messages(cid("vc_general"), page(10, None, None))
+            .run(queries::Messages {
+                channel: cid("vc_general"),
+                page: page(10, None, None),
+                viewer: None
+            })
             .await
             .unwrap()
             .messages
             .is_empty()
     );
     assert_eq!(
-        handle.messages(cid("ch_nowhere"), page(10, None, None)).await,
+        handle
+            .run(queries::Messages {
+                channel: cid("ch_nowhere"),
+                page: page(10, None, None),
+                viewer: None
+            })
+            .await,
         Err(StorageError::NotFound("channel"))
     );
     fixture.finish().await;
@@ -477,7 +612,9 @@ async fn replies_must_target_the_same_channel_and_show_deletion(fixture: Fixture
     let handle = fixture.handle();
     assert!(matches!(
         handle
-            .create_message(message("msg_r1", "ch_design", "uid_a", "hi", Some("msg_seed_01")))
+            .run(queries::CreateMessage {
+                new: message("msg_r1", "ch_design", "uid_a", "hi", Some("msg_seed_01"))
+            })
             .await,
         Err(StorageError::Invalid {
             code: "reply_target_not_found",
@@ -486,11 +623,15 @@ async fn replies_must_target_the_same_channel_and_show_deletion(fixture: Fixture
     ));
     let long = "line one\n\n  line two  \n".to_owned() + &"x".repeat(300);
     handle
-        .create_message(message("msg_long", "ch_general", "uid_b", &long, None))
+        .run(queries::CreateMessage {
+            new: message("msg_long", "ch_general", "uid_b", &long, None),
+        })
         .await
         .unwrap();
     let reply = handle
-        .create_message(message("msg_r2", "ch_general", "uid_a", "re", Some("msg_long")))
+        .run(queries::CreateMessage {
+            new: message("msg_r2", "ch_general", "uid_a", "re", Some("msg_long")),
+        })
         .await
         .unwrap();
     let target = reply.reply_to.unwrap();
@@ -500,11 +641,20 @@ async fn replies_must_target_the_same_channel_and_show_deletion(fixture: Fixture
     assert_eq!(preview.chars().count(), 220);
     assert!(!target.unavailable);
     handle
-        .delete_message(cid("ch_general"), mid("msg_long"), uid("uid_b"), NOW)
+        .run(queries::DeleteMessage {
+            channel: cid("ch_general"),
+            message: mid("msg_long"),
+            actor: uid("uid_b"),
+            now: NOW,
+        })
         .await
         .unwrap();
     let page = handle
-        .messages(cid("ch_general"), page(10, None, None))
+        .run(queries::Messages {
+            channel: cid("ch_general"),
+            page: page(10, None, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert!(
@@ -542,7 +692,7 @@ async fn attachments_are_stored_with_their_message(fixture: Fixture) {
         attachment("att_1", "ch_design", "a.png"),
         attachment("att_2", "ch_design", "b.png"),
     ];
-    let created = handle.create_message(new).await.unwrap();
+    let created = handle.run(queries::CreateMessage { new }).await.unwrap();
     assert_eq!(
         created
             .attachments
@@ -552,18 +702,28 @@ async fn attachments_are_stored_with_their_message(fixture: Fixture) {
         ["a.png", "b.png"]
     );
     let listed = handle
-        .messages(cid("ch_design"), page(10, None, None))
+        .run(queries::Messages {
+            channel: cid("ch_design"),
+            page: page(10, None, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     assert_eq!(listed.messages.last().unwrap().attachments, created.attachments);
     let one = handle
-        .attachment(cid("ch_design"), AttachmentId::parse("att_2").unwrap())
+        .run(queries::Attachment {
+            channel: cid("ch_design"),
+            attachment: AttachmentId::parse("att_2").unwrap(),
+        })
         .await
         .unwrap();
     assert_eq!((one.width, one.height, one.sha256.len()), (1, 2, 64));
     assert_eq!(
         handle
-            .attachment(cid("ch_general"), AttachmentId::parse("att_2").unwrap())
+            .run(queries::Attachment {
+                channel: cid("ch_general"),
+                attachment: AttachmentId::parse("att_2").unwrap()
+            })
             .await,
         Err(StorageError::NotFound("attachment")),
         "an attachment is found only in its own channel"
@@ -575,35 +735,62 @@ async fn only_authors_or_managers_delete_messages(fixture: Fixture) {
     seeded(&fixture).await;
     let handle = fixture.handle();
     handle
-        .create_message(message("msg_d1", "ch_design", "uid_author", "x", None))
+        .run(queries::CreateMessage {
+            new: message("msg_d1", "ch_design", "uid_author", "x", None),
+        })
         .await
         .unwrap();
     handle
-        .create_message(message("msg_d2", "ch_design", "uid_author", "y", None))
+        .run(queries::CreateMessage {
+            new: message("msg_d2", "ch_design", "uid_author", "y", None),
+        })
         .await
         .unwrap();
     // Unclaimed server: anyone may manage, so anyone may delete.
     handle
-        .delete_message(cid("ch_design"), mid("msg_d1"), uid("uid_other"), NOW)
+        .run(queries::DeleteMessage {
+            channel: cid("ch_design"),
+            message: mid("msg_d1"),
+            actor: uid("uid_other"),
+            now: NOW,
+        })
         .await
         .unwrap();
     handle
-        .grant_owner(sid("srv_harbor"), uid("uid_owner"))
+        .run(queries::GrantOwner {
+            server: sid("srv_harbor"),
+            owner: uid("uid_owner"),
+        })
         .await
         .unwrap();
     assert!(matches!(
         handle
-            .delete_message(cid("ch_design"), mid("msg_d2"), uid("uid_other"), NOW)
+            .run(queries::DeleteMessage {
+                channel: cid("ch_design"),
+                message: mid("msg_d2"),
+                actor: uid("uid_other"),
+                now: NOW
+            })
             .await,
         Err(StorageError::Forbidden(_))
     ));
     handle
-        .delete_message(cid("ch_design"), mid("msg_d2"), uid("uid_author"), NOW)
+        .run(queries::DeleteMessage {
+            channel: cid("ch_design"),
+            message: mid("msg_d2"),
+            actor: uid("uid_author"),
+            now: NOW,
+        })
         .await
         .unwrap();
     assert_eq!(
         handle
-            .delete_message(cid("ch_design"), mid("msg_d2"), uid("uid_author"), NOW)
+            .run(queries::DeleteMessage {
+                channel: cid("ch_design"),
+                message: mid("msg_d2"),
+                actor: uid("uid_author"),
+                now: NOW
+            })
             .await,
         Err(StorageError::NotFound("message"))
     );
@@ -615,15 +802,28 @@ async fn read_acks_only_move_forward(fixture: Fixture) {
     let handle = fixture.handle();
     let me = uid("uid_reader");
     assert_eq!(
-        handle.read_ack(cid("ch_general"), me.clone()).await.unwrap(),
+        handle
+            .run(queries::ReadAck {
+                channel: cid("ch_general"),
+                user: me.clone()
+            })
+            .await
+            .unwrap(),
         None
     );
     handle
-        .create_message(message("msg_a3", "ch_general", "uid_a", "third", None))
+        .run(queries::CreateMessage {
+            new: message("msg_a3", "ch_general", "uid_a", "third", None),
+        })
         .await
         .unwrap();
     let (ack, applied, _) = handle
-        .put_read_ack(cid("ch_general"), me.clone(), Some(mid("msg_seed_02")), NOW)
+        .run(queries::PutReadAck {
+            channel: cid("ch_general"),
+            user: me.clone(),
+            message: Some(mid("msg_seed_02")),
+            now: NOW,
+        })
         .await
         .unwrap();
     assert!(applied);
@@ -635,13 +835,23 @@ async fn read_acks_only_move_forward(fixture: Fixture) {
         (1, Some("msg_seed_02"))
     );
     let (stale, applied, _) = handle
-        .put_read_ack(cid("ch_general"), me.clone(), Some(mid("msg_seed_01")), NOW + 1)
+        .run(queries::PutReadAck {
+            channel: cid("ch_general"),
+            user: me.clone(),
+            message: Some(mid("msg_seed_01")),
+            now: NOW + 1,
+        })
         .await
         .unwrap();
     assert!(!applied);
     assert_eq!(stale, ack, "a stale ack returns the stored, newer one");
     let (latest, applied, _) = handle
-        .put_read_ack(cid("ch_general"), me.clone(), None, NOW + 2)
+        .run(queries::PutReadAck {
+            channel: cid("ch_general"),
+            user: me.clone(),
+            message: None,
+            now: NOW + 2,
+        })
         .await
         .unwrap();
     assert!(applied, "no message id means the latest message");
@@ -651,7 +861,10 @@ async fn read_acks_only_move_forward(fixture: Fixture) {
     );
     assert_eq!(
         handle
-            .read_ack(cid("ch_general"), me.clone())
+            .run(queries::ReadAck {
+                channel: cid("ch_general"),
+                user: me.clone()
+            })
             .await
             .unwrap()
             .unwrap()
@@ -660,7 +873,12 @@ async fn read_acks_only_move_forward(fixture: Fixture) {
     );
     assert_eq!(
         handle
-            .put_read_ack(cid("ch_general"), me.clone(), Some(mid("msg_seed_11")), NOW)
+            .run(queries::PutReadAck {
+                channel: cid("ch_general"),
+                user: me.clone(),
+                message: Some(mid("msg_seed_11")),
+                now: NOW
+            })
             .await
             .map(|r| r.1),
         Err(StorageError::NotFound("message")),
@@ -672,7 +890,13 @@ async fn read_acks_only_move_forward(fixture: Fixture) {
 async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
     let handle = fixture.handle();
     let me = uid("uid_0a1b2c3d");
-    let profile = handle.profile(me.clone(), NOW).await.unwrap();
+    let profile = handle
+        .run(queries::Profile {
+            user: me.clone(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
     assert_eq!(profile.display_name, "User 0a1b2c3d");
     assert_eq!(profile.avatar_mode, AvatarMode::Generated);
     assert_eq!(
@@ -688,7 +912,9 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
         now: NOW + 5,
     };
     let updated = handle
-        .update_profile(update(Some(1), Avatar::Preset("mint".into())))
+        .run(queries::UpdateProfile {
+            update: update(Some(1), Avatar::Preset("mint".into())),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -697,7 +923,9 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
     );
     assert!(matches!(
         handle
-            .update_profile(update(Some(1), Avatar::Preset("mint".into())))
+            .run(queries::UpdateProfile {
+                update: update(Some(1), Avatar::Preset("mint".into()))
+            })
             .await,
         Err(StorageError::Conflict {
             code: "profile_conflict",
@@ -706,7 +934,9 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
     ));
     assert!(matches!(
         handle
-            .update_profile(update(None, Avatar::Preset("preset_01".into())))
+            .run(queries::UpdateProfile {
+                update: update(None, Avatar::Preset("preset_01".into()))
+            })
             .await,
         Err(StorageError::Invalid {
             code: "avatar_mode_unsupported",
@@ -716,7 +946,9 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
     let asset = AssetId::parse("asset_0000abcd").unwrap();
     assert!(matches!(
         handle
-            .update_profile(update(None, Avatar::Uploaded(asset.clone())))
+            .run(queries::UpdateProfile {
+                update: update(None, Avatar::Uploaded(asset.clone()))
+            })
             .await,
         Err(StorageError::Invalid {
             code: "avatar_asset_not_found",
@@ -724,20 +956,24 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
         })
     ));
     handle
-        .insert_avatar(AvatarRecord {
-            id: asset.clone(),
-            content_type: "image/webp".into(),
-            bytes: 10,
-            width: 4,
-            height: 4,
-            sha256: "cd".repeat(32),
-            uploaded_by: me.clone(),
-            created_at: NOW,
+        .run(queries::InsertAvatar {
+            avatar: AvatarRecord {
+                id: asset.clone(),
+                content_type: "image/webp".into(),
+                bytes: 10,
+                width: 4,
+                height: 4,
+                sha256: "cd".repeat(32),
+                uploaded_by: me.clone(),
+                created_at: NOW,
+            },
         })
         .await
         .unwrap();
     let uploaded = handle
-        .update_profile(update(Some(2), Avatar::Uploaded(asset.clone())))
+        .run(queries::UpdateProfile {
+            update: update(Some(2), Avatar::Uploaded(asset.clone())),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -745,9 +981,19 @@ async fn profiles_are_created_with_defaults_and_versioned(fixture: Fixture) {
         (AvatarMode::Uploaded, Some(&asset))
     );
     assert_eq!(uploaded.avatar_preset_id, None);
-    assert_eq!(handle.avatar(asset).await.unwrap().content_type, "image/webp");
+    assert_eq!(
+        handle
+            .run(queries::LoadAvatar { asset })
+            .await
+            .unwrap()
+            .content_type,
+        "image/webp"
+    );
     let batch = handle
-        .profiles(vec![me.clone(), uid("uid_new")], NOW)
+        .run(queries::Profiles {
+            users: vec![me.clone(), uid("uid_new")],
+            now: NOW,
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -761,25 +1007,44 @@ async fn mention_candidates_match_prefixes(fixture: Fixture) {
     seeded(&fixture).await;
     let handle = fixture.handle();
     let all = handle
-        .mentions(cid("ch_general"), String::new(), 25)
+        .run(queries::Mentions {
+            channel: cid("ch_general"),
+            query: String::new(),
+            limit: 25,
+        })
         .await
         .unwrap();
     assert_eq!(&all[0].token, "@here");
     assert!(all.iter().any(|m| m.display_text == "Lyra" && m.kind == "user"));
     assert!(all.iter().any(|m| m.token == "#design" && m.kind == "channel"));
-    let ly = handle.mentions(cid("ch_general"), "ly".into(), 25).await.unwrap();
+    let ly = handle
+        .run(queries::Mentions {
+            channel: cid("ch_general"),
+            query: "ly".into(),
+            limit: 25,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         ly.iter().map(|m| m.display_text.as_str()).collect::<Vec<_>>(),
         ["Lyra"]
     );
     let none = handle
-        .mentions(cid("ch_general"), "zz_".into(), 25)
+        .run(queries::Mentions {
+            channel: cid("ch_general"),
+            query: "zz_".into(),
+            limit: 25,
+        })
         .await
         .unwrap();
     assert!(none.is_empty(), "'_' is not a wildcard: {none:?}");
     assert_eq!(
         handle
-            .mentions(cid("ch_general"), String::new(), 2)
+            .run(queries::Mentions {
+                channel: cid("ch_general"),
+                query: String::new(),
+                limit: 2
+            })
             .await
             .unwrap()
             .len(),
@@ -794,7 +1059,12 @@ async fn seeded_authors_are_members_with_profiles(fixture: Fixture) {
     seeded(&fixture).await;
     let handle = fixture.handle();
     for server in seed::default_community().servers {
-        let members = handle.members(sid(server.id)).await.unwrap();
+        let members = handle
+            .run(queries::Members {
+                server: sid(server.id),
+            })
+            .await
+            .unwrap();
         let authors: Vec<&str> = server
             .groups
             .iter()
@@ -804,7 +1074,10 @@ async fn seeded_authors_are_members_with_profiles(fixture: Fixture) {
             .collect();
         assert!(!authors.is_empty());
         let profiles = handle
-            .profiles(authors.iter().map(|a| uid(a)).collect(), NOW)
+            .run(queries::Profiles {
+                users: authors.iter().map(|a| uid(a)).collect(),
+                now: NOW,
+            })
             .await
             .unwrap();
         for author in authors {
@@ -817,7 +1090,14 @@ async fn seeded_authors_are_members_with_profiles(fixture: Fixture) {
         }
     }
     // The autocomplete's Lyra is the author of the welcome message, once.
-    let ly = handle.mentions(cid("ch_general"), "ly".into(), 25).await.unwrap();
+    let ly = handle
+        .run(queries::Mentions {
+            channel: cid("ch_general"),
+            query: "ly".into(),
+            limit: 25,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         ly.iter()
             .map(|m| (m.display_text.as_str(), m.target_id.as_str()))
@@ -834,22 +1114,28 @@ async fn mentions_are_stored_with_their_message_and_counted_per_reader(fixture: 
     let handle = fixture.handle();
     // Someone with a space in their name, known as an author of the channel.
     handle
-        .create_message(message("msg_m0", "ch_general", "uid_0000aaaa", "hello", None))
+        .run(queries::CreateMessage {
+            new: message("msg_m0", "ch_general", "uid_0000aaaa", "hello", None),
+        })
         .await
         .unwrap();
     handle
-        .update_profile(ProfileUpdate {
-            user_uid: uid("uid_0000aaaa"),
-            expected_version: None,
-            display_name: "Mira Vale".into(),
-            avatar: Avatar::Preset("mint".into()),
-            now: NOW,
+        .run(queries::UpdateProfile {
+            update: ProfileUpdate {
+                user_uid: uid("uid_0000aaaa"),
+                expected_version: None,
+                display_name: "Mira Vale".into(),
+                avatar: Avatar::Preset("mint".into()),
+                now: NOW,
+            },
         })
         .await
         .unwrap();
     let body = "Grüße 👋 @Lyra, @Mira_Vale and @here: see #design (mail x@y.z)";
     let created = handle
-        .create_message(message("msg_m1", "ch_general", "uid_0000ffff", body, None))
+        .run(queries::CreateMessage {
+            new: message("msg_m1", "ch_general", "uid_0000ffff", body, None),
+        })
         .await
         .unwrap();
     let summary: Vec<(&str, &str, &str, u32, u32)> = created
@@ -883,7 +1169,11 @@ async fn mentions_are_stored_with_their_message_and_counted_per_reader(fixture: 
     assert_eq!(created.mentions[1].display_text, "Mira Vale");
     // History carries the same mentions.
     let history = handle
-        .messages(cid("ch_general"), page(10, None, None))
+        .run(queries::Messages {
+            channel: cid("ch_general"),
+            page: page(10, None, None),
+            viewer: None,
+        })
         .await
         .unwrap();
     let stored = history
@@ -898,7 +1188,10 @@ async fn mentions_are_stored_with_their_message_and_counted_per_reader(fixture: 
         let handle = handle.clone();
         async move {
             let all = handle
-                .channel_counts(sid("srv_harbor"), uid(reader))
+                .run(queries::UnreadCounts {
+                    server: sid("srv_harbor"),
+                    reader: uid(reader),
+                })
                 .await
                 .unwrap();
             all.into_iter()
@@ -915,25 +1208,31 @@ async fn mentions_are_stored_with_their_message_and_counted_per_reader(fixture: 
     assert_eq!(counts("uid_0000bbbb").await, Some((4, 1)));
     assert_eq!(counts("uid_0000ffff").await, Some((3, 0)));
     handle
-        .create_message(message(
-            "msg_m2",
-            "ch_general",
-            "uid_0000ffff",
-            "@uid_seed_1 again",
-            None,
-        ))
+        .run(queries::CreateMessage {
+            new: message("msg_m2", "ch_general", "uid_0000ffff", "@uid_seed_1 again", None),
+        })
         .await
         .unwrap();
     assert_eq!(counts("uid_seed_1").await, Some((4, 2)));
     // Reading up to the latest message clears both.
     handle
-        .put_read_ack(cid("ch_general"), uid("uid_seed_1"), None, NOW)
+        .run(queries::PutReadAck {
+            channel: cid("ch_general"),
+            user: uid("uid_seed_1"),
+            message: None,
+            now: NOW,
+        })
         .await
         .unwrap();
     assert_eq!(counts("uid_seed_1").await, None);
     // A deleted message takes its mentions with it.
     handle
-        .delete_message(cid("ch_general"), mid("msg_m1"), uid("uid_0000ffff"), NOW)
+        .run(queries::DeleteMessage {
+            channel: cid("ch_general"),
+            message: mid("msg_m1"),
+            actor: uid("uid_0000ffff"),
+            now: NOW,
+        })
         .await
         .unwrap();
     assert_eq!(counts("uid_0000bbbb").await, Some((4, 0)));
@@ -946,7 +1245,9 @@ async fn voice_channels_refuse_messages(fixture: Fixture) {
     for channel in ["vc_general", "ch_missing"] {
         assert!(matches!(
             handle
-                .create_message(message("msg_v", channel, "uid_a", "hi", None))
+                .run(queries::CreateMessage {
+                    new: message("msg_v", channel, "uid_a", "hi", None)
+                })
                 .await,
             Err(StorageError::Invalid {
                 code: "message_create_failed",

@@ -8,6 +8,7 @@ mod support;
 
 use openchat_core::settings::ServerSettings;
 use openchat_core::{ChannelKind, MemberStatus, ServerId, UserUid, seed};
+use openchat_storage::queries;
 use openchat_storage::{SCHEMA_VERSION, StorageError};
 use support::Fixture;
 
@@ -34,20 +35,43 @@ conformance!(
 
 async fn fresh_store_has_no_servers_and_no_instance_name(fixture: Fixture) {
     let handle = fixture.handle();
-    handle.ping().await.unwrap();
-    let instance = handle.instance().await.unwrap();
+    handle.run(queries::Ping).await.unwrap();
+    let instance = handle.run(queries::Instance).await.unwrap();
     assert_eq!(instance.name, None);
     assert_eq!(instance.primary_server, None);
-    assert!(handle.directory(None, 100).await.unwrap().is_empty());
+    assert!(
+        handle
+            .run(queries::Directory {
+                viewer: None,
+                limit: 100
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     fixture.finish().await;
 }
 
 async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
     let handle = fixture.handle();
-    assert!(handle.seed(seed::default_community(), NOW).await.unwrap());
+    assert!(
+        handle
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW
+            })
+            .await
+            .unwrap()
+    );
     let expected = seed::default_community();
 
-    let directory = handle.directory(None, 100).await.unwrap();
+    let directory = handle
+        .run(queries::Directory {
+            viewer: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
     let ids: Vec<_> = directory.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(ids, ["srv_harbor", "srv_testlab"]);
     assert_eq!(directory[0].display_name, "Harbor Guild");
@@ -55,13 +79,25 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
     assert_eq!(directory[1].display_name, "TestLab Server");
     assert_eq!(directory[0].banner_preset, "ocean");
     assert_eq!(
-        handle.directory(None, 1).await.unwrap().len(),
+        handle
+            .run(queries::Directory {
+                viewer: None,
+                limit: 1
+            })
+            .await
+            .unwrap()
+            .len(),
         1,
         "the limit is applied"
     );
 
     for server in &expected.servers {
-        let layout = handle.layout(sid(server.id)).await.unwrap();
+        let layout = handle
+            .run(queries::Layout {
+                server: sid(server.id),
+            })
+            .await
+            .unwrap();
         assert_eq!(layout.len(), server.groups.len());
         for (got, want) in layout.iter().zip(&server.groups) {
             assert_eq!(got.id.as_str(), want.id);
@@ -75,7 +111,12 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
             let want_channels: Vec<_> = want.channels.iter().map(|c| (c.id, c.name, want.kind)).collect();
             assert_eq!(got_channels, want_channels);
         }
-        let members = handle.members(sid(server.id)).await.unwrap();
+        let members = handle
+            .run(queries::Members {
+                server: sid(server.id),
+            })
+            .await
+            .unwrap();
         let got: Vec<_> = members
             .iter()
             .map(|m| (m.id.as_str(), m.name.as_str(), m.status))
@@ -83,10 +124,21 @@ async fn seeding_writes_the_default_community_in_order(fixture: Fixture) {
         let want: Vec<_> = server.members.iter().map(|m| (m.id, m.name, m.status)).collect();
         assert_eq!(got, want);
     }
-    let harbor = handle.layout(sid("srv_harbor")).await.unwrap();
+    let harbor = handle
+        .run(queries::Layout {
+            server: sid("srv_harbor"),
+        })
+        .await
+        .unwrap();
     assert_eq!(harbor[2].kind, ChannelKind::Voice);
     assert_eq!(
-        handle.members(sid("srv_harbor")).await.unwrap()[3].status,
+        handle
+            .run(queries::Members {
+                server: sid("srv_harbor")
+            })
+            .await
+            .unwrap()[3]
+            .status,
         MemberStatus::Dnd
     );
     fixture.finish().await;
@@ -96,14 +148,20 @@ async fn seeding_happens_once_across_restarts(mut fixture: Fixture) {
     assert!(
         fixture
             .handle()
-            .seed(seed::default_community(), NOW)
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW
+            })
             .await
             .unwrap()
     );
     assert!(
         !fixture
             .handle()
-            .seed(seed::default_community(), NOW + 5)
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW + 5
+            })
             .await
             .unwrap()
     );
@@ -111,29 +169,69 @@ async fn seeding_happens_once_across_restarts(mut fixture: Fixture) {
     assert!(
         !fixture
             .handle()
-            .seed(seed::default_community(), NOW + 10)
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW + 10
+            })
             .await
             .unwrap()
     );
-    assert_eq!(fixture.handle().directory(None, 100).await.unwrap().len(), 2);
-    assert_eq!(fixture.handle().layout(sid("srv_harbor")).await.unwrap().len(), 3);
+    assert_eq!(
+        fixture
+            .handle()
+            .run(queries::Directory {
+                viewer: None,
+                limit: 100
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        fixture
+            .handle()
+            .run(queries::Layout {
+                server: sid("srv_harbor")
+            })
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     // Even with every server gone, a store that was seeded is never seeded again.
     fixture.raw("DELETE FROM servers").await;
     assert!(
         !fixture
             .handle()
-            .seed(seed::default_community(), NOW + 20)
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW + 20
+            })
             .await
             .unwrap()
     );
-    assert!(fixture.handle().directory(None, 100).await.unwrap().is_empty());
+    assert!(
+        fixture
+            .handle()
+            .run(queries::Directory {
+                viewer: None,
+                limit: 100
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
     fixture.finish().await;
 }
 
 async fn seeded_messages_keep_their_relative_ages(fixture: Fixture) {
     fixture
         .handle()
-        .seed(seed::default_community(), NOW)
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
         .await
         .unwrap();
     // Messages have no read request yet (the chat API adds one); check the rows directly.
@@ -162,10 +260,13 @@ async fn seeded_messages_keep_their_relative_ages(fixture: Fixture) {
 async fn instance_reports_the_seed_name_and_primary_server(fixture: Fixture) {
     fixture
         .handle()
-        .seed(seed::default_community(), NOW)
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
         .await
         .unwrap();
-    let instance = fixture.handle().instance().await.unwrap();
+    let instance = fixture.handle().run(queries::Instance).await.unwrap();
     assert_eq!(instance.name.as_deref(), Some("OpenChat Harbor"));
     let primary = instance.primary_server.unwrap();
     assert_eq!(primary.id.as_str(), "srv_harbor");
@@ -175,18 +276,32 @@ async fn instance_reports_the_seed_name_and_primary_server(fixture: Fixture) {
 
 async fn unknown_server_is_not_found_everywhere(fixture: Fixture) {
     let handle = fixture.handle();
-    handle.seed(seed::default_community(), NOW).await.unwrap();
+    handle
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
     let missing = sid("srv_missing");
     assert_eq!(
-        handle.layout(missing.clone()).await,
+        handle
+            .run(queries::Layout {
+                server: missing.clone()
+            })
+            .await,
         Err(StorageError::NotFound("server"))
     );
     assert_eq!(
-        handle.members(missing.clone()).await,
+        handle
+            .run(queries::Members {
+                server: missing.clone()
+            })
+            .await,
         Err(StorageError::NotFound("server"))
     );
     assert_eq!(
-        handle.server(missing).await,
+        handle.run(queries::Server { server: missing }).await,
         Err(StorageError::NotFound("server"))
     );
     fixture.finish().await;
@@ -195,20 +310,34 @@ async fn unknown_server_is_not_found_everywhere(fixture: Fixture) {
 async fn settings_update_is_durable_across_restart(mut fixture: Fixture) {
     fixture
         .handle()
-        .seed(seed::default_community(), NOW)
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
         .await
         .unwrap();
     let settings = ServerSettings::parse("Harbor Renamed", "A quieter harbor", "gold").unwrap();
     let by = UserUid::parse("uid_0badcafe").unwrap();
     let updated = fixture
         .handle()
-        .update_settings(sid("srv_harbor"), settings, by.clone(), NOW + 60)
+        .run(queries::UpdateSettings {
+            server: sid("srv_harbor"),
+            settings,
+            by: by.clone(),
+            now: NOW + 60,
+        })
         .await
         .unwrap();
     assert_eq!(updated.display_name, "Harbor Renamed");
     assert_eq!(updated.updated_at, NOW + 60);
     fixture.restart().await;
-    let server = fixture.handle().server(sid("srv_harbor")).await.unwrap();
+    let server = fixture
+        .handle()
+        .run(queries::Server {
+            server: sid("srv_harbor"),
+        })
+        .await
+        .unwrap();
     assert_eq!(server.display_name, "Harbor Renamed");
     assert_eq!(server.description, "A quieter harbor");
     assert_eq!(server.banner_preset, "gold");
@@ -219,15 +348,43 @@ async fn settings_update_is_durable_across_restart(mut fixture: Fixture) {
 
 async fn settings_update_of_unknown_server_changes_nothing(fixture: Fixture) {
     let handle = fixture.handle();
-    handle.seed(seed::default_community(), NOW).await.unwrap();
-    let before = handle.directory(None, 100).await.unwrap();
+    handle
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
+    let before = handle
+        .run(queries::Directory {
+            viewer: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
     let settings = ServerSettings::parse("Nope", "", "").unwrap();
     let by = UserUid::parse("uid_00000001").unwrap();
     assert_eq!(
-        handle.update_settings(sid("srv_nope"), settings, by, NOW).await,
+        handle
+            .run(queries::UpdateSettings {
+                server: sid("srv_nope"),
+                settings,
+                by,
+                now: NOW
+            })
+            .await,
         Err(StorageError::NotFound("server"))
     );
-    assert_eq!(handle.directory(None, 100).await.unwrap(), before);
+    assert_eq!(
+        handle
+            .run(queries::Directory {
+                viewer: None,
+                limit: 100
+            })
+            .await
+            .unwrap(),
+        before
+    );
     fixture.finish().await;
 }
 
@@ -257,7 +414,13 @@ async fn database_newer_than_the_binary_is_refused(mut fixture: Fixture) {
 
 async fn many_concurrent_callers_all_get_answers(fixture: Fixture) {
     let handle = fixture.handle().clone();
-    handle.seed(seed::default_community(), NOW).await.unwrap();
+    handle
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
     // More callers than the queue holds: the surplus waits for room instead of failing.
     let callers = openchat_core::limits::STORAGE_QUEUE_DEPTH_MAX + 200;
     let mut tasks = tokio::task::JoinSet::new();
@@ -265,10 +428,17 @@ async fn many_concurrent_callers_all_get_answers(fixture: Fixture) {
         let handle = handle.clone();
         tasks.spawn(async move {
             if i % 2 == 0 {
-                handle.layout(sid("srv_testlab")).await.map(|groups| groups.len())
+                handle
+                    .run(queries::Layout {
+                        server: sid("srv_testlab"),
+                    })
+                    .await
+                    .map(|groups| groups.len())
             } else {
                 handle
-                    .members(sid("srv_harbor"))
+                    .run(queries::Members {
+                        server: sid("srv_harbor"),
+                    })
                     .await
                     .map(|members| members.len())
             }
@@ -286,13 +456,23 @@ async fn many_concurrent_callers_all_get_answers(fixture: Fixture) {
 
 async fn handle_works_outside_any_tokio_runtime(fixture: Fixture) {
     let handle = fixture.handle().clone();
-    handle.seed(seed::default_community(), NOW).await.unwrap();
+    handle
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW,
+        })
+        .await
+        .unwrap();
     // A plain OS thread with a minimal executor stands in for a glommio shard: the handle
     // must not need a tokio reactor on the calling side.
-    let layout = std::thread::spawn(move || pollster::block_on(handle.layout(sid("srv_harbor"))))
-        .join()
-        .unwrap()
-        .unwrap();
+    let layout = std::thread::spawn(move || {
+        pollster::block_on(handle.run(queries::Layout {
+            server: sid("srv_harbor"),
+        }))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
     assert_eq!(layout[0].channels[0].id.as_str(), "ch_general");
     fixture.finish().await;
 }
@@ -300,7 +480,10 @@ async fn handle_works_outside_any_tokio_runtime(fixture: Fixture) {
 async fn requests_after_shutdown_are_unavailable_not_hung(mut fixture: Fixture) {
     let handle = fixture.handle().clone();
     fixture.stop().await;
-    assert!(matches!(handle.ping().await, Err(StorageError::Unavailable(_))));
+    assert!(matches!(
+        handle.run(queries::Ping).await,
+        Err(StorageError::Unavailable(_))
+    ));
     fixture.start().await.unwrap();
     fixture.finish().await;
 }

@@ -7,10 +7,9 @@
 
 mod support;
 
-use openchat_core::{ChannelId, GroupId, MessageId, ServerId, UserUid, seed};
-use openchat_storage::e2ee::{
-    Actor, ChallengeRecord, DeviceStatus, Envelope, EnvelopeIn, MembershipChange, Op, Outcome,
-};
+use openchat_core::{ChannelId, ChannelKind, GroupId, MessageId, ServerId, UserUid, seed};
+use openchat_storage::e2ee::{Actor, ChallengeRecord, DeviceStatus, Envelope, EnvelopeIn, MembershipChange};
+use openchat_storage::queries;
 use openchat_storage::{NewMessage, PageRequest, StorageError, StorageHandle};
 use support::Fixture;
 
@@ -29,7 +28,7 @@ fn actor(user: &str, device: &str) -> Actor {
         device: device.into(),
     }
 }
-fn code(result: Result<Outcome, StorageError>) -> &'static str {
+fn code<T: std::fmt::Debug>(result: Result<T, StorageError>) -> &'static str {
     match result {
         Err(StorageError::Denied { denial, .. }) => denial.code(),
         Err(StorageError::Invalid { code, .. }) => code,
@@ -50,16 +49,26 @@ fn denied_epoch<T: std::fmt::Debug>(result: Result<T, StorageError>) -> (&'stati
 
 async fn setup(fixture: &Fixture) -> StorageHandle {
     let handle = fixture.handle();
-    assert!(handle.seed(seed::default_community(), NOW - 3600).await.unwrap());
+    assert!(
+        handle
+            .run(queries::SeedFirstRun {
+                seed: seed::default_community(),
+                now: NOW - 3600
+            })
+            .await
+            .unwrap()
+    );
     handle
-        .create_e2ee_channel(
-            ServerId::parse("srv_harbor").unwrap(),
-            GroupId::parse("grp_general").unwrap(),
-            cid("ch_secret"),
-            "secret".into(),
-            uid("uid_alice"),
-            NOW,
-        )
+        .run(queries::CreateChannel {
+            server: ServerId::parse("srv_harbor").unwrap(),
+            group: GroupId::parse("grp_general").unwrap(),
+            channel: cid("ch_secret"),
+            name: "secret".into(),
+            actor: uid("uid_alice"),
+            now: NOW,
+            kind: ChannelKind::Text,
+            e2ee: true,
+        })
         .await
         .unwrap();
     for (user, device) in [
@@ -73,8 +82,8 @@ async fn setup(fixture: &Fixture) -> StorageHandle {
 }
 
 async fn register(handle: &StorageHandle, user: &str, device: &str) -> openchat_storage::e2ee::DeviceRecord {
-    match handle
-        .e2ee(Op::RegisterDevice {
+    handle
+        .run(queries::e2ee::RegisterDevice {
             user: uid(user),
             device_id: device.into(),
             device_pubkey: format!("pk_{device}"),
@@ -84,15 +93,11 @@ async fn register(handle: &StorageHandle, user: &str, device: &str) -> openchat_
         })
         .await
         .unwrap()
-    {
-        Outcome::Device(d) => d,
-        other => panic!("{other:?}"),
-    }
 }
 
 async fn add(handle: &StorageHandle, by: &str, user: &str) -> MembershipChange {
-    match handle
-        .e2ee(Op::AddMember {
+    handle
+        .run(queries::e2ee::AddMember {
             actor: actor(by, &format!("dev_{}", &by[4..])),
             channel: cid("ch_secret"),
             user: uid(user),
@@ -101,15 +106,15 @@ async fn add(handle: &StorageHandle, by: &str, user: &str) -> MembershipChange {
         })
         .await
         .unwrap()
-    {
-        Outcome::Membership(change) => change,
-        other => panic!("{other:?}"),
-    }
 }
 
-async fn commit(handle: &StorageHandle, user: &str, epoch: i64) -> Result<Outcome, StorageError> {
+async fn commit(
+    handle: &StorageHandle,
+    user: &str,
+    epoch: i64,
+) -> Result<openchat_storage::e2ee::Committed, StorageError> {
     handle
-        .e2ee(Op::Commit {
+        .run(queries::e2ee::Commit {
             actor: actor(user, &format!("dev_{}", &user[4..])),
             channel: cid("ch_secret"),
             epoch_id: epoch,
@@ -145,7 +150,13 @@ async fn visible(handle: &StorageHandle, user: &str) -> Result<Vec<String>, Stor
         before: None,
         after: None,
     };
-    let page = handle.messages_for(cid("ch_secret"), page, uid(user)).await?;
+    let page = handle
+        .run(queries::Messages {
+            channel: cid("ch_secret"),
+            page,
+            viewer: Some(uid(user)),
+        })
+        .await?;
     Ok(page
         .messages
         .into_iter()
@@ -169,22 +180,21 @@ conformance!(
 
 async fn an_e2ee_channel_starts_at_epoch_one_with_its_creator(fixture: Fixture) {
     let handle = setup(&fixture).await;
-    let Outcome::Epochs(list) = handle
-        .e2ee(Op::Epochs {
+    let list = handle
+        .run(queries::e2ee::Epochs {
             actor: actor("uid_alice", "dev_alice"),
             channel: cid("ch_secret"),
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(list.current_epoch, 1);
     assert_eq!(list.my_membership, vec![(1, None)]);
     assert_eq!(list.epochs.len(), 1);
     assert!(!list.epochs[0].committed);
     let layout = handle
-        .layout(ServerId::parse("srv_harbor").unwrap())
+        .run(queries::Layout {
+            server: ServerId::parse("srv_harbor").unwrap(),
+        })
         .await
         .unwrap();
     let channel = layout
@@ -196,7 +206,7 @@ async fn an_e2ee_channel_starts_at_epoch_one_with_its_creator(fixture: Fixture) 
     assert_eq!(
         code(
             handle
-                .e2ee(Op::Epochs {
+                .run(queries::e2ee::Epochs {
                     actor: actor("uid_bob", "dev_bob"),
                     channel: cid("ch_secret"),
                 })
@@ -208,7 +218,7 @@ async fn an_e2ee_channel_starts_at_epoch_one_with_its_creator(fixture: Fixture) 
     assert_eq!(
         code(
             handle
-                .e2ee(Op::Epochs {
+                .run(queries::e2ee::Epochs {
                     actor: actor("uid_alice", "dev_alice"),
                     channel: cid("ch_general"),
                 })
@@ -224,7 +234,7 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
     assert_eq!((added.from_epoch, added.current_epoch), (Some(2), 2));
     assert_eq!(added.audience, vec![uid("uid_alice"), uid("uid_bob")]);
     let again = handle
-        .e2ee(Op::AddMember {
+        .run(queries::e2ee::AddMember {
             actor: actor("uid_alice", "dev_alice"),
             channel: cid("ch_secret"),
             user: uid("uid_bob"),
@@ -235,7 +245,7 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
     assert_eq!(code(again), "already_member");
     // Carol is no member: she can neither add nor rotate nor remove.
     let by_carol = handle
-        .e2ee(Op::AddMember {
+        .run(queries::e2ee::AddMember {
             actor: actor("uid_carol", "dev_carol"),
             channel: cid("ch_secret"),
             user: uid("uid_dave"),
@@ -245,7 +255,7 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
         .await;
     assert_eq!(code(by_carol), "not_a_member");
     let rotate = handle
-        .e2ee(Op::Rotate {
+        .run(queries::e2ee::Rotate {
             actor: actor("uid_carol", "dev_carol"),
             channel: cid("ch_secret"),
             now: NOW,
@@ -253,8 +263,8 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
         .await;
     assert_eq!(code(rotate), "not_a_member");
     // In dev mode a user may add itself.
-    let Outcome::Membership(carol) = handle
-        .e2ee(Op::AddMember {
+    let carol = handle
+        .run(queries::e2ee::AddMember {
             actor: actor("uid_carol", "dev_carol"),
             channel: cid("ch_secret"),
             user: uid("uid_carol"),
@@ -262,26 +272,21 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
             now: NOW,
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(carol.current_epoch, 3);
     // Bob (not the creator, not the owner) may not remove Carol; Alice (creator) may.
-    let remove = |by: &str, who: &str| Op::RemoveMember {
+    let remove = |by: &str, who: &str| queries::e2ee::RemoveMember {
         actor: actor(by, &format!("dev_{}", &by[4..])),
         channel: cid("ch_secret"),
         user: uid(who),
         now: NOW,
     };
     assert_eq!(
-        code(handle.e2ee(remove("uid_bob", "uid_carol")).await),
+        code(handle.run(remove("uid_bob", "uid_carol")).await),
         "forbidden"
     );
-    assert_eq!(code(handle.e2ee(remove("uid_alice", "uid_dave")).await), "member");
-    let Outcome::Membership(removed) = handle.e2ee(remove("uid_alice", "uid_carol")).await.unwrap() else {
-        panic!()
-    };
+    assert_eq!(code(handle.run(remove("uid_alice", "uid_dave")).await), "member");
+    let removed = handle.run(remove("uid_alice", "uid_carol")).await.unwrap();
     assert_eq!(
         (removed.change, removed.to_epoch, removed.current_epoch),
         ("remove", Some(3), 4)
@@ -291,35 +296,27 @@ async fn membership_changes_advance_the_epoch_and_check_who_may_change_it(fixtur
         "the removed user hears of it"
     );
     // Bob leaves himself.
-    let Outcome::Membership(left) = handle.e2ee(remove("uid_bob", "uid_bob")).await.unwrap() else {
-        panic!()
-    };
+    let left = handle.run(remove("uid_bob", "uid_bob")).await.unwrap();
     assert_eq!(
         (left.change, left.to_epoch, left.current_epoch),
         ("leave", Some(4), 5)
     );
-    let Outcome::Epoch(rotated, _) = handle
-        .e2ee(Op::Rotate {
+    let (rotated, _) = handle
+        .run(queries::e2ee::Rotate {
             actor: actor("uid_alice", "dev_alice"),
             channel: cid("ch_secret"),
             now: NOW,
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(rotated, 6);
-    let Outcome::Epochs(list) = handle
-        .e2ee(Op::Epochs {
+    let list = handle
+        .run(queries::e2ee::Epochs {
             actor: actor("uid_bob", "dev_bob"),
             channel: cid("ch_secret"),
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(list.my_membership, vec![(2, Some(4))]);
     assert_eq!(
         list.epochs.iter().map(|e| e.epoch_id).collect::<Vec<_>>(),
@@ -356,7 +353,7 @@ async fn exactly_one_commit_per_epoch_even_concurrently(fixture: Fixture) {
         "not_a_member_of_epoch"
     );
     let inactive = handle
-        .e2ee(Op::Commit {
+        .run(queries::e2ee::Commit {
             actor: actor("uid_alice", "dev_unknown"),
             channel: cid("ch_secret"),
             epoch_id: 3,
@@ -367,20 +364,17 @@ async fn exactly_one_commit_per_epoch_even_concurrently(fixture: Fixture) {
         .await;
     assert_eq!(code(inactive), "device_not_active");
     // The stored commit is what the winner sent, fetchable by members of it or the epoch before.
-    let Outcome::Commit(stored) = handle
-        .e2ee(Op::FetchCommit {
+    let stored = handle
+        .run(queries::e2ee::FetchCommit {
             actor: actor("uid_bob", "dev_bob"),
             channel: cid("ch_secret"),
             epoch_id: 2,
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert!(stored.commit_payload.starts_with("commit_2_"));
     let carol_fetch = handle
-        .e2ee(Op::FetchCommit {
+        .run(queries::e2ee::FetchCommit {
             actor: actor("uid_carol", "dev_carol"),
             channel: cid("ch_secret"),
             epoch_id: 1,
@@ -388,7 +382,7 @@ async fn exactly_one_commit_per_epoch_even_concurrently(fixture: Fixture) {
         .await;
     assert_eq!(code(carol_fetch), "not_a_member_of_epoch");
     let not_committed = handle
-        .e2ee(Op::FetchCommit {
+        .run(queries::e2ee::FetchCommit {
             actor: actor("uid_alice", "dev_alice"),
             channel: cid("ch_secret"),
             epoch_id: 4,
@@ -398,7 +392,10 @@ async fn exactly_one_commit_per_epoch_even_concurrently(fixture: Fixture) {
 }
 
 /// Alice, Bob and Carol commit epoch 3 at once.
-async fn futures_join(handle: &StorageHandle, epoch: i64) -> Vec<Result<Outcome, StorageError>> {
+async fn futures_join(
+    handle: &StorageHandle,
+    epoch: i64,
+) -> Vec<Result<openchat_storage::e2ee::Committed, StorageError>> {
     let (a, b, c) = tokio::join!(
         commit(handle, "uid_alice", epoch),
         commit(handle, "uid_bob", epoch),
@@ -410,12 +407,20 @@ async fn futures_join(handle: &StorageHandle, epoch: i64) -> Vec<Result<Outcome,
 async fn posts_need_a_member_an_active_device_the_current_epoch_and_its_commit(fixture: Fixture) {
     let handle = setup(&fixture).await;
     assert_eq!(
-        denied_epoch(handle.create_message(post("msg_e1", "uid_alice", 1)).await),
+        denied_epoch(
+            handle
+                .run(queries::CreateMessage {
+                    new: post("msg_e1", "uid_alice", 1)
+                })
+                .await
+        ),
         ("epoch_commit_pending", Some(1))
     );
     commit(&handle, "uid_alice", 1).await.unwrap();
     let stored = handle
-        .create_message(post("msg_e1", "uid_alice", 1))
+        .run(queries::CreateMessage {
+            new: post("msg_e1", "uid_alice", 1),
+        })
         .await
         .unwrap();
     assert_eq!(stored.body, "");
@@ -423,24 +428,36 @@ async fn posts_need_a_member_an_active_device_the_current_epoch_and_its_commit(f
     add(&handle, "uid_alice", "uid_bob").await;
     commit(&handle, "uid_alice", 2).await.unwrap();
     assert_eq!(
-        denied_epoch(handle.create_message(post("msg_e2", "uid_alice", 1)).await),
+        denied_epoch(
+            handle
+                .run(queries::CreateMessage {
+                    new: post("msg_e2", "uid_alice", 1)
+                })
+                .await
+        ),
         ("epoch_stale", Some(2))
     );
     assert_eq!(
-        denied_epoch(handle.create_message(post("msg_e3", "uid_carol", 2)).await),
+        denied_epoch(
+            handle
+                .run(queries::CreateMessage {
+                    new: post("msg_e3", "uid_carol", 2)
+                })
+                .await
+        ),
         ("not_a_member_of_epoch", Some(2))
     );
     let mut other_device = post("msg_e4", "uid_bob", 2);
     other_device.envelope.as_mut().unwrap().sender_device_id = "dev_alice".into();
     assert_eq!(
-        denied_epoch(handle.create_message(other_device).await).0,
+        denied_epoch(handle.run(queries::CreateMessage { new: other_device }).await).0,
         "device_not_active"
     );
     let mut plaintext = post("msg_e5", "uid_bob", 2);
     plaintext.envelope = None;
     plaintext.body = "hello".into();
     assert!(matches!(
-        handle.create_message(plaintext).await,
+        handle.run(queries::CreateMessage { new: plaintext }).await,
         Err(StorageError::Invalid {
             code: "plaintext_not_allowed",
             ..
@@ -449,34 +466,47 @@ async fn posts_need_a_member_an_active_device_the_current_epoch_and_its_commit(f
     let mut in_plain = post("msg_e6", "uid_bob", 2);
     in_plain.channel = cid("ch_general");
     assert!(matches!(
-        handle.create_message(in_plain).await,
+        handle.run(queries::CreateMessage { new: in_plain }).await,
         Err(StorageError::Invalid {
             code: "envelope_not_allowed",
             ..
         })
     ));
-    assert!(handle.create_message(post("msg_e7", "uid_bob", 2)).await.is_ok());
+    assert!(
+        handle
+            .run(queries::CreateMessage {
+                new: post("msg_e7", "uid_bob", 2)
+            })
+            .await
+            .is_ok()
+    );
 }
 
 async fn history_shows_each_reader_only_the_epochs_they_belonged_to(fixture: Fixture) {
     let handle = setup(&fixture).await;
     commit(&handle, "uid_alice", 1).await.unwrap();
     handle
-        .create_message(post("msg_before_bob", "uid_alice", 1))
+        .run(queries::CreateMessage {
+            new: post("msg_before_bob", "uid_alice", 1),
+        })
         .await
         .unwrap();
     add(&handle, "uid_alice", "uid_bob").await;
     commit(&handle, "uid_alice", 2).await.unwrap();
     handle
-        .create_message(post("msg_with_bob", "uid_alice", 2))
+        .run(queries::CreateMessage {
+            new: post("msg_with_bob", "uid_alice", 2),
+        })
         .await
         .unwrap();
     handle
-        .create_message(post("msg_from_bob", "uid_bob", 2))
+        .run(queries::CreateMessage {
+            new: post("msg_from_bob", "uid_bob", 2),
+        })
         .await
         .unwrap();
     handle
-        .e2ee(Op::RemoveMember {
+        .run(queries::e2ee::RemoveMember {
             actor: actor("uid_bob", "dev_bob"),
             channel: cid("ch_secret"),
             user: uid("uid_bob"),
@@ -486,7 +516,9 @@ async fn history_shows_each_reader_only_the_epochs_they_belonged_to(fixture: Fix
         .unwrap();
     commit(&handle, "uid_alice", 3).await.unwrap();
     handle
-        .create_message(post("msg_after_bob", "uid_alice", 3))
+        .run(queries::CreateMessage {
+            new: post("msg_after_bob", "uid_alice", 3),
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -507,41 +539,42 @@ async fn history_shows_each_reader_only_the_epochs_they_belonged_to(fixture: Fix
     // Without a viewer (the plain read path) an e2ee channel shows nothing.
     assert!(
         handle
-            .messages(
-                cid("ch_secret"),
-                PageRequest {
+            .run(queries::Messages {
+                channel: cid("ch_secret"),
+                page: PageRequest {
                     limit: 10,
                     before: None,
                     after: None
-                }
-            )
+                },
+                viewer: None
+            })
             .await
             .is_err()
     );
     // Paging for Bob: one per page, the cursor skips what he may not see.
     let first = handle
-        .messages_for(
-            cid("ch_secret"),
-            PageRequest {
+        .run(queries::Messages {
+            channel: cid("ch_secret"),
+            page: PageRequest {
                 limit: 1,
                 before: None,
                 after: None,
             },
-            uid("uid_bob"),
-        )
+            viewer: Some(uid("uid_bob")),
+        })
         .await
         .unwrap();
     assert_eq!(first.messages[0].id.as_str(), "msg_from_bob");
     let second = handle
-        .messages_for(
-            cid("ch_secret"),
-            PageRequest {
+        .run(queries::Messages {
+            channel: cid("ch_secret"),
+            page: PageRequest {
                 limit: 1,
                 before: first.older_cursor,
                 after: None,
             },
-            uid("uid_bob"),
-        )
+            viewer: Some(uid("uid_bob")),
+        })
         .await
         .unwrap();
     assert_eq!(second.messages[0].id.as_str(), "msg_with_bob");
@@ -558,20 +591,23 @@ async fn a_membership_change_abandons_an_uncommitted_epoch(fixture: Fixture) {
         ("epoch_not_current", Some(3))
     );
     assert_eq!(
-        denied_epoch(handle.create_message(post("msg_x", "uid_bob", 2)).await),
+        denied_epoch(
+            handle
+                .run(queries::CreateMessage {
+                    new: post("msg_x", "uid_bob", 2)
+                })
+                .await
+        ),
         ("epoch_stale", Some(3))
     );
     assert!(commit(&handle, "uid_bob", 3).await.is_ok());
-    let Outcome::Epochs(list) = handle
-        .e2ee(Op::Epochs {
+    let list = handle
+        .run(queries::e2ee::Epochs {
             actor: actor("uid_alice", "dev_alice"),
             channel: cid("ch_secret"),
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     let committed: Vec<(i64, bool)> = list.epochs.iter().map(|e| (e.epoch_id, e.committed)).collect();
     assert_eq!(committed, vec![(1, true), (2, false), (3, true)]);
 }
@@ -585,7 +621,7 @@ async fn devices_register_link_and_revoke(fixture: Fixture) {
         "later devices wait for a link"
     );
     let exists = handle
-        .e2ee(Op::RegisterDevice {
+        .run(queries::e2ee::RegisterDevice {
             user: uid("uid_bob"),
             device_id: "dev_alice".into(),
             device_pubkey: "pk".into(),
@@ -596,7 +632,7 @@ async fn devices_register_link_and_revoke(fixture: Fixture) {
         .await;
     assert_eq!(code(exists), "device_exists");
     let limited = handle
-        .e2ee(Op::RegisterDevice {
+        .run(queries::e2ee::RegisterDevice {
             user: uid("uid_alice"),
             device_id: "dev_alice_3".into(),
             device_pubkey: "pk".into(),
@@ -607,75 +643,68 @@ async fn devices_register_link_and_revoke(fixture: Fixture) {
         .await;
     assert_eq!(code(limited), "device_limit");
     // Only the pending device may start a link; only an active one confirms.
-    let start = |device: &str, id: &str, now: i64| Op::LinkStart {
+    let start = |device: &str, id: &str, now: i64| queries::e2ee::LinkStart {
         actor: actor("uid_alice", device),
         request_id: id.into(),
         ttl: 600,
         now,
     };
     assert_eq!(
-        code(handle.e2ee(start("dev_alice", "lr_bad", NOW)).await),
+        code(handle.run(start("dev_alice", "lr_bad", NOW)).await),
         "device_not_pending"
     );
-    handle.e2ee(start("dev_alice_phone", "lr_1", NOW)).await.unwrap();
-    let confirm = |device: &str, id: &str, now: i64| Op::LinkConfirm {
+    handle.run(start("dev_alice_phone", "lr_1", NOW)).await.unwrap();
+    let confirm = |device: &str, id: &str, now: i64| queries::e2ee::LinkConfirm {
         actor: actor("uid_alice", device),
         request_id: id.into(),
         approve: true,
         now,
     };
     assert_eq!(
-        code(handle.e2ee(confirm("dev_alice_phone", "lr_1", NOW)).await),
+        code(handle.run(confirm("dev_alice_phone", "lr_1", NOW)).await),
         "device_not_active"
     );
     assert_eq!(
-        code(handle.e2ee(confirm("dev_alice", "lr_1", NOW + 600)).await),
+        code(handle.run(confirm("dev_alice", "lr_1", NOW + 600)).await),
         "link_request_expired"
     );
-    handle.e2ee(start("dev_alice_phone", "lr_2", NOW)).await.unwrap();
+    handle.run(start("dev_alice_phone", "lr_2", NOW)).await.unwrap();
     assert_eq!(
-        code(handle.e2ee(confirm("dev_alice", "lr_nope", NOW)).await),
+        code(handle.run(confirm("dev_alice", "lr_nope", NOW)).await),
         "link_request"
     );
-    let Outcome::Device(linked) = handle.e2ee(confirm("dev_alice", "lr_2", NOW + 1)).await.unwrap() else {
-        panic!()
-    };
+    let linked = handle.run(confirm("dev_alice", "lr_2", NOW + 1)).await.unwrap();
     assert_eq!(linked.status, DeviceStatus::Active);
     assert_eq!(
-        code(handle.e2ee(confirm("dev_alice", "lr_2", NOW + 2)).await),
+        code(handle.run(confirm("dev_alice", "lr_2", NOW + 2)).await),
         "link_request",
         "used once"
     );
-    let Outcome::Devices(devices) = handle
-        .e2ee(Op::Devices {
+    let devices = handle
+        .run(queries::e2ee::Devices {
             user: uid("uid_alice"),
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(devices.len(), 2);
     // Revoking someone else's device: not found. One's own: revoked.
-    let revoke = |user: &str, device: &str| Op::RevokeDevice {
+    let revoke = |user: &str, device: &str| queries::e2ee::RevokeDevice {
         user: uid(user),
         device_id: device.into(),
         now: NOW,
     };
     assert_eq!(
-        code(handle.e2ee(revoke("uid_bob", "dev_alice_phone")).await),
+        code(handle.run(revoke("uid_bob", "dev_alice_phone")).await),
         "device"
     );
-    let Outcome::Device(revoked) = handle.e2ee(revoke("uid_alice", "dev_alice_phone")).await.unwrap() else {
-        panic!()
-    };
+    let revoked = handle.run(revoke("uid_alice", "dev_alice_phone")).await.unwrap();
     assert_eq!(revoked.status, DeviceStatus::Revoked);
 }
 
 async fn key_packages_are_consumed_once_and_the_last_resort_is_kept(fixture: Fixture) {
     let handle = setup(&fixture).await;
     let stored = handle
-        .e2ee(Op::PublishKeyPackages {
+        .run(queries::e2ee::PublishKeyPackages {
             actor: actor("uid_bob", "dev_bob"),
             key_packages: vec!["kp_1".into(), "kp_2".into()],
             last_resort: Some("kp_last".into()),
@@ -683,13 +712,11 @@ async fn key_packages_are_consumed_once_and_the_last_resort_is_kept(fixture: Fix
         })
         .await
         .unwrap();
-    assert_eq!(stored, Outcome::Stored(3));
-    let claim = || Op::ClaimKeyPackages { user: uid("uid_bob") };
+    assert_eq!(stored, 3);
+    let claim = || queries::e2ee::ClaimKeyPackages { user: uid("uid_bob") };
     let mut got = Vec::new();
     for _ in 0..4 {
-        let Outcome::Claimed(packages) = handle.e2ee(claim()).await.unwrap() else {
-            panic!()
-        };
+        let packages = handle.run(claim()).await.unwrap();
         assert_eq!(packages.len(), 1);
         assert_eq!(packages[0].device_id, "dev_bob");
         got.push(packages[0].key_package.clone());
@@ -697,7 +724,7 @@ async fn key_packages_are_consumed_once_and_the_last_resort_is_kept(fixture: Fix
     assert_eq!(got, vec!["kp_1", "kp_2", "kp_last", "kp_last"]);
     // Concurrent claims never hand out the same one-time package twice.
     handle
-        .e2ee(Op::PublishKeyPackages {
+        .run(queries::e2ee::PublishKeyPackages {
             actor: actor("uid_bob", "dev_bob"),
             key_packages: vec!["kp_3".into(), "kp_4".into()],
             last_resort: None,
@@ -705,20 +732,17 @@ async fn key_packages_are_consumed_once_and_the_last_resort_is_kept(fixture: Fix
         })
         .await
         .unwrap();
-    let (a, b) = tokio::join!(handle.e2ee(claim()), handle.e2ee(claim()));
+    let (a, b) = tokio::join!(handle.run(claim()), handle.run(claim()));
     let mut pair: Vec<String> = [a, b]
         .into_iter()
-        .map(|r| match r.unwrap() {
-            Outcome::Claimed(p) => p[0].key_package.clone(),
-            other => panic!("{other:?}"),
-        })
+        .map(|r| r.unwrap()[0].key_package.clone())
         .collect();
     pair.sort();
     assert_eq!(pair, vec!["kp_3", "kp_4"]);
     assert_eq!(
         code(
             handle
-                .e2ee(Op::ClaimKeyPackages {
+                .run(queries::e2ee::ClaimKeyPackages {
                     user: uid("uid_nobody")
                 })
                 .await
@@ -732,7 +756,7 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
     add(&handle, "uid_alice", "uid_bob").await; // Bob from epoch 2
     add(&handle, "uid_alice", "uid_carol").await; // Carol from epoch 3
     register(&handle, "uid_bob", "dev_bob_new").await; // pending for now
-    let publish = |epoch: i64, targets: &[&str]| Op::PublishEnvelopes {
+    let publish = |epoch: i64, targets: &[&str]| queries::e2ee::PublishEnvelopes {
         actor: actor("uid_alice", "dev_alice"),
         channel: cid("ch_secret"),
         epoch_id: epoch,
@@ -746,13 +770,10 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
         queue_max: QUEUE_MAX,
         now: NOW,
     };
-    let Outcome::Published(out) = handle
-        .e2ee(publish(2, &["dev_bob", "dev_carol", "dev_bob_new", "dev_ghost"]))
+    let out = handle
+        .run(publish(2, &["dev_bob", "dev_carol", "dev_bob_new", "dev_ghost"]))
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(out.accepted, 1);
     assert_eq!(
         out.rejected,
@@ -764,7 +785,7 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
     );
     // Bob's new device, once linked, can receive envelopes for his past epochs (rule 4).
     handle
-        .e2ee(Op::LinkStart {
+        .run(queries::e2ee::LinkStart {
             actor: actor("uid_bob", "dev_bob_new"),
             request_id: "lr_bob".into(),
             ttl: 600,
@@ -773,7 +794,7 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
         .await
         .unwrap();
     handle
-        .e2ee(Op::LinkConfirm {
+        .run(queries::e2ee::LinkConfirm {
             actor: actor("uid_bob", "dev_bob"),
             request_id: "lr_bob".into(),
             approve: true,
@@ -781,21 +802,17 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
         })
         .await
         .unwrap();
-    let Outcome::Published(out) = handle.e2ee(publish(2, &["dev_bob_new"])).await.unwrap() else {
-        panic!()
-    };
+    let out = handle.run(publish(2, &["dev_bob_new"])).await.unwrap();
     assert_eq!(out.accepted, 1);
     // Carol's devices never get envelopes for epochs before she joined.
-    let Outcome::Published(out) = handle.e2ee(publish(1, &["dev_carol"])).await.unwrap() else {
-        panic!()
-    };
+    let out = handle.run(publish(1, &["dev_carol"])).await.unwrap();
     assert_eq!(
         out.rejected,
         vec![("dev_carol".to_owned(), "target_not_member_of_epoch")]
     );
     // A non-member of the epoch may not send its keys.
     let by_carol = handle
-        .e2ee(Op::PublishEnvelopes {
+        .run(queries::e2ee::PublishEnvelopes {
             actor: actor("uid_carol", "dev_carol"),
             channel: cid("ch_secret"),
             epoch_id: 2,
@@ -807,60 +824,49 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
     assert_eq!(code(by_carol), "not_a_member_of_epoch");
     // Queue bound.
     let mut small = publish(3, &["dev_carol", "dev_carol"]);
-    if let Op::PublishEnvelopes { queue_max, .. } = &mut small {
-        *queue_max = 1;
-    }
-    let Outcome::Published(out) = handle.e2ee(small).await.unwrap() else {
-        panic!()
-    };
+    small.queue_max = 1;
+    let out = handle.run(small).await.unwrap();
     assert_eq!(out.accepted, 1);
     assert_eq!(out.rejected, vec![("dev_carol".to_owned(), "target_queue_full")]);
     // Fetch: own device only, increasing ids; ack deletes.
-    let fetch = |user: &str, device: &str, asked: &str| Op::FetchEnvelopes {
+    let fetch = |user: &str, device: &str, asked: &str| queries::e2ee::FetchEnvelopes {
         actor: actor(user, device),
         device_id: asked.into(),
         after: 0,
         limit: 100,
     };
     assert_eq!(
-        code(handle.e2ee(fetch("uid_carol", "dev_carol", "dev_bob")).await),
+        code(handle.run(fetch("uid_carol", "dev_carol", "dev_bob")).await),
         "forbidden"
     );
-    let Outcome::Envelopes(bobs) = handle.e2ee(fetch("uid_bob", "dev_bob", "dev_bob")).await.unwrap() else {
-        panic!()
-    };
+    let bobs = handle.run(fetch("uid_bob", "dev_bob", "dev_bob")).await.unwrap();
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].encrypted_key_blob, "blob_2_dev_bob");
-    let Outcome::Stored(deleted) = handle
-        .e2ee(Op::AckEnvelopes {
+    let deleted = handle
+        .run(queries::e2ee::AckEnvelopes {
             actor: actor("uid_bob", "dev_bob"),
             device_id: "dev_bob".into(),
             up_to: bobs[0].envelope_id,
         })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(deleted, 1);
     // A revoked device receives nothing more (its queue is dropped, new ones refused).
     handle
-        .e2ee(Op::RevokeDevice {
+        .run(queries::e2ee::RevokeDevice {
             user: uid("uid_bob"),
             device_id: "dev_bob_new".into(),
             now: NOW,
         })
         .await
         .unwrap();
-    let Outcome::Published(out) = handle.e2ee(publish(2, &["dev_bob_new"])).await.unwrap() else {
-        panic!()
-    };
+    let out = handle.run(publish(2, &["dev_bob_new"])).await.unwrap();
     assert_eq!(
         out.rejected,
         vec![("dev_bob_new".to_owned(), "target_device_not_active")]
     );
     assert_eq!(
-        code(handle.e2ee(fetch("uid_bob", "dev_bob_new", "dev_bob_new")).await),
+        code(handle.run(fetch("uid_bob", "dev_bob_new", "dev_bob_new")).await),
         "device_not_active"
     );
 }
@@ -868,12 +874,16 @@ async fn key_envelopes_go_only_to_active_devices_of_members_of_their_epoch(fixtu
 async fn backups_return_the_latest(fixture: Fixture) {
     let handle = setup(&fixture).await;
     assert_eq!(
-        code(handle.e2ee(Op::LatestBackup { user: uid("uid_bob") }).await),
+        code(
+            handle
+                .run(queries::e2ee::LatestBackup { user: uid("uid_bob") })
+                .await
+        ),
         "backup"
     );
     for (id, blob) in [("bk_1", "first"), ("bk_2", "second"), ("bk_3", "third")] {
         handle
-            .e2ee(Op::PutBackup {
+            .run(queries::e2ee::PutBackup {
                 user: uid("uid_bob"),
                 backup_id: id.into(),
                 ciphertext_blob: blob.into(),
@@ -883,13 +893,10 @@ async fn backups_return_the_latest(fixture: Fixture) {
             .await
             .unwrap();
     }
-    let Outcome::Backup(latest) = handle
-        .e2ee(Op::LatestBackup { user: uid("uid_bob") })
+    let latest = handle
+        .run(queries::e2ee::LatestBackup { user: uid("uid_bob") })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(
         (latest.backup_id.as_str(), latest.ciphertext_blob.as_str()),
         ("bk_3", "third")
@@ -898,7 +905,7 @@ async fn backups_return_the_latest(fixture: Fixture) {
 
 async fn challenges_are_single_use_and_sessions_end_with_their_device(fixture: Fixture) {
     let handle = setup(&fixture).await;
-    let challenge = |id: &str, user: &str, device: &str, expires_at: i64| Op::CreateChallenge {
+    let challenge = |id: &str, user: &str, device: &str, expires_at: i64| queries::e2ee::CreateChallenge {
         challenge: ChallengeRecord {
             challenge_id: id.into(),
             user_uid: uid(user),
@@ -907,7 +914,7 @@ async fn challenges_are_single_use_and_sessions_end_with_their_device(fixture: F
             expires_at,
         },
     };
-    let open = |id: &str, user: &str, device: &str, key: &str, token: &str| Op::OpenSession {
+    let open = |id: &str, user: &str, device: &str, key: &str, token: &str| queries::e2ee::OpenSession {
         challenge_id: id.into(),
         user: uid(user),
         device_id: device.into(),
@@ -918,26 +925,21 @@ async fn challenges_are_single_use_and_sessions_end_with_their_device(fixture: F
         now: NOW,
     };
     handle
-        .e2ee(challenge("ch_1", "uid_alice", "dev_alice", NOW + 60))
+        .run(challenge("ch_1", "uid_alice", "dev_alice", NOW + 60))
         .await
         .unwrap();
-    assert!(matches!(
-        handle
-            .e2ee(Op::Challenge {
-                challenge_id: "ch_1".into(),
-                now: NOW
-            })
-            .await
-            .unwrap(),
-        Outcome::Challenge(_)
-    ));
-    let Outcome::Session(device, session) = handle
-        .e2ee(open("ch_1", "uid_alice", "dev_alice", "pk_dev_alice", "tok_1"))
+    let pending = handle
+        .run(queries::e2ee::Challenge {
+            challenge_id: "ch_1".into(),
+            now: NOW,
+        })
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
+    assert_eq!(pending.challenge_id, "ch_1");
+    let (device, session) = handle
+        .run(open("ch_1", "uid_alice", "dev_alice", "pk_dev_alice", "tok_1"))
+        .await
+        .unwrap();
     assert_eq!(
         (device.status, session.scope.as_str()),
         (DeviceStatus::Active, "full")
@@ -946,96 +948,87 @@ async fn challenges_are_single_use_and_sessions_end_with_their_device(fixture: F
     assert_eq!(
         code(
             handle
-                .e2ee(open("ch_1", "uid_alice", "dev_alice", "pk_dev_alice", "tok_2"))
+                .run(open("ch_1", "uid_alice", "dev_alice", "pk_dev_alice", "tok_2"))
                 .await
         ),
         "challenge_invalid"
     );
     handle
-        .e2ee(challenge("ch_old", "uid_alice", "dev_alice", NOW))
+        .run(challenge("ch_old", "uid_alice", "dev_alice", NOW))
         .await
         .unwrap();
     assert_eq!(
         code(
             handle
-                .e2ee(open("ch_old", "uid_alice", "dev_alice", "pk_dev_alice", "tok_3"))
+                .run(open("ch_old", "uid_alice", "dev_alice", "pk_dev_alice", "tok_3"))
                 .await
         ),
         "challenge_invalid"
     );
     handle
-        .e2ee(challenge("ch_2", "uid_alice", "dev_alice", NOW + 60))
+        .run(challenge("ch_2", "uid_alice", "dev_alice", NOW + 60))
         .await
         .unwrap();
     assert_eq!(
         code(
             handle
-                .e2ee(open("ch_2", "uid_alice", "dev_alice", "pk_other", "tok_4"))
+                .run(open("ch_2", "uid_alice", "dev_alice", "pk_other", "tok_4"))
                 .await
         ),
         "device_key_mismatch"
     );
     // A new device of an existing user gets a link-scoped session.
     handle
-        .e2ee(challenge("ch_3", "uid_alice", "dev_alice_tab", NOW + 60))
+        .run(challenge("ch_3", "uid_alice", "dev_alice_tab", NOW + 60))
         .await
         .unwrap();
-    let Outcome::Session(tab, tab_session) = handle
-        .e2ee(open("ch_3", "uid_alice", "dev_alice_tab", "pk_tab", "tok_tab"))
+    let (tab, tab_session) = handle
+        .run(open("ch_3", "uid_alice", "dev_alice_tab", "pk_tab", "tok_tab"))
         .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        .unwrap();
     assert_eq!(
         (tab.status, tab_session.scope.as_str()),
         (DeviceStatus::Pending, "link")
     );
     // Sessions: live, then revoked; a revoked device's sessions end with it.
-    let lookup = |token: &str| Op::Session {
+    let lookup = |token: &str| queries::e2ee::Session {
         token_sha256: token.into(),
         now: NOW + 1,
     };
-    let Outcome::MaybeSession(Some(live)) = handle.e2ee(lookup("tok_1")).await.unwrap() else {
+    let Some(live) = handle.run(lookup("tok_1")).await.unwrap() else {
         panic!()
     };
     assert_eq!(live.user_uid, uid("uid_alice"));
     handle
-        .e2ee(Op::RevokeSession {
+        .run(queries::e2ee::RevokeSession {
             token_sha256: "tok_1".into(),
             now: NOW,
         })
         .await
         .unwrap();
-    assert_eq!(
-        handle.e2ee(lookup("tok_1")).await.unwrap(),
-        Outcome::MaybeSession(None)
-    );
+    assert_eq!(handle.run(lookup("tok_1")).await.unwrap(), None);
     handle
-        .e2ee(Op::RevokeDevice {
+        .run(queries::e2ee::RevokeDevice {
             user: uid("uid_alice"),
             device_id: "dev_alice_tab".into(),
             now: NOW,
         })
         .await
         .unwrap();
-    assert_eq!(
-        handle.e2ee(lookup("tok_tab")).await.unwrap(),
-        Outcome::MaybeSession(None)
-    );
-    let expired = Op::Session {
+    assert_eq!(handle.run(lookup("tok_tab")).await.unwrap(), None);
+    let expired = queries::e2ee::Session {
         token_sha256: "tok_tab".into(),
         now: NOW + 7200,
     };
-    assert_eq!(handle.e2ee(expired).await.unwrap(), Outcome::MaybeSession(None));
+    assert_eq!(handle.run(expired).await.unwrap(), None);
     handle
-        .e2ee(challenge("ch_4", "uid_alice", "dev_alice_tab", NOW + 60))
+        .run(challenge("ch_4", "uid_alice", "dev_alice_tab", NOW + 60))
         .await
         .unwrap();
     assert_eq!(
         code(
             handle
-                .e2ee(open("ch_4", "uid_alice", "dev_alice_tab", "pk_tab", "tok_5"))
+                .run(open("ch_4", "uid_alice", "dev_alice_tab", "pk_tab", "tok_5"))
                 .await
         ),
         "device_revoked"

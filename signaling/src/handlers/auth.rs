@@ -3,6 +3,7 @@
 //! returned once and stored only as its SHA-256 digest. Tokens never appear in logs.
 
 use openchat_core::Denial;
+use openchat_storage::queries;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -12,7 +13,7 @@ use openchat_core::UserUid;
 use openchat_core::limits::{
     AUTH_CHALLENGE_TTL_SECONDS, DEVICES_PER_USER_MAX, JSON_BODY_BYTES_MAX, SESSION_TTL_SECONDS,
 };
-use openchat_storage::e2ee::{ChallengeRecord, Op, Outcome};
+use openchat_storage::e2ee::ChallengeRecord;
 use ring::rand::SecureRandom;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -53,7 +54,7 @@ fn random_b64(len: usize) -> Result<String, ApiError> {
 }
 
 async fn server_id(state: &AppState) -> Result<String, ApiError> {
-    let instance = state.store("instance", state.storage.instance()).await?;
+    let instance = state.run(queries::Instance).await?;
     Ok(instance
         .primary_server
         .map(|s| s.id.to_string())
@@ -109,24 +110,16 @@ pub(crate) async fn auth_challenge(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         expires_at: ctx.now + AUTH_CHALLENGE_TTL_SECONDS,
     };
     let server_id = server_id(state).await?;
-    match state
-        .store(
-            "auth_challenge",
-            state.storage.e2ee(Op::CreateChallenge { challenge }),
-        )
-        .await?
-    {
-        Outcome::Challenge(c) => Ok(json(
-            StatusCode::CREATED,
-            &ChallengeDto {
-                challenge_id: c.challenge_id,
-                nonce: c.nonce,
-                server_id,
-                expires_at: rfc3339(c.expires_at),
-            },
-        )),
-        _ => Err(ApiError::internal()),
-    }
+    let c = state.run(queries::e2ee::CreateChallenge { challenge }).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &ChallengeDto {
+            challenge_id: c.challenge_id,
+            nonce: c.nonce,
+            server_id,
+            expires_at: rfc3339(c.expires_at),
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,19 +147,12 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     let body: SessionBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let user = UserUid::parse(body.user_uid.trim())
         .map_err(|_| ApiError::denied(Denial::ChallengeInvalid, "unknown challenge"))?;
-    let challenge = match state
-        .store(
-            "auth_challenge_lookup",
-            state.storage.e2ee(Op::Challenge {
-                challenge_id: body.challenge_id.clone(),
-                now: ctx.now,
-            }),
-        )
-        .await?
-    {
-        Outcome::Challenge(c) => c,
-        _ => return Err(ApiError::internal()),
-    };
+    let challenge = state
+        .run(queries::e2ee::Challenge {
+            challenge_id: body.challenge_id.clone(),
+            now: ctx.now,
+        })
+        .await?;
     if challenge.user_uid != user || challenge.device_id != body.device_id {
         return Err(ApiError::denied(
             Denial::ChallengeInvalid,
@@ -189,7 +175,7 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         .verify(message.as_bytes(), &signature)
         .map_err(|_| ApiError::denied(Denial::SignatureInvalid, "the signature does not verify"))?;
     let token = format!("ocs_{}", random_b64(32)?);
-    let op = Op::OpenSession {
+    let op = queries::e2ee::OpenSession {
         challenge_id: challenge.challenge_id,
         user,
         device_id: challenge.device_id,
@@ -199,17 +185,15 @@ pub(crate) async fn open_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         device_limit: DEVICES_PER_USER_MAX,
         now: ctx.now,
     };
-    match state.store("auth_session", state.storage.e2ee(op)).await? {
-        Outcome::Session(_, session) => Ok(json(
-            StatusCode::CREATED,
-            &SessionDto {
-                session_token: token,
-                expires_at: rfc3339(session.expires_at),
-                scope: session.scope,
-            },
-        )),
-        _ => Err(ApiError::internal()),
-    }
+    let (_, session) = state.run(op).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &SessionDto {
+            session_token: token,
+            expires_at: rfc3339(session.expires_at),
+            scope: session.scope,
+        },
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -223,28 +207,22 @@ pub(crate) async fn close_session(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     let token = bearer(&ctx).ok_or_else(|| ApiError::denied(Denial::SessionInvalid, "no bearer token"))?;
     let digest = sha256_hex(token.as_bytes());
     let live = state
-        .store(
-            "auth_session_lookup",
-            state.storage.e2ee(Op::Session {
-                token_sha256: digest.clone(),
-                now: ctx.now,
-            }),
-        )
+        .run(queries::e2ee::Session {
+            token_sha256: digest.clone(),
+            now: ctx.now,
+        })
         .await?;
-    if !matches!(live, Outcome::MaybeSession(Some(_))) {
+    if live.is_none() {
         return Err(ApiError::denied(
             Denial::SessionInvalid,
             "the session is unknown, expired or revoked",
         ));
     }
     state
-        .store(
-            "auth_session_revoke",
-            state.storage.e2ee(Op::RevokeSession {
-                token_sha256: digest,
-                now: ctx.now,
-            }),
-        )
+        .run(queries::e2ee::RevokeSession {
+            token_sha256: digest,
+            now: ctx.now,
+        })
         .await?;
     Ok(json(StatusCode::OK, &RevokedDto { revoked: true }))
 }

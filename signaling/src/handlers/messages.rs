@@ -8,6 +8,7 @@ use openchat_core::limits::{
     JSON_BODY_BYTES_MAX, MENTION_RESULTS_MAX, MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX,
 };
 use openchat_core::{AttachmentId, ChannelId, MessageId};
+use openchat_storage::queries;
 use openchat_storage::{AttachmentRecord, NewMessage, PageRequest};
 
 use super::new_id;
@@ -70,17 +71,13 @@ pub(crate) async fn list_messages(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
             .ok()
             .map(|identity| identity.user_uid),
     };
-    let result = match viewer {
-        Some(viewer) => {
-            let request = state.storage.messages_for(channel.clone(), page, viewer);
-            state.store("messages", request).await?
-        }
-        None => {
-            state
-                .store("messages", state.storage.messages(channel.clone(), page))
-                .await?
-        }
-    };
+    let result = state
+        .run(queries::Messages {
+            channel: channel.clone(),
+            page,
+            viewer,
+        })
+        .await?;
     let base = state.base_url();
     let body = MessagesDto {
         channel_id: channel.to_string(),
@@ -287,9 +284,7 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         envelope,
         now: ctx.now,
     };
-    let message = state
-        .store("create_message", state.storage.create_message(new))
-        .await?;
+    let message = state.run(queries::CreateMessage { new }).await?;
     let created = MessageCreatedDto {
         message: MessageDto::new(state.base_url(), &message),
     };
@@ -300,17 +295,15 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
             server: message.server_id.clone(),
         },
         Some(envelope) => {
-            let op = openchat_storage::e2ee::Op::EpochMembers {
+            let op = queries::e2ee::EpochMembers {
                 channel: channel.clone(),
                 epoch: envelope.epoch_id,
             };
-            match state.store("e2ee_epoch_members", state.storage.e2ee(op)).await? {
-                openchat_storage::e2ee::Outcome::Epoch(_, users) => Audience::ChannelMembers {
-                    channel: channel.clone(),
-                    server: message.server_id.clone(),
-                    users: Arc::from(users),
-                },
-                _ => return Err(ApiError::internal()),
+            let (_, users) = state.run(op).await?;
+            Audience::ChannelMembers {
+                channel: channel.clone(),
+                server: message.server_id.clone(),
+                users: Arc::from(users),
             }
         }
     };
@@ -333,10 +326,12 @@ pub(crate) async fn delete_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     let message = ctx.id("message_id", MessageId::parse, "message_not_found")?;
     let actor = ctx.user()?;
     state
-        .store(
-            "delete_message",
-            state.storage.delete_message(channel, message, actor, ctx.now),
-        )
+        .run(queries::DeleteMessage {
+            channel,
+            message,
+            actor,
+            now: ctx.now,
+        })
         .await?;
     let mut response = Response::new(full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
@@ -356,7 +351,10 @@ pub(crate) async fn attachment(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
     let channel = channel_id(&ctx)?;
     let id = ctx.id("attachment_id", AttachmentId::parse, "attachment_not_found")?;
     let record = state
-        .store("attachment", state.storage.attachment(channel, id))
+        .run(queries::Attachment {
+            channel,
+            attachment: id,
+        })
         .await?;
     let blob = StoredFile {
         sha256: &record.sha256,
@@ -515,7 +513,11 @@ pub(crate) async fn mentions(state: &Arc<AppState>, ctx: Ctx) -> Result<Response
         return Err(ApiError::invalid_query("query must match [A-Za-z0-9_.-]{0,64}"));
     }
     let found = state
-        .store("mentions", state.storage.mentions(channel, query, limit))
+        .run(queries::Mentions {
+            channel,
+            query,
+            limit,
+        })
         .await?;
     let results = found
         .into_iter()
@@ -536,7 +538,10 @@ pub(crate) async fn read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Response
     let channel = channel_id(&ctx)?;
     let who = ctx.user()?;
     let stored = state
-        .store("read_ack", state.storage.read_ack(channel.clone(), who.clone()))
+        .run(queries::ReadAck {
+            channel: channel.clone(),
+            user: who.clone(),
+        })
         .await?;
     let read_ack = stored
         .as_ref()
@@ -584,12 +589,12 @@ pub(crate) async fn put_read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         ),
     };
     let (ack, applied, _) = state
-        .store(
-            "put_read_ack",
-            state
-                .storage
-                .put_read_ack(channel.clone(), who.clone(), message, ctx.now),
-        )
+        .run(queries::PutReadAck {
+            channel: channel.clone(),
+            user: who.clone(),
+            message,
+            now: ctx.now,
+        })
         .await?;
     let read_ack = ReadAckDto::from(&ack);
     if applied {

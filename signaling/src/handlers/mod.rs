@@ -12,6 +12,7 @@ mod servers;
 use std::sync::Arc;
 
 use http::{Response, StatusCode, header};
+use openchat_storage::queries;
 use serde_json::json;
 
 use crate::body::{Body, full, json};
@@ -159,7 +160,7 @@ pub(crate) fn healthz() -> Response<Body> {
     (status = 503, description = "storage_unavailable", body = ErrorEnvelope),
 ))]
 pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
-    state.store("ping", state.storage.ping()).await?;
+    state.run(queries::Ping).await?;
     Ok(json(
         StatusCode::OK,
         &json!({"status": "ready", "store": state.storage.kind().as_str()}),
@@ -241,7 +242,7 @@ pub(crate) fn metrics(state: &AppState) -> Response<Body> {
 /// The capabilities document (WIRE.md §3).
 #[utoipa::path(get, path = "/v1/client/capabilities", tag = "discovery", responses((status = 200, body = Object)))]
 pub(crate) async fn capabilities(state: &AppState) -> Result<Response<Body>, ApiError> {
-    let instance = state.store("instance", state.storage.instance()).await?;
+    let instance = state.run(queries::Instance).await?;
     let rtc = state.rtc.as_ref().map(|rtc| capabilities::RtcBlock {
         signaling_url: rtc.signaling_url(state.base_url()),
         ice_servers: rtc.ice_servers("capabilities", crate::clock::unix_now()),

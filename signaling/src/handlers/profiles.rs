@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use openchat_core::limits::{AVATAR_BYTES_MAX, AVATAR_SIDE_PX_MAX, JSON_BODY_BYTES_MAX, PROFILES_BATCH_MAX};
 use openchat_core::profile::{display_name, parse_if_match};
 use openchat_core::{AssetId, UserUid};
+use openchat_storage::queries;
 use openchat_storage::{Avatar, AvatarRecord, ProfileUpdate};
 
 use super::messages::{StoredFile, blob_response};
@@ -23,7 +24,10 @@ use crate::upload::{self, FormLimits, Sniffed, UploadError};
 #[utoipa::path(get, path = "/v1/profile/me", tag = "profiles", responses((status = 200, body = ProfileDto), GenericErrors))]
 pub(crate) async fn my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let profile = state
-        .store("profile", state.storage.profile(ctx.user()?, ctx.now))
+        .run(queries::Profile {
+            user: ctx.user()?,
+            now: ctx.now,
+        })
         .await?;
     Ok(json(StatusCode::OK, &ProfileDto::new(state.base_url(), &profile)))
 }
@@ -89,9 +93,7 @@ pub(crate) async fn update_my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result
         avatar,
         now: ctx.now,
     };
-    let profile = state
-        .store("update_profile", state.storage.update_profile(update))
-        .await?;
+    let profile = state.run(queries::UpdateProfile { update }).await?;
     let dto = ProfileDto::new(state.base_url(), &profile);
     match serde_json::to_value(&dto) {
         Ok(payload) => state
@@ -195,7 +197,9 @@ pub(crate) async fn upload_avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         created_at: ctx.now,
     };
     state
-        .store("insert_avatar", state.storage.insert_avatar(record.clone()))
+        .run(queries::InsertAvatar {
+            avatar: record.clone(),
+        })
         .await?;
     let body = AvatarDto {
         avatar_asset_id: record.id.to_string(),
@@ -213,7 +217,7 @@ pub(crate) async fn upload_avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     responses((status = 200, description = "the image bytes", content_type = "image/*"), GenericErrors))]
 pub(crate) async fn avatar(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let id = ctx.id("asset_id", AssetId::parse, "avatar_asset_not_found")?;
-    let record = state.store("avatar", state.storage.avatar(id)).await?;
+    let record = state.run(queries::LoadAvatar { asset: id }).await?;
     let blob = StoredFile {
         sha256: &record.sha256,
         bytes: record.bytes,
@@ -255,7 +259,10 @@ pub(crate) async fn profiles_batch(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         )));
     }
     let profiles = state
-        .store("profiles", state.storage.profiles(uids, ctx.now))
+        .run(queries::Profiles {
+            users: uids,
+            now: ctx.now,
+        })
         .await?;
     let base = state.base_url();
     Ok(json(

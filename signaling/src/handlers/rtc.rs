@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use openchat_core::limits::JSON_BODY_BYTES_MAX;
 use openchat_core::ticket::{Permissions, TicketClaims};
 use openchat_core::{ChannelId, ChannelKind, ServerId};
+use openchat_storage::queries;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -86,7 +87,9 @@ pub(crate) async fn join_ticket(state: &Arc<AppState>, ctx: Ctx) -> Result<Respo
         parse_json(&bytes)?
     };
     let info = state
-        .store("channel", state.storage.channel(channel.clone()))
+        .run(queries::Channel {
+            channel: channel.clone(),
+        })
         .await?;
     if info.kind != ChannelKind::Voice {
         return Err(ApiError::bad_request(
@@ -100,17 +103,16 @@ pub(crate) async fn join_ticket(state: &Arc<AppState>, ctx: Ctx) -> Result<Respo
         raw => ServerId::parse(raw).map_err(|_| ApiError::server_not_found())?,
     };
     state
-        .store("server", state.storage.server(server.clone()))
+        .run(queries::Server {
+            server: server.clone(),
+        })
         .await?;
     // May join: the user has not left the channel's server.
     let visible = state
-        .store(
-            "directory",
-            state.storage.directory(
-                Some(who.user_uid.clone()),
-                openchat_core::limits::DIRECTORY_SERVERS_MAX,
-            ),
-        )
+        .run(queries::Directory {
+            viewer: Some(who.user_uid.clone()),
+            limit: openchat_core::limits::DIRECTORY_SERVERS_MAX,
+        })
         .await?;
     if !visible.iter().any(|s| s.id == info.server_id) {
         return Err(ApiError::forbidden("you left this server"));

@@ -6,6 +6,7 @@ use http::{Response, StatusCode};
 use openchat_core::limits::{DIRECTORY_SERVERS_MAX, JSON_BODY_BYTES_MAX, OWNERSHIP_CLAIM_TTL_SECONDS};
 use openchat_core::settings::{ServerSettings, channel_name, icon_text};
 use openchat_core::{ChannelId, ChannelKind, GroupId, ServerId, UserUid};
+use openchat_storage::queries;
 use openchat_storage::{NewServer, StarterIds};
 
 use super::{new_id, random_hex32};
@@ -75,10 +76,10 @@ pub(crate) async fn directory(state: &Arc<AppState>, ctx: Ctx) -> Result<Respons
         .map(str::trim)
         .and_then(|uid| UserUid::parse(uid).ok());
     let servers = state
-        .store(
-            "directory",
-            state.storage.directory(viewer, DIRECTORY_SERVERS_MAX),
-        )
+        .run(queries::Directory {
+            viewer,
+            limit: DIRECTORY_SERVERS_MAX,
+        })
         .await?;
     Ok(json(
         StatusCode::OK,
@@ -117,9 +118,7 @@ pub(crate) async fn create_server(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         },
         now: ctx.now,
     };
-    let server = state
-        .store("create_server", state.storage.create_server(new))
-        .await?;
+    let server = state.run(queries::CreateServer { new }).await?;
     let body = ServerCreatedDto {
         server: ServerDto::from(&server),
         created_by_uid: who.to_string(),
@@ -144,12 +143,12 @@ pub(crate) async fn claim_ownership(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         return Err(ApiError::invalid_payload("claim_token is required"));
     }
     let claim = state
-        .store(
-            "claim_ownership",
-            state
-                .storage
-                .claim_ownership(server, sha256_hex(token.as_bytes()), who, ctx.now),
-        )
+        .run(queries::ClaimOwnership {
+            server,
+            token_sha256: sha256_hex(token.as_bytes()),
+            by: who,
+            now: ctx.now,
+        })
         .await?;
     let body = ClaimDto {
         server_id: claim.server_id.to_string(),
@@ -166,10 +165,11 @@ pub(crate) async fn leave_server(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     let server = server_id(&ctx)?;
     let who = ctx.user()?;
     let left_at = state
-        .store(
-            "leave_server",
-            state.storage.leave_server(server.clone(), who.clone(), ctx.now),
-        )
+        .run(queries::LeaveServer {
+            server: server.clone(),
+            user: who.clone(),
+            now: ctx.now,
+        })
         .await?;
     let body = LeaveDto {
         server_id: server.to_string(),
@@ -184,7 +184,9 @@ pub(crate) async fn leave_server(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     params(("server_id" = String, Path)), responses((status = 200, body = SettingsDto), GenericErrors))]
 pub(crate) async fn settings(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let record = state
-        .store("server", state.storage.server(server_id(&ctx)?))
+        .run(queries::Server {
+            server: server_id(&ctx)?,
+        })
         .await?;
     Ok(json(StatusCode::OK, &SettingsDto::from(&record)))
 }
@@ -197,7 +199,9 @@ pub(crate) async fn update_settings(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let who = ctx.user()?;
     let body: SettingsBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let current = state
-        .store("server", state.storage.server(server.clone()))
+        .run(queries::Server {
+            server: server.clone(),
+        })
         .await?;
     let settings = ServerSettings::parse(
         body.display_name.as_deref().unwrap_or(&current.display_name),
@@ -206,12 +210,12 @@ pub(crate) async fn update_settings(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     )
     .map_err(|err| ApiError::invalid_payload(err.to_string()))?;
     let updated = state
-        .store(
-            "update_settings",
-            state
-                .storage
-                .update_settings(server.clone(), settings, who.clone(), ctx.now),
-        )
+        .run(queries::UpdateSettings {
+            server: server.clone(),
+            settings,
+            by: who.clone(),
+            now: ctx.now,
+        })
         .await?;
     let body = SettingsUpdatedDto {
         settings: SettingsDto::from(&updated),
@@ -228,17 +232,19 @@ pub(crate) async fn update_settings(state: &Arc<AppState>, ctx: Ctx) -> Result<R
 pub(crate) async fn channels(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let server = server_id(&ctx)?;
     let layout = state
-        .store("layout", state.storage.layout(server.clone()))
+        .run(queries::Layout {
+            server: server.clone(),
+        })
         .await?;
     let mut groups = groups(&layout);
     // Per-reader counts when the caller says who it is (the desktop client sends no identity
     // here, WIRE.md §0 item 9; its badges come from the live events).
     if let Some(reader) = super::optional_viewer(state, &ctx) {
         let counts = state
-            .store(
-                "channel_counts",
-                state.storage.channel_counts(server.clone(), reader),
-            )
+            .run(queries::UnreadCounts {
+                server: server.clone(),
+                reader,
+            })
             .await?;
         for channel in groups.iter_mut().flat_map(|g| g.channels.iter_mut()) {
             if channel.kind != "text" || channel.e2ee.is_some() {
@@ -286,30 +292,19 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     }
     let prefix = if kind == ChannelKind::Voice { "vc" } else { "ch" };
     let id = ChannelId::parse_owned(new_id(prefix)).map_err(|_| ApiError::internal())?;
-    let channel = if body.e2ee {
-        let created =
-            state
-                .storage
-                .create_e2ee_channel(server.clone(), group.clone(), id, name, who.clone(), ctx.now);
-        state
-            .store("create_channel", created)
-            .await
-            .map_err(body_reference)?
-    } else {
-        let created = state.storage.create_channel(
-            server.clone(),
-            group.clone(),
-            id,
+    let channel = state
+        .run(queries::CreateChannel {
+            server: server.clone(),
+            group: group.clone(),
+            channel: id,
             name,
-            kind,
-            who.clone(),
-            ctx.now,
-        );
-        state
-            .store("create_channel", created)
-            .await
-            .map_err(body_reference)?
-    };
+            kind: if body.e2ee { ChannelKind::Text } else { kind },
+            e2ee: body.e2ee,
+            actor: who.clone(),
+            now: ctx.now,
+        })
+        .await
+        .map_err(body_reference)?;
     let body = ChannelCreatedDto {
         server_id: server.to_string(),
         group_id: group.to_string(),
@@ -332,12 +327,14 @@ pub(crate) async fn create_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let name = name(&body.name)?;
     let id = GroupId::parse_owned(new_id("grp")).map_err(|_| ApiError::internal())?;
     let group = state
-        .store(
-            "create_category",
-            state
-                .storage
-                .create_category(server.clone(), id, name, kind, who.clone(), ctx.now),
-        )
+        .run(queries::CreateCategory {
+            server: server.clone(),
+            group: id,
+            name,
+            kind,
+            actor: who.clone(),
+            now: ctx.now,
+        })
         .await?;
     let body = CategoryCreatedDto {
         server_id: server.to_string(),
@@ -360,12 +357,12 @@ pub(crate) async fn rename_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let body: RenameCategoryBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let name = name(&body.name)?;
     let group = state
-        .store(
-            "rename_category",
-            state
-                .storage
-                .rename_category(server.clone(), group, name, who.clone()),
-        )
+        .run(queries::RenameCategory {
+            server: server.clone(),
+            group,
+            name,
+            actor: who.clone(),
+        })
         .await?;
     let body = CategoryUpdatedDto {
         server_id: server.to_string(),
@@ -387,10 +384,11 @@ pub(crate) async fn delete_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let group = group_id(&ctx)?;
     let who = ctx.user()?;
     let layout = state
-        .store(
-            "delete_category",
-            state.storage.delete_category(server.clone(), group, who.clone()),
-        )
+        .run(queries::DeleteCategory {
+            server: server.clone(),
+            group,
+            actor: who.clone(),
+        })
         .await?;
     Ok(announce_layout(state, &server, &layout, &who, ctx.now))
 }
@@ -417,10 +415,11 @@ pub(crate) async fn update_layout(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         order.push((id, channels));
     }
     let layout = state
-        .store(
-            "update_layout",
-            state.storage.update_layout(server.clone(), order, who.clone()),
-        )
+        .run(queries::UpdateLayout {
+            server: server.clone(),
+            order,
+            actor: who.clone(),
+        })
         .await?;
     Ok(announce_layout(state, &server, &layout, &who, ctx.now))
 }
@@ -430,7 +429,9 @@ pub(crate) async fn update_layout(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
 pub(crate) async fn members(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let server = server_id(&ctx)?;
     let members = state
-        .store("members", state.storage.members(server.clone()))
+        .run(queries::Members {
+            server: server.clone(),
+        })
         .await?;
     let body = MembersDto {
         server_id: server.to_string(),

@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::Response;
 use openchat_core::ServerId;
 use openchat_core::protocol::{ChatMessage, WireError, parse_chat};
+use openchat_storage::queries;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
@@ -361,7 +362,9 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
     match envelope.message {
         ChatMessage::Subscribe { channel: channel_id } => {
             if let Err(err) = state
-                .store("channel", state.storage.channel(channel_id.clone()))
+                .run(queries::Channel {
+                    channel: channel_id.clone(),
+                })
                 .await
             {
                 return reply_error(request_id, err.code, &err.message);

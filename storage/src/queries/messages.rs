@@ -11,6 +11,7 @@ use super::corrupt;
 use super::servers::channel;
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
+use crate::query::Query;
 use crate::records::{
     AttachmentRecord, ChannelCounts, ChannelInfo, MentionRecord, MessagePage, MessageRecord, NewMessage,
     PageRequest, ReadAckRecord, ReplyRecord,
@@ -257,12 +258,21 @@ const NOTIFY_EVERYONE: &str = "*";
 
 /// A reader's unread and mention counts for every text channel of a server that has any
 /// (end-to-end-encrypted channels are left out: their history is bound to membership).
-pub(crate) async fn channel_counts<D: Db>(
-    db: &mut D,
-    server: &ServerId,
-    reader: &UserUid,
-) -> Result<Vec<ChannelCounts>, StorageError> {
-    let rows = db
+#[derive(Debug, Clone)]
+pub struct UnreadCounts {
+    pub server: ServerId,
+    pub reader: UserUid,
+}
+
+impl Query for UnreadCounts {
+    type Output = Vec<ChannelCounts>;
+    const NAME: &'static str = "channel_counts";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<ChannelCounts>, StorageError> {
+        let UnreadCounts { server, reader } = self;
+        let server = &server;
+        let reader = &reader;
+        let rows = db
         .query(
             "SELECT m.channel_id, COUNT(*), \
              SUM(CASE WHEN EXISTS (SELECT 1 FROM message_mentions x WHERE x.message_id = m.id \
@@ -276,25 +286,39 @@ pub(crate) async fn channel_counts<D: Db>(
             &[Param::Text(server.as_str()), Param::Text(reader.as_str())],
         )
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ChannelCounts {
-                channel_id: ChannelId::parse_owned(row.text(0)?).map_err(|e| corrupt("channel id", e))?,
-                unread: row.int(1)?,
-                mentions: row.int(2)?,
+        rows.iter()
+            .map(|row| {
+                Ok(ChannelCounts {
+                    channel_id: ChannelId::parse_owned(row.text(0)?).map_err(|e| corrupt("channel id", e))?,
+                    unread: row.int(1)?,
+                    mentions: row.int(2)?,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 /// A page of history, oldest first. Voice channels have none.
-pub(crate) async fn list_messages<D: Db>(
-    db: &mut D,
-    id: &ChannelId,
-    page: PageRequest,
-    viewer: Option<&UserUid>,
-) -> Result<MessagePage, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct Messages {
+    pub channel: ChannelId,
+    pub page: PageRequest,
+    pub viewer: Option<UserUid>,
+}
+
+impl Query for Messages {
+    type Output = MessagePage;
+    const NAME: &'static str = "messages";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<MessagePage, StorageError> {
+        let Messages {
+            channel: id,
+            page,
+            viewer,
+        } = self;
+        let id = &id;
+        let viewer = viewer.as_ref();
+        in_transaction(db, async |db: &mut D| {
         let info = channel(db, id).await?;
         // An e2ee channel shows each reader only the epochs they belonged to.
         let viewer = viewer.map(UserUid::as_str).unwrap_or("");
@@ -346,6 +370,7 @@ pub(crate) async fn list_messages<D: Db>(
         Ok(MessagePage { channel: info, messages: messages.into_iter().map(|(_, m)| m).collect(), older_cursor })
     })
     .await
+    }
 }
 
 async fn read_message<D: Db>(
@@ -368,11 +393,19 @@ async fn read_message<D: Db>(
 }
 
 /// Stores a message and its attachments in one transaction.
-pub(crate) async fn create_message<D: Db>(
-    db: &mut D,
-    new: &NewMessage,
-) -> Result<MessageRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct CreateMessage {
+    pub new: NewMessage,
+}
+
+impl Query for CreateMessage {
+    type Output = MessageRecord;
+    const NAME: &'static str = "create_message";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<MessageRecord, StorageError> {
+        let CreateMessage { new } = self;
+        let new = &new;
+        in_transaction(db, async |db: &mut D| {
         let info = match channel(db, &new.channel).await {
             Ok(info) if info.kind == ChannelKind::Text => info,
             Ok(_) => return Err(StorageError::invalid("message_create_failed", "messages go to text channels only")),
@@ -467,18 +500,34 @@ pub(crate) async fn create_message<D: Db>(
         read_message(db, &info, &new.id).await.map(|(_, message)| message)
     })
     .await
+    }
 }
 
 /// Deletes (tombstones) a message if `actor` may; replies to it then show it unavailable.
 /// Returns the server the channel belongs to.
-pub(crate) async fn delete_message<D: Db>(
-    db: &mut D,
-    channel_id: &ChannelId,
-    id: &MessageId,
-    actor: &UserUid,
-    now: UnixSeconds,
-) -> Result<ChannelInfo, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct DeleteMessage {
+    pub channel: ChannelId,
+    pub message: MessageId,
+    pub actor: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for DeleteMessage {
+    type Output = ChannelInfo;
+    const NAME: &'static str = "delete_message";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ChannelInfo, StorageError> {
+        let DeleteMessage {
+            channel: channel_id,
+            message: id,
+            actor,
+            now,
+        } = self;
+        let channel_id = &channel_id;
+        let id = &id;
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
         let info = channel(db, channel_id).await?;
         let row = db
             .query_opt(
@@ -503,22 +552,36 @@ pub(crate) async fn delete_message<D: Db>(
         Ok(info)
     })
     .await
+    }
 }
 
-pub(crate) async fn attachment<D: Db>(
-    db: &mut D,
-    channel_id: &ChannelId,
-    id: &AttachmentId,
-) -> Result<AttachmentRecord, StorageError> {
-    let row = db
-        .query_opt(
-            "SELECT id, file_name, content_type, bytes, width, height, sha256 FROM attachments \
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub channel: ChannelId,
+    pub attachment: AttachmentId,
+}
+
+impl Query for Attachment {
+    type Output = AttachmentRecord;
+    const NAME: &'static str = "attachment";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<AttachmentRecord, StorageError> {
+        let Attachment {
+            channel: channel_id,
+            attachment: id,
+        } = self;
+        let channel_id = &channel_id;
+        let id = &id;
+        let row = db
+            .query_opt(
+                "SELECT id, file_name, content_type, bytes, width, height, sha256 FROM attachments \
              WHERE id = $1 AND channel_id = $2",
-            &[Param::Text(id.as_str()), Param::Text(channel_id.as_str())],
-        )
-        .await?
-        .ok_or(StorageError::NotFound("attachment"))?;
-    attachment_from_row(channel_id, &row, 0)
+                &[Param::Text(id.as_str()), Param::Text(channel_id.as_str())],
+            )
+            .await?
+            .ok_or(StorageError::NotFound("attachment"))?;
+        attachment_from_row(channel_id, &row, 0)
+    }
 }
 
 fn read_ack_from_row(
@@ -551,25 +614,53 @@ async fn stored_ack<D: Db>(
 }
 
 /// The stored ack, or an empty one (`cursor_index` 0, nothing read) for a channel that exists.
-pub(crate) async fn read_ack<D: Db>(
-    db: &mut D,
-    channel_id: &ChannelId,
-    user_uid: &UserUid,
-) -> Result<Option<ReadAckRecord>, StorageError> {
-    channel(db, channel_id).await?;
-    stored_ack(db, channel_id, user_uid).await
+#[derive(Debug, Clone)]
+pub struct ReadAck {
+    pub channel: ChannelId,
+    pub user: UserUid,
+}
+
+impl Query for ReadAck {
+    type Output = Option<ReadAckRecord>;
+    const NAME: &'static str = "read_ack";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Option<ReadAckRecord>, StorageError> {
+        let ReadAck {
+            channel: channel_id,
+            user: user_uid,
+        } = self;
+        let channel_id = &channel_id;
+        let user_uid = &user_uid;
+        channel(db, channel_id).await?;
+        stored_ack(db, channel_id, user_uid).await
+    }
 }
 
 /// Moves the ack forward to `message` (or to the latest message when `None`). Returns the
 /// stored ack and whether this call moved it; a stale ack leaves the newer one in place.
-pub(crate) async fn put_read_ack<D: Db>(
-    db: &mut D,
-    channel_id: &ChannelId,
-    user_uid: &UserUid,
-    message: Option<&MessageId>,
-    now: UnixSeconds,
-) -> Result<(ReadAckRecord, bool, ChannelInfo), StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct PutReadAck {
+    pub channel: ChannelId,
+    pub user: UserUid,
+    pub message: Option<MessageId>,
+    pub now: UnixSeconds,
+}
+
+impl Query for PutReadAck {
+    type Output = (ReadAckRecord, bool, ChannelInfo);
+    const NAME: &'static str = "put_read_ack";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<(ReadAckRecord, bool, ChannelInfo), StorageError> {
+        let PutReadAck {
+            channel: channel_id,
+            user: user_uid,
+            message,
+            now,
+        } = self;
+        let channel_id = &channel_id;
+        let user_uid = &user_uid;
+        let message = message.as_ref();
+        in_transaction(db, async |db: &mut D| {
         let info = channel(db, channel_id).await?;
         let target = match message {
             Some(id) => db
@@ -638,6 +729,7 @@ pub(crate) async fn put_read_ack<D: Db>(
         Ok((record, true, info))
     })
     .await
+    }
 }
 
 /// `query` as a case-insensitive LIKE prefix pattern, with LIKE's wildcards escaped.
@@ -655,30 +747,43 @@ fn like_prefix(query: &str) -> String {
 
 /// Candidates for `@query` in a channel: `@here`/`@channel`, then members and authors of
 /// the channel's server whose name starts with the query, then text channels.
-pub(crate) async fn mention_candidates<D: Db>(
-    db: &mut D,
-    channel_id: &ChannelId,
-    query: &str,
-    limit: usize,
-) -> Result<Vec<MentionRecord>, StorageError> {
-    let info = channel(db, channel_id).await?;
-    let limit = limit.min(MENTION_RESULTS_MAX);
-    let lowered = query.to_lowercase();
-    let mut results = Vec::new();
-    for special in ["here", "channel"] {
-        if special.starts_with(&lowered) {
-            results.push(MentionRecord {
-                kind: "channel",
-                token: format!("@{special}"),
-                target_id: channel_id.to_string(),
-                display_text: special.to_owned(),
-            });
+#[derive(Debug, Clone)]
+pub struct Mentions {
+    pub channel: ChannelId,
+    pub query: String,
+    pub limit: usize,
+}
+
+impl Query for Mentions {
+    type Output = Vec<MentionRecord>;
+    const NAME: &'static str = "mentions";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<MentionRecord>, StorageError> {
+        let Mentions {
+            channel: channel_id,
+            query,
+            limit,
+        } = self;
+        let channel_id = &channel_id;
+        let query = query.as_str();
+        let info = channel(db, channel_id).await?;
+        let limit = limit.min(MENTION_RESULTS_MAX);
+        let lowered = query.to_lowercase();
+        let mut results = Vec::new();
+        for special in ["here", "channel"] {
+            if special.starts_with(&lowered) {
+                results.push(MentionRecord {
+                    kind: "channel",
+                    token: format!("@{special}"),
+                    target_id: channel_id.to_string(),
+                    display_text: special.to_owned(),
+                });
+            }
         }
-    }
-    let pattern = like_prefix(query);
-    let people = db
-        .query(
-            "SELECT COALESCE(user_uid, member_id), display_name, position FROM server_members \
+        let pattern = like_prefix(query);
+        let people = db
+            .query(
+                "SELECT COALESCE(user_uid, member_id), display_name, position FROM server_members \
              WHERE server_id = $1 AND left_at IS NULL AND LOWER(display_name) LIKE $2 ESCAPE '\\' \
              UNION \
              SELECT p.user_uid, p.display_name, 1000000 FROM profiles p \
@@ -687,39 +792,40 @@ pub(crate) async fn mention_candidates<D: Db>(
                  WHERE server_id = $1 AND user_uid IS NOT NULL AND left_at IS NULL) \
              AND (LOWER(p.display_name) LIKE $2 ESCAPE '\\' OR LOWER(p.user_uid) LIKE $2 ESCAPE '\\') \
              ORDER BY 3, 2 LIMIT $4",
-            &[
-                Param::Text(info.server_id.as_str()),
-                Param::Text(&pattern),
-                Param::Text(channel_id.as_str()),
-                Param::Int(limit as i64),
-            ],
-        )
-        .await?;
-    for row in &people {
-        let name = row.text(1)?;
-        results.push(MentionRecord {
-            kind: "user",
-            token: format!("@{}", name.split_whitespace().collect::<Vec<_>>().join("_")),
-            target_id: row.text(0)?,
-            display_text: name,
-        });
-    }
-    let channels = db
+                &[
+                    Param::Text(info.server_id.as_str()),
+                    Param::Text(&pattern),
+                    Param::Text(channel_id.as_str()),
+                    Param::Int(limit as i64),
+                ],
+            )
+            .await?;
+        for row in &people {
+            let name = row.text(1)?;
+            results.push(MentionRecord {
+                kind: "user",
+                token: format!("@{}", name.split_whitespace().collect::<Vec<_>>().join("_")),
+                target_id: row.text(0)?,
+                display_text: name,
+            });
+        }
+        let channels = db
         .query(
             "SELECT id, name FROM channels WHERE server_id = $1 AND kind = 'text' AND LOWER(name) LIKE $2 ESCAPE '\\' \
              ORDER BY position, id LIMIT $3",
             &[Param::Text(info.server_id.as_str()), Param::Text(&pattern), Param::Int(limit as i64)],
         )
         .await?;
-    for row in &channels {
-        let name = row.text(1)?;
-        results.push(MentionRecord {
-            kind: "channel",
-            token: format!("#{name}"),
-            target_id: row.text(0)?,
-            display_text: name,
-        });
+        for row in &channels {
+            let name = row.text(1)?;
+            results.push(MentionRecord {
+                kind: "channel",
+                token: format!("#{name}"),
+                target_id: row.text(0)?,
+                display_text: name,
+            });
+        }
+        results.truncate(limit);
+        Ok(results)
     }
-    results.truncate(limit);
-    Ok(results)
 }

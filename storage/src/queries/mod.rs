@@ -1,7 +1,10 @@
-//! The business logic of every storage request, written once against [`Db`].
+//! Every storage operation, each a [`Query`] written once against [`Db`]: the instance and
+//! directory here, servers and layout in `servers`, history, reads and mentions in
+//! `messages`, profiles and avatars in `profiles`, E2EE.md in [`e2ee`].
 //!
-//! Each public function here is one request of the storage thread. Writes run in one
-//! transaction; reads see one consistent snapshot where they issue several statements.
+//! Writes run in one transaction; reads see one consistent snapshot where they issue
+//! several statements. The functions that stay `pub(crate)` are rules that several
+//! operations share.
 
 use openchat_core::seed::Seed;
 use openchat_core::settings::ServerSettings;
@@ -10,13 +13,23 @@ use openchat_core::{
     UidPolicy, UnixSeconds, UserUid,
 };
 
-pub(crate) mod e2ee;
-pub(crate) mod messages;
-pub(crate) mod profiles;
-pub(crate) mod servers;
+pub mod e2ee;
+mod messages;
+mod profiles;
+mod servers;
+
+pub use messages::{
+    Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PutReadAck, ReadAck, UnreadCounts,
+};
+pub use profiles::{InsertAvatar, LoadAvatar, Profile, Profiles, UpdateProfile};
+pub use servers::{
+    Channel, ClaimOwnership, CreateCategory, CreateChannel, CreateServer, DeleteCategory, GrantOwner,
+    LeaveServer, RenameCategory, UpdateLayout,
+};
 
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
+use crate::query::Query;
 use crate::records::{ChannelRecord, GroupRecord, InstanceRecord, MemberRecord, ServerRecord};
 
 const META_SEEDED: &str = "seeded_at";
@@ -56,8 +69,16 @@ fn server_from_row(row: &Row) -> Result<ServerRecord, StorageError> {
     })
 }
 
-pub(crate) async fn ping<D: Db>(db: &mut D) -> Result<(), StorageError> {
-    db.query("SELECT 1", &[]).await.map(drop)
+#[derive(Debug, Clone)]
+pub struct Ping;
+
+impl Query for Ping {
+    type Output = ();
+    const NAME: &'static str = "ping";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<(), StorageError> {
+        db.query("SELECT 1", &[]).await.map(drop)
+    }
 }
 
 async fn meta<D: Db>(db: &mut D, key: &str) -> Result<Option<String>, StorageError> {
@@ -85,8 +106,20 @@ async fn set_meta<D: Db>(db: &mut D, key: &str, value: &str) -> Result<(), Stora
 /// Writes the first-run community, once. Returns whether anything was written: nothing is
 /// when the store already holds a server or was seeded before (even if the seeded servers
 /// were deleted since), so restarts never duplicate or resurrect anything.
-pub(crate) async fn seed<D: Db>(db: &mut D, seed: &Seed, now: UnixSeconds) -> Result<bool, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct SeedFirstRun {
+    pub seed: Seed,
+    pub now: UnixSeconds,
+}
+
+impl Query for SeedFirstRun {
+    type Output = bool;
+    const NAME: &'static str = "seed";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<bool, StorageError> {
+        let SeedFirstRun { seed, now } = self;
+        let seed = &seed;
+        in_transaction(db, async |db: &mut D| {
         let servers = db.query_opt("SELECT COUNT(*) FROM servers", &[]).await?;
         if servers.map(|row| row.int(0)).transpose()?.unwrap_or(0) > 0 {
             return Ok(false);
@@ -199,43 +232,62 @@ pub(crate) async fn seed<D: Db>(db: &mut D, seed: &Seed, now: UnixSeconds) -> Re
         Ok(true)
     })
     .await
+    }
 }
 
-pub(crate) async fn instance<D: Db>(db: &mut D) -> Result<InstanceRecord, StorageError> {
-    let name = meta(db, META_INSTANCE_NAME).await?;
-    let primary_id = meta(db, META_PRIMARY_SERVER).await?;
-    let mut primary_server = match primary_id {
-        Some(id) => server_opt(db, &id).await?,
-        None => None,
-    };
-    if primary_server.is_none() {
-        let sql = format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY created_at, position, id LIMIT 1");
-        primary_server = db
-            .query_opt(&sql, &[])
-            .await?
-            .as_ref()
-            .map(server_from_row)
-            .transpose()?;
+#[derive(Debug, Clone)]
+pub struct Instance;
+
+impl Query for Instance {
+    type Output = InstanceRecord;
+    const NAME: &'static str = "instance";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<InstanceRecord, StorageError> {
+        let name = meta(db, META_INSTANCE_NAME).await?;
+        let primary_id = meta(db, META_PRIMARY_SERVER).await?;
+        let mut primary_server = match primary_id {
+            Some(id) => server_opt(db, &id).await?,
+            None => None,
+        };
+        if primary_server.is_none() {
+            let sql =
+                format!("SELECT {SERVER_COLUMNS} FROM servers ORDER BY created_at, position, id LIMIT 1");
+            primary_server = db
+                .query_opt(&sql, &[])
+                .await?
+                .as_ref()
+                .map(server_from_row)
+                .transpose()?;
+        }
+        Ok(InstanceRecord { name, primary_server })
     }
-    Ok(InstanceRecord { name, primary_server })
 }
 
 /// Servers in directory order, without those `viewer` has left.
-pub(crate) async fn directory<D: Db>(
-    db: &mut D,
-    viewer: Option<&UserUid>,
-    limit: usize,
-) -> Result<Vec<ServerRecord>, StorageError> {
-    let sql = format!(
-        "SELECT {SERVER_COLUMNS} FROM servers WHERE NOT EXISTS \
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub viewer: Option<UserUid>,
+    pub limit: usize,
+}
+
+impl Query for Directory {
+    type Output = Vec<ServerRecord>;
+    const NAME: &'static str = "directory";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<ServerRecord>, StorageError> {
+        let Directory { viewer, limit } = self;
+        let viewer = viewer.as_ref();
+        let sql = format!(
+            "SELECT {SERVER_COLUMNS} FROM servers WHERE NOT EXISTS \
          (SELECT 1 FROM server_leaves l WHERE l.server_id = servers.id AND l.user_uid = $2) \
          ORDER BY position, created_at, id LIMIT $1"
-    );
-    let viewer = viewer.map_or("", UserUid::as_str);
-    let rows = db
-        .query(&sql, &[Param::Int(limit as i64), Param::Text(viewer)])
-        .await?;
-    rows.iter().map(server_from_row).collect()
+        );
+        let viewer = viewer.map_or("", UserUid::as_str);
+        let rows = db
+            .query(&sql, &[Param::Int(limit as i64), Param::Text(viewer)])
+            .await?;
+        rows.iter().map(server_from_row).collect()
+    }
 }
 
 async fn server_opt<D: Db>(db: &mut D, id: &str) -> Result<Option<ServerRecord>, StorageError> {
@@ -253,10 +305,37 @@ pub(crate) async fn server<D: Db>(db: &mut D, id: &ServerId) -> Result<ServerRec
         .ok_or(StorageError::NotFound("server"))
 }
 
+/// One server by id.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub server: ServerId,
+}
+
+impl Query for Server {
+    type Output = ServerRecord;
+    const NAME: &'static str = "server";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ServerRecord, StorageError> {
+        server(db, &self.server).await
+    }
+}
+
 /// The server's groups and channels in display order. Runs in a transaction so the group
 /// list and the channel list come from the same snapshot.
-pub(crate) async fn layout<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<GroupRecord>, StorageError> {
-    in_transaction(db, async |db: &mut D| layout_in_tx(db, id).await).await
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub server: ServerId,
+}
+
+impl Query for Layout {
+    type Output = Vec<GroupRecord>;
+    const NAME: &'static str = "layout";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<GroupRecord>, StorageError> {
+        let Layout { server: id } = self;
+        let id = &id;
+        in_transaction(db, async |db: &mut D| layout_in_tx(db, id).await).await
+    }
 }
 
 /// [`layout`] inside the caller's transaction.
@@ -307,56 +386,84 @@ pub(crate) async fn layout_in_tx<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec
     }
 }
 
-pub(crate) async fn members<D: Db>(db: &mut D, id: &ServerId) -> Result<Vec<MemberRecord>, StorageError> {
-    server(db, id).await?;
-    let rows = db
-        .query(
-            "SELECT member_id, display_name, status FROM server_members \
-             WHERE server_id = $1 AND left_at IS NULL ORDER BY position, member_id LIMIT $2",
-            &[
-                Param::Text(id.as_str()),
-                Param::Int(openchat_core::limits::MEMBERS_LIST_MAX as i64),
-            ],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(MemberRecord {
-                id: MemberId::parse_owned(row.text(0)?).map_err(|e| corrupt("member id", e))?,
-                name: row.text(1)?,
-                status: MemberStatus::parse(&row.text(2)?).map_err(|e| corrupt("member status", e))?,
-            })
-        })
-        .collect()
+#[derive(Debug, Clone)]
+pub struct Members {
+    pub server: ServerId,
 }
 
-pub(crate) async fn update_settings<D: Db>(
-    db: &mut D,
-    id: &ServerId,
-    settings: &ServerSettings,
-    by: &UserUid,
-    now: UnixSeconds,
-) -> Result<ServerRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        servers::require_manager(db, id, by).await?;
-        let changed = db
-            .execute(
-                "UPDATE servers SET display_name = $2, description = $3, banner_preset = $4, \
-                 updated_by_uid = $5, updated_at = $6 WHERE id = $1",
+impl Query for Members {
+    type Output = Vec<MemberRecord>;
+    const NAME: &'static str = "members";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<MemberRecord>, StorageError> {
+        let Members { server: id } = self;
+        let id = &id;
+        server(db, id).await?;
+        let rows = db
+            .query(
+                "SELECT member_id, display_name, status FROM server_members \
+             WHERE server_id = $1 AND left_at IS NULL ORDER BY position, member_id LIMIT $2",
                 &[
                     Param::Text(id.as_str()),
-                    Param::Text(&settings.display_name),
-                    Param::Text(&settings.description),
-                    Param::Text(&settings.banner_preset),
-                    Param::OptText(Some(by.as_str())),
-                    Param::Int(now),
+                    Param::Int(openchat_core::limits::MEMBERS_LIST_MAX as i64),
                 ],
             )
             .await?;
-        if changed == 0 {
-            return Err(StorageError::NotFound("server"));
-        }
-        server(db, id).await
-    })
-    .await
+        rows.iter()
+            .map(|row| {
+                Ok(MemberRecord {
+                    id: MemberId::parse_owned(row.text(0)?).map_err(|e| corrupt("member id", e))?,
+                    name: row.text(1)?,
+                    status: MemberStatus::parse(&row.text(2)?).map_err(|e| corrupt("member status", e))?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateSettings {
+    pub server: ServerId,
+    pub settings: ServerSettings,
+    pub by: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for UpdateSettings {
+    type Output = ServerRecord;
+    const NAME: &'static str = "update_settings";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ServerRecord, StorageError> {
+        let UpdateSettings {
+            server: id,
+            settings,
+            by,
+            now,
+        } = self;
+        let id = &id;
+        let settings = &settings;
+        let by = &by;
+        in_transaction(db, async |db: &mut D| {
+            servers::require_manager(db, id, by).await?;
+            let changed = db
+                .execute(
+                    "UPDATE servers SET display_name = $2, description = $3, banner_preset = $4, \
+                 updated_by_uid = $5, updated_at = $6 WHERE id = $1",
+                    &[
+                        Param::Text(id.as_str()),
+                        Param::Text(&settings.display_name),
+                        Param::Text(&settings.description),
+                        Param::Text(&settings.banner_preset),
+                        Param::OptText(Some(by.as_str())),
+                        Param::Int(now),
+                    ],
+                )
+                .await?;
+            if changed == 0 {
+                return Err(StorageError::NotFound("server"));
+            }
+            server(db, id).await
+        })
+        .await
+    }
 }

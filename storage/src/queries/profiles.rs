@@ -6,6 +6,7 @@ use openchat_core::{AssetId, UnixSeconds, UserUid};
 use super::corrupt;
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
+use crate::query::Query;
 use crate::records::{Avatar, AvatarMode, AvatarRecord, ProfileRecord, ProfileUpdate};
 
 const PROFILE_COLUMNS: &str =
@@ -65,36 +66,62 @@ async fn profile_in_tx<D: Db>(
         .ok_or_else(|| corrupt("profile", "vanished after insert"))
 }
 
-pub(crate) async fn profile<D: Db>(
-    db: &mut D,
-    uid: &UserUid,
-    now: UnixSeconds,
-) -> Result<ProfileRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| profile_in_tx(db, uid, now).await).await
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub user: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for Profile {
+    type Output = ProfileRecord;
+    const NAME: &'static str = "profile";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ProfileRecord, StorageError> {
+        let Profile { user: uid, now } = self;
+        let uid = &uid;
+        in_transaction(db, async |db: &mut D| profile_in_tx(db, uid, now).await).await
+    }
 }
 
 /// Profiles of every uid, in the given order, creating missing ones.
-pub(crate) async fn profiles<D: Db>(
-    db: &mut D,
-    uids: &[UserUid],
-    now: UnixSeconds,
-) -> Result<Vec<ProfileRecord>, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        let mut out = Vec::with_capacity(uids.len());
-        for uid in uids {
-            out.push(profile_in_tx(db, uid, now).await?);
-        }
-        Ok(out)
-    })
-    .await
+#[derive(Debug, Clone)]
+pub struct Profiles {
+    pub users: Vec<UserUid>,
+    pub now: UnixSeconds,
+}
+
+impl Query for Profiles {
+    type Output = Vec<ProfileRecord>;
+    const NAME: &'static str = "profiles";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<ProfileRecord>, StorageError> {
+        let Profiles { users: uids, now } = self;
+        let uids = uids.as_slice();
+        in_transaction(db, async |db: &mut D| {
+            let mut out = Vec::with_capacity(uids.len());
+            for uid in uids {
+                out.push(profile_in_tx(db, uid, now).await?);
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 /// Applies a profile change if `expected_version` (when given) is the stored version.
-pub(crate) async fn update_profile<D: Db>(
-    db: &mut D,
-    update: &ProfileUpdate,
-) -> Result<ProfileRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct UpdateProfile {
+    pub update: ProfileUpdate,
+}
+
+impl Query for UpdateProfile {
+    type Output = ProfileRecord;
+    const NAME: &'static str = "update_profile";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ProfileRecord, StorageError> {
+        let UpdateProfile { update } = self;
+        let update = &update;
+        in_transaction(db, async |db: &mut D| {
         let current = profile_in_tx(db, &update.user_uid, update.now).await?;
         if let Some(expected) = update.expected_version
             && expected != current.profile_version
@@ -134,10 +161,22 @@ pub(crate) async fn update_profile<D: Db>(
         stored_profile(db, &update.user_uid).await?.ok_or_else(|| corrupt("profile", "vanished after update"))
     })
     .await
+    }
 }
 
-pub(crate) async fn insert_avatar<D: Db>(db: &mut D, avatar: &AvatarRecord) -> Result<(), StorageError> {
-    db.execute(
+#[derive(Debug, Clone)]
+pub struct InsertAvatar {
+    pub avatar: AvatarRecord,
+}
+
+impl Query for InsertAvatar {
+    type Output = ();
+    const NAME: &'static str = "insert_avatar";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<(), StorageError> {
+        let InsertAvatar { avatar } = self;
+        let avatar = &avatar;
+        db.execute(
         "INSERT INTO avatar_assets (id, content_type, bytes, width, height, sha256, uploaded_by_uid, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
@@ -153,6 +192,7 @@ pub(crate) async fn insert_avatar<D: Db>(db: &mut D, avatar: &AvatarRecord) -> R
     )
     .await
     .map(drop)
+    }
 }
 
 async fn avatar_opt<D: Db>(db: &mut D, id: &AssetId) -> Result<Option<AvatarRecord>, StorageError> {
@@ -175,8 +215,20 @@ async fn avatar_opt<D: Db>(db: &mut D, id: &AssetId) -> Result<Option<AvatarReco
     }))
 }
 
-pub(crate) async fn avatar<D: Db>(db: &mut D, id: &AssetId) -> Result<AvatarRecord, StorageError> {
-    avatar_opt(db, id)
-        .await?
-        .ok_or(StorageError::NotFound("avatar_asset"))
+#[derive(Debug, Clone)]
+pub struct LoadAvatar {
+    pub asset: AssetId,
+}
+
+impl Query for LoadAvatar {
+    type Output = AvatarRecord;
+    const NAME: &'static str = "avatar";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<AvatarRecord, StorageError> {
+        let LoadAvatar { asset: id } = self;
+        let id = &id;
+        avatar_opt(db, id)
+            .await?
+            .ok_or(StorageError::NotFound("avatar_asset"))
+    }
 }

@@ -8,6 +8,7 @@ use openchat_core::{ChannelId, ChannelKind, GroupId, ServerId, UnixSeconds, User
 use super::{corrupt, layout_in_tx, server};
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
+use crate::query::Query;
 use crate::records::{ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord, NewServer, ServerRecord};
 
 fn forbidden() -> StorageError {
@@ -27,8 +28,19 @@ pub(crate) async fn require_manager<D: Db>(
     Ok(record)
 }
 
-pub(crate) async fn create_server<D: Db>(db: &mut D, new: &NewServer) -> Result<ServerRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct CreateServer {
+    pub new: NewServer,
+}
+
+impl Query for CreateServer {
+    type Output = ServerRecord;
+    const NAME: &'static str = "create_server";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ServerRecord, StorageError> {
+        let CreateServer { new } = self;
+        let new = &new;
+        in_transaction(db, async |db: &mut D| {
         let position = db
             .query_opt("SELECT COALESCE(MAX(position), -1) + 1 FROM servers", &[])
             .await?
@@ -73,19 +85,35 @@ pub(crate) async fn create_server<D: Db>(db: &mut D, new: &NewServer) -> Result<
         server(db, &new.id).await
     })
     .await
+    }
 }
 
 /// Redeems a claim token: its holder becomes the owner. Claiming again with the same
 /// token by the same user is idempotent; a different user, or an already-owned server,
 /// is a conflict.
-pub(crate) async fn claim_ownership<D: Db>(
-    db: &mut D,
-    id: &ServerId,
-    token_sha256: &str,
-    by: &UserUid,
-    now: UnixSeconds,
-) -> Result<ClaimRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
+#[derive(Debug, Clone)]
+pub struct ClaimOwnership {
+    pub server: ServerId,
+    pub token_sha256: String,
+    pub by: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for ClaimOwnership {
+    type Output = ClaimRecord;
+    const NAME: &'static str = "claim_ownership";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ClaimRecord, StorageError> {
+        let ClaimOwnership {
+            server: id,
+            token_sha256,
+            by,
+            now,
+        } = self;
+        let id = &id;
+        let token_sha256 = token_sha256.as_str();
+        let by = &by;
+        in_transaction(db, async |db: &mut D| {
         let record = server(db, id).await?;
         let claim = db
             .query_opt(
@@ -116,58 +144,83 @@ pub(crate) async fn claim_ownership<D: Db>(
         Ok(ClaimRecord { server_id: id.clone(), owner_uid: by.clone(), claimed_at: now })
     })
     .await
+    }
 }
 
 /// The operator's override (`openchatd admin grant-owner`): sets the owner unconditionally.
-pub(crate) async fn grant_owner<D: Db>(
-    db: &mut D,
-    id: &ServerId,
-    owner: &UserUid,
-) -> Result<ServerRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        let changed = db
-            .execute(
-                "UPDATE servers SET owner_uid = $2 WHERE id = $1",
-                &[Param::Text(id.as_str()), Param::Text(owner.as_str())],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(StorageError::NotFound("server"));
-        }
-        server(db, id).await
-    })
-    .await
+#[derive(Debug, Clone)]
+pub struct GrantOwner {
+    pub server: ServerId,
+    pub owner: UserUid,
+}
+
+impl Query for GrantOwner {
+    type Output = ServerRecord;
+    const NAME: &'static str = "grant_owner";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ServerRecord, StorageError> {
+        let GrantOwner { server: id, owner } = self;
+        let id = &id;
+        let owner = &owner;
+        in_transaction(db, async |db: &mut D| {
+            let changed = db
+                .execute(
+                    "UPDATE servers SET owner_uid = $2 WHERE id = $1",
+                    &[Param::Text(id.as_str()), Param::Text(owner.as_str())],
+                )
+                .await?;
+            if changed == 0 {
+                return Err(StorageError::NotFound("server"));
+            }
+            server(db, id).await
+        })
+        .await
+    }
 }
 
 /// Records that `user` left `server`; idempotent (the first leave time is kept).
-pub(crate) async fn leave_server<D: Db>(
-    db: &mut D,
-    id: &ServerId,
-    user: &UserUid,
-    now: UnixSeconds,
-) -> Result<UnixSeconds, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        server(db, id).await?;
-        db.execute(
-            "INSERT INTO server_leaves (server_id, user_uid, left_at) VALUES ($1, $2, $3) \
+#[derive(Debug, Clone)]
+pub struct LeaveServer {
+    pub server: ServerId,
+    pub user: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for LeaveServer {
+    type Output = UnixSeconds;
+    const NAME: &'static str = "leave_server";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<UnixSeconds, StorageError> {
+        let LeaveServer {
+            server: id,
+            user,
+            now,
+        } = self;
+        let id = &id;
+        let user = &user;
+        in_transaction(db, async |db: &mut D| {
+            server(db, id).await?;
+            db.execute(
+                "INSERT INTO server_leaves (server_id, user_uid, left_at) VALUES ($1, $2, $3) \
              ON CONFLICT (server_id, user_uid) DO NOTHING",
-            &[
-                Param::Text(id.as_str()),
-                Param::Text(user.as_str()),
-                Param::Int(now),
-            ],
-        )
-        .await?;
-        let row = db
-            .query_opt(
-                "SELECT left_at FROM server_leaves WHERE server_id = $1 AND user_uid = $2",
-                &[Param::Text(id.as_str()), Param::Text(user.as_str())],
+                &[
+                    Param::Text(id.as_str()),
+                    Param::Text(user.as_str()),
+                    Param::Int(now),
+                ],
             )
-            .await?
-            .ok_or_else(|| corrupt("server_leaves", "row vanished"))?;
-        row.int(0)
-    })
-    .await
+            .await?;
+            let row = db
+                .query_opt(
+                    "SELECT left_at FROM server_leaves WHERE server_id = $1 AND user_uid = $2",
+                    &[Param::Text(id.as_str()), Param::Text(user.as_str())],
+                )
+                .await?
+                .ok_or_else(|| corrupt("server_leaves", "row vanished"))?;
+            row.int(0)
+        })
+        .await
+    }
 }
 
 fn channel_info(row: &Row) -> Result<ChannelInfo, StorageError> {
@@ -191,6 +244,21 @@ pub(crate) async fn channel<D: Db>(db: &mut D, id: &ChannelId) -> Result<Channel
     .map(channel_info)
     .transpose()?
     .ok_or(StorageError::NotFound("channel"))
+}
+
+/// One channel by id, with its server and its e2ee state.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub channel: ChannelId,
+}
+
+impl Query for Channel {
+    type Output = ChannelInfo;
+    const NAME: &'static str = "channel";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ChannelInfo, StorageError> {
+        channel(db, &self.channel).await
+    }
 }
 
 async fn insert_group<D: Db>(
@@ -262,212 +330,300 @@ fn too_many() -> StorageError {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn create_channel<D: Db>(
-    db: &mut D,
-    server_id: &ServerId,
-    group: &GroupId,
-    id: &ChannelId,
-    name: &str,
-    kind: ChannelKind,
-    e2ee: bool,
-    actor: &UserUid,
-    now: UnixSeconds,
-) -> Result<ChannelRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        require_manager(db, server_id, actor).await?;
-        let group_server = db
-            .query_opt(
-                "SELECT server_id FROM channel_groups WHERE id = $1",
-                &[Param::Text(group.as_str())],
-            )
-            .await?;
-        match group_server {
-            Some(row) if row.text(0)? == server_id.as_str() => {}
-            _ => return Err(StorageError::NotFound("group")),
-        }
-        if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
-            return Err(too_many());
-        }
-        let position = db
-            .query_opt(
-                "SELECT COALESCE(MAX(position), -1) + 1 FROM channels WHERE group_id = $1",
-                &[Param::Text(group.as_str())],
-            )
-            .await?
-            .map(|row| row.int(0))
-            .transpose()?
-            .unwrap_or(0);
-        insert_channel(db, server_id, group, id, name, kind, position, now).await?;
-        if e2ee {
-            super::e2ee::make_e2ee(db, id, actor, now).await?;
-        }
-        Ok(ChannelRecord {
-            id: id.clone(),
-            name: name.to_owned(),
-            kind,
-            e2ee: e2ee.then_some(1),
-        })
-    })
-    .await
+#[derive(Debug, Clone)]
+pub struct CreateChannel {
+    pub server: ServerId,
+    pub group: GroupId,
+    pub channel: ChannelId,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub e2ee: bool,
+    pub actor: UserUid,
+    pub now: UnixSeconds,
 }
 
-pub(crate) async fn create_category<D: Db>(
-    db: &mut D,
-    server_id: &ServerId,
-    id: &GroupId,
-    name: &str,
-    kind: ChannelKind,
-    actor: &UserUid,
-    now: UnixSeconds,
-) -> Result<GroupRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        require_manager(db, server_id, actor).await?;
-        if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
-            return Err(too_many());
-        }
-        let position = db
-            .query_opt(
-                "SELECT COALESCE(MAX(position), -1) + 1 FROM channel_groups WHERE server_id = $1",
-                &[Param::Text(server_id.as_str())],
-            )
-            .await?
-            .map(|row| row.int(0))
-            .transpose()?
-            .unwrap_or(0);
-        insert_group(db, server_id, id, name, kind, position, now).await?;
-        Ok(GroupRecord {
-            id: id.clone(),
-            label: name.to_owned(),
+impl Query for CreateChannel {
+    type Output = ChannelRecord;
+    const NAME: &'static str = "create_channel";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<ChannelRecord, StorageError> {
+        let CreateChannel {
+            server: server_id,
+            group,
+            channel: id,
+            name,
             kind,
-            channels: Vec::new(),
+            e2ee,
+            actor,
+            now,
+        } = self;
+        let server_id = &server_id;
+        let group = &group;
+        let id = &id;
+        let name = name.as_str();
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
+            require_manager(db, server_id, actor).await?;
+            let group_server = db
+                .query_opt(
+                    "SELECT server_id FROM channel_groups WHERE id = $1",
+                    &[Param::Text(group.as_str())],
+                )
+                .await?;
+            match group_server {
+                Some(row) if row.text(0)? == server_id.as_str() => {}
+                _ => return Err(StorageError::NotFound("group")),
+            }
+            if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
+                return Err(too_many());
+            }
+            let position = db
+                .query_opt(
+                    "SELECT COALESCE(MAX(position), -1) + 1 FROM channels WHERE group_id = $1",
+                    &[Param::Text(group.as_str())],
+                )
+                .await?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            insert_channel(db, server_id, group, id, name, kind, position, now).await?;
+            if e2ee {
+                super::e2ee::make_e2ee(db, id, actor, now).await?;
+            }
+            Ok(ChannelRecord {
+                id: id.clone(),
+                name: name.to_owned(),
+                kind,
+                e2ee: e2ee.then_some(1),
+            })
         })
-    })
-    .await
+        .await
+    }
 }
 
-pub(crate) async fn rename_category<D: Db>(
-    db: &mut D,
-    server_id: &ServerId,
-    id: &GroupId,
-    name: &str,
-    actor: &UserUid,
-) -> Result<GroupRecord, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        require_manager(db, server_id, actor).await?;
-        let changed = db
-            .execute(
-                "UPDATE channel_groups SET label = $3 WHERE id = $1 AND server_id = $2",
-                &[
-                    Param::Text(id.as_str()),
-                    Param::Text(server_id.as_str()),
-                    Param::Text(name),
-                ],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(StorageError::NotFound("group"));
-        }
-        let layout = layout_in_tx(db, server_id).await?;
-        layout
-            .into_iter()
-            .find(|group| group.id == *id)
-            .ok_or(StorageError::NotFound("group"))
-    })
-    .await
+#[derive(Debug, Clone)]
+pub struct CreateCategory {
+    pub server: ServerId,
+    pub group: GroupId,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub actor: UserUid,
+    pub now: UnixSeconds,
+}
+
+impl Query for CreateCategory {
+    type Output = GroupRecord;
+    const NAME: &'static str = "create_category";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<GroupRecord, StorageError> {
+        let CreateCategory {
+            server: server_id,
+            group: id,
+            name,
+            kind,
+            actor,
+            now,
+        } = self;
+        let server_id = &server_id;
+        let id = &id;
+        let name = name.as_str();
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
+            require_manager(db, server_id, actor).await?;
+            if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
+                return Err(too_many());
+            }
+            let position = db
+                .query_opt(
+                    "SELECT COALESCE(MAX(position), -1) + 1 FROM channel_groups WHERE server_id = $1",
+                    &[Param::Text(server_id.as_str())],
+                )
+                .await?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            insert_group(db, server_id, id, name, kind, position, now).await?;
+            Ok(GroupRecord {
+                id: id.clone(),
+                label: name.to_owned(),
+                kind,
+                channels: Vec::new(),
+            })
+        })
+        .await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RenameCategory {
+    pub server: ServerId,
+    pub group: GroupId,
+    pub name: String,
+    pub actor: UserUid,
+}
+
+impl Query for RenameCategory {
+    type Output = GroupRecord;
+    const NAME: &'static str = "rename_category";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<GroupRecord, StorageError> {
+        let RenameCategory {
+            server: server_id,
+            group: id,
+            name,
+            actor,
+        } = self;
+        let server_id = &server_id;
+        let id = &id;
+        let name = name.as_str();
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
+            require_manager(db, server_id, actor).await?;
+            let changed = db
+                .execute(
+                    "UPDATE channel_groups SET label = $3 WHERE id = $1 AND server_id = $2",
+                    &[
+                        Param::Text(id.as_str()),
+                        Param::Text(server_id.as_str()),
+                        Param::Text(name),
+                    ],
+                )
+                .await?;
+            if changed == 0 {
+                return Err(StorageError::NotFound("group"));
+            }
+            let layout = layout_in_tx(db, server_id).await?;
+            layout
+                .into_iter()
+                .find(|group| group.id == *id)
+                .ok_or(StorageError::NotFound("group"))
+        })
+        .await
+    }
 }
 
 /// Deletes an empty category; a category that still holds channels is a conflict.
-pub(crate) async fn delete_category<D: Db>(
-    db: &mut D,
-    server_id: &ServerId,
-    id: &GroupId,
-    actor: &UserUid,
-) -> Result<Vec<GroupRecord>, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        require_manager(db, server_id, actor).await?;
-        let exists = db
-            .query_opt(
-                "SELECT id FROM channel_groups WHERE id = $1 AND server_id = $2",
-                &[Param::Text(id.as_str()), Param::Text(server_id.as_str())],
-            )
-            .await?;
-        if exists.is_none() {
-            return Err(StorageError::NotFound("group"));
-        }
-        let channels = db
-            .query_opt(
-                "SELECT COUNT(*) FROM channels WHERE group_id = $1",
+#[derive(Debug, Clone)]
+pub struct DeleteCategory {
+    pub server: ServerId,
+    pub group: GroupId,
+    pub actor: UserUid,
+}
+
+impl Query for DeleteCategory {
+    type Output = Vec<GroupRecord>;
+    const NAME: &'static str = "delete_category";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<GroupRecord>, StorageError> {
+        let DeleteCategory {
+            server: server_id,
+            group: id,
+            actor,
+        } = self;
+        let server_id = &server_id;
+        let id = &id;
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
+            require_manager(db, server_id, actor).await?;
+            let exists = db
+                .query_opt(
+                    "SELECT id FROM channel_groups WHERE id = $1 AND server_id = $2",
+                    &[Param::Text(id.as_str()), Param::Text(server_id.as_str())],
+                )
+                .await?;
+            if exists.is_none() {
+                return Err(StorageError::NotFound("group"));
+            }
+            let channels = db
+                .query_opt(
+                    "SELECT COUNT(*) FROM channels WHERE group_id = $1",
+                    &[Param::Text(id.as_str())],
+                )
+                .await?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            if channels > 0 {
+                return Err(StorageError::conflict(
+                    "category_not_empty",
+                    "only an empty category can be deleted",
+                ));
+            }
+            db.execute(
+                "DELETE FROM channel_groups WHERE id = $1",
                 &[Param::Text(id.as_str())],
             )
-            .await?
-            .map(|row| row.int(0))
-            .transpose()?
-            .unwrap_or(0);
-        if channels > 0 {
-            return Err(StorageError::conflict(
-                "category_not_empty",
-                "only an empty category can be deleted",
-            ));
-        }
-        db.execute(
-            "DELETE FROM channel_groups WHERE id = $1",
-            &[Param::Text(id.as_str())],
-        )
-        .await?;
-        layout_in_tx(db, server_id).await
-    })
-    .await
+            .await?;
+            layout_in_tx(db, server_id).await
+        })
+        .await
+    }
 }
 
 /// Applies a complete new order: every group of the server exactly once, every channel
 /// exactly once (channels may move between groups).
-pub(crate) async fn update_layout<D: Db>(
-    db: &mut D,
-    server_id: &ServerId,
-    order: &[(GroupId, Vec<ChannelId>)],
-    actor: &UserUid,
-) -> Result<Vec<GroupRecord>, StorageError> {
-    in_transaction(db, async |db: &mut D| {
-        require_manager(db, server_id, actor).await?;
-        let current = layout_in_tx(db, server_id).await?;
-        let mut known_groups: Vec<&GroupId> = current.iter().map(|group| &group.id).collect();
-        let mut known_channels: Vec<&ChannelId> = current
-            .iter()
-            .flat_map(|group| group.channels.iter().map(|channel| &channel.id))
-            .collect();
-        let mut given_groups: Vec<&GroupId> = order.iter().map(|(group, _)| group).collect();
-        let mut given_channels: Vec<&ChannelId> = order.iter().flat_map(|(_, channels)| channels).collect();
-        for list in [&mut known_groups, &mut given_groups] {
-            list.sort();
-        }
-        known_channels.sort();
-        given_channels.sort();
-        if known_groups != given_groups || known_channels != given_channels {
-            return Err(StorageError::invalid(
-                "invalid_payload",
-                "groups must list every category and every channel of the server exactly once",
-            ));
-        }
-        for (group_position, (group, channels)) in order.iter().enumerate() {
-            db.execute(
-                "UPDATE channel_groups SET position = $2 WHERE id = $1",
-                &[Param::Text(group.as_str()), Param::Int(group_position as i64)],
-            )
-            .await?;
-            for (channel_position, channel) in channels.iter().enumerate() {
+#[derive(Debug, Clone)]
+pub struct UpdateLayout {
+    pub server: ServerId,
+    pub order: Vec<(GroupId, Vec<ChannelId>)>,
+    pub actor: UserUid,
+}
+
+impl Query for UpdateLayout {
+    type Output = Vec<GroupRecord>;
+    const NAME: &'static str = "update_layout";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<GroupRecord>, StorageError> {
+        let UpdateLayout {
+            server: server_id,
+            order,
+            actor,
+        } = self;
+        let server_id = &server_id;
+        let order = order.as_slice();
+        let actor = &actor;
+        in_transaction(db, async |db: &mut D| {
+            require_manager(db, server_id, actor).await?;
+            let current = layout_in_tx(db, server_id).await?;
+            let mut known_groups: Vec<&GroupId> = current.iter().map(|group| &group.id).collect();
+            let mut known_channels: Vec<&ChannelId> = current
+                .iter()
+                .flat_map(|group| group.channels.iter().map(|channel| &channel.id))
+                .collect();
+            let mut given_groups: Vec<&GroupId> = order.iter().map(|(group, _)| group).collect();
+            let mut given_channels: Vec<&ChannelId> =
+                order.iter().flat_map(|(_, channels)| channels).collect();
+            for list in [&mut known_groups, &mut given_groups] {
+                list.sort();
+            }
+            known_channels.sort();
+            given_channels.sort();
+            if known_groups != given_groups || known_channels != given_channels {
+                return Err(StorageError::invalid(
+                    "invalid_payload",
+                    "groups must list every category and every channel of the server exactly once",
+                ));
+            }
+            for (group_position, (group, channels)) in order.iter().enumerate() {
                 db.execute(
-                    "UPDATE channels SET group_id = $2, position = $3 WHERE id = $1",
-                    &[
-                        Param::Text(channel.as_str()),
-                        Param::Text(group.as_str()),
-                        Param::Int(channel_position as i64),
-                    ],
+                    "UPDATE channel_groups SET position = $2 WHERE id = $1",
+                    &[Param::Text(group.as_str()), Param::Int(group_position as i64)],
                 )
                 .await?;
+                for (channel_position, channel) in channels.iter().enumerate() {
+                    db.execute(
+                        "UPDATE channels SET group_id = $2, position = $3 WHERE id = $1",
+                        &[
+                            Param::Text(channel.as_str()),
+                            Param::Text(group.as_str()),
+                            Param::Int(channel_position as i64),
+                        ],
+                    )
+                    .await?;
+                }
             }
-        }
-        layout_in_tx(db, server_id).await
-    })
-    .await
+            layout_in_tx(db, server_id).await
+        })
+        .await
+    }
 }

@@ -36,39 +36,35 @@ pub(crate) async fn put_backup(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
             "kdf_metadata must be a small JSON object",
         ));
     }
-    let op = Op::PutBackup {
+    let op = queries::e2ee::PutBackup {
         user,
         backup_id: new_id("bkp"),
         ciphertext_blob: body.ciphertext_blob,
         kdf_metadata: body.kdf_metadata.to_string(),
         now: ctx.now,
     };
-    match state.store("e2ee_put_backup", state.storage.e2ee(op)).await? {
-        Outcome::Backup(b) => Ok(json(
-            StatusCode::CREATED,
-            &BackupCreatedDto {
-                backup_id: b.backup_id,
-                created_at: rfc3339(b.created_at),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let b = state.run(op).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &BackupCreatedDto {
+            backup_id: b.backup_id,
+            created_at: rfc3339(b.created_at),
+        },
+    ))
 }
 
 /// The caller's latest backup.
 #[utoipa::path(get, path = "/v1/keys/backups/latest", tag = "keys", responses((status = 200, body = BackupDto), GenericErrors))]
 pub(crate) async fn latest_backup(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    let op = Op::LatestBackup { user: ctx.user()? };
-    match state.store("e2ee_latest_backup", state.storage.e2ee(op)).await? {
-        Outcome::Backup(b) => Ok(json(
-            StatusCode::OK,
-            &BackupDto {
-                backup_id: b.backup_id,
-                ciphertext_blob: b.ciphertext_blob,
-                kdf_metadata: serde_json::from_str(&b.kdf_metadata).unwrap_or(Value::Null),
-                created_at: rfc3339(b.created_at),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let op = queries::e2ee::LatestBackup { user: ctx.user()? };
+    let b = state.run(op).await?;
+    Ok(json(
+        StatusCode::OK,
+        &BackupDto {
+            backup_id: b.backup_id,
+            ciphertext_blob: b.ciphertext_blob,
+            kdf_metadata: serde_json::from_str(&b.kdf_metadata).unwrap_or(Value::Null),
+            created_at: rfc3339(b.created_at),
+        },
+    ))
 }

@@ -67,7 +67,7 @@ pub(crate) async fn register_device(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         .device_name
         .map(|n| n.trim().chars().take(100).collect::<String>())
         .filter(|n| !n.is_empty());
-    let op = Op::RegisterDevice {
+    let op = queries::e2ee::RegisterDevice {
         user: actor.user,
         device_id,
         device_pubkey: body.device_pubkey.trim().to_owned(),
@@ -75,33 +75,26 @@ pub(crate) async fn register_device(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         limit: DEVICES_PER_USER_MAX,
         now: ctx.now,
     };
-    match state
-        .store("e2ee_register_device", state.storage.e2ee(op))
-        .await?
-    {
-        Outcome::Device(device) => Ok(json(
-            StatusCode::CREATED,
-            &DeviceEnvelopeDto {
-                device: device.into(),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let device = state.run(op).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &DeviceEnvelopeDto {
+            device: device.into(),
+        },
+    ))
 }
 
 /// The caller's devices.
 #[utoipa::path(get, path = "/v1/devices", tag = "devices", responses((status = 200, body = DevicesDto), GenericErrors))]
 pub(crate) async fn devices(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    let op = Op::Devices { user: ctx.user()? };
-    match state.store("e2ee_devices", state.storage.e2ee(op)).await? {
-        Outcome::Devices(list) => Ok(json(
-            StatusCode::OK,
-            &DevicesDto {
-                devices: list.into_iter().map(DeviceDto::from).collect(),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let op = queries::e2ee::Devices { user: ctx.user()? };
+    let list = state.run(op).await?;
+    Ok(json(
+        StatusCode::OK,
+        &DevicesDto {
+            devices: list.into_iter().map(DeviceDto::from).collect(),
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -122,25 +115,23 @@ pub(crate) async fn link_start(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
     let actor = actor(&ctx)?;
     let body: LinkStartBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     same_device(&actor, &body.new_device_id)?;
-    let op = Op::LinkStart {
+    let op = queries::e2ee::LinkStart {
         actor,
         request_id: new_id("lnk"),
         ttl: DEVICE_LINK_TTL_SECONDS,
         now: ctx.now,
     };
-    match state.store("e2ee_link_start", state.storage.e2ee(op)).await? {
-        Outcome::Link {
+    let LinkRequest {
+        request_id,
+        expires_at,
+    } = state.run(op).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &LinkStartedDto {
             request_id,
-            expires_at,
-        } => Ok(json(
-            StatusCode::CREATED,
-            &LinkStartedDto {
-                request_id,
-                expires_at: rfc3339(expires_at),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+            expires_at: rfc3339(expires_at),
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -161,22 +152,20 @@ pub struct DeviceStatusDto {
 pub(crate) async fn link_confirm(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
     let actor = actor(&ctx)?;
     let body: LinkConfirmBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
-    let op = Op::LinkConfirm {
+    let op = queries::e2ee::LinkConfirm {
         actor,
         request_id: body.request_id.trim().to_owned(),
         approve: body.approve,
         now: ctx.now,
     };
-    match state.store("e2ee_link_confirm", state.storage.e2ee(op)).await? {
-        Outcome::Device(d) => Ok(json(
-            StatusCode::OK,
-            &DeviceStatusDto {
-                device_id: d.device_id,
-                status: d.status.as_str().to_owned(),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let d = state.run(op).await?;
+    Ok(json(
+        StatusCode::OK,
+        &DeviceStatusDto {
+            device_id: d.device_id,
+            status: d.status.as_str().to_owned(),
+        },
+    ))
 }
 
 /// Revokes one of the caller's devices: it receives no more envelopes, its sessions end and
@@ -187,22 +176,18 @@ pub(crate) async fn revoke_device(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     let user = ctx.user()?;
     let device_id = device_id_field("device_id", ctx.params.get("device_id"))
         .map_err(|_| ApiError::not_found("device_not_found", "device not found"))?;
-    let op = Op::RevokeDevice {
+    let op = queries::e2ee::RevokeDevice {
         user: user.clone(),
         device_id: device_id.clone(),
         now: ctx.now,
     };
-    match state.store("e2ee_revoke_device", state.storage.e2ee(op)).await? {
-        Outcome::Device(d) => {
-            state.hub.kick_device(&user, &device_id);
-            Ok(json(
-                StatusCode::OK,
-                &DeviceStatusDto {
-                    device_id: d.device_id,
-                    status: d.status.as_str().to_owned(),
-                },
-            ))
-        }
-        other => Err(unexpected(other)),
-    }
+    let d = state.run(op).await?;
+    state.hub.kick_device(&user, &device_id);
+    Ok(json(
+        StatusCode::OK,
+        &DeviceStatusDto {
+            device_id: d.device_id,
+            status: d.status.as_str().to_owned(),
+        },
+    ))
 }

@@ -34,19 +34,14 @@ pub(crate) async fn publish_key_packages(
     for package in body.key_packages.iter().chain(body.last_resort.iter()) {
         blob("key_package", package, KEY_PACKAGE_BYTES_MAX)?;
     }
-    let op = Op::PublishKeyPackages {
+    let op = queries::e2ee::PublishKeyPackages {
         actor,
         key_packages: body.key_packages,
         last_resort: body.last_resort,
         now: ctx.now,
     };
-    match state
-        .store("e2ee_publish_key_packages", state.storage.e2ee(op))
-        .await?
-    {
-        Outcome::Stored(stored) => Ok(json(StatusCode::CREATED, &StoredDto { stored })),
-        other => Err(unexpected(other)),
-    }
+    let stored = state.run(op).await?;
+    Ok(json(StatusCode::CREATED, &StoredDto { stored }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -78,28 +73,22 @@ pub(crate) async fn claim_key_packages(state: &Arc<AppState>, ctx: Ctx) -> Resul
         .map_err(ApiError::rate_limited)?;
     let body: KeyPackageClaimBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let user = user_field(&body.user_uid)?;
-    match state
-        .store(
-            "e2ee_claim",
-            state.storage.e2ee(Op::ClaimKeyPackages { user: user.clone() }),
-        )
-        .await?
-    {
-        Outcome::Claimed(packages) => Ok(json(
-            StatusCode::OK,
-            &ClaimedDto {
-                user_uid: user.to_string(),
-                packages: packages
-                    .into_iter()
-                    .map(|p| ClaimedPackageDto {
-                        device_id: p.device_id,
-                        key_package: p.key_package,
-                    })
-                    .collect(),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let packages = state
+        .run(queries::e2ee::ClaimKeyPackages { user: user.clone() })
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &ClaimedDto {
+            user_uid: user.to_string(),
+            packages: packages
+                .into_iter()
+                .map(|p| ClaimedPackageDto {
+                    device_id: p.device_id,
+                    key_package: p.key_package,
+                })
+                .collect(),
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -156,7 +145,7 @@ pub(crate) async fn publish_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result
             encrypted_key_blob: envelope.encrypted_key_blob,
         });
     }
-    let op = Op::PublishEnvelopes {
+    let op = queries::e2ee::PublishEnvelopes {
         actor,
         channel,
         epoch_id: body.epoch_id,
@@ -164,48 +153,40 @@ pub(crate) async fn publish_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result
         queue_max: KEY_ENVELOPE_QUEUE_MAX,
         now: ctx.now,
     };
-    match state
-        .store("e2ee_publish_envelopes", state.storage.e2ee(op))
-        .await?
-    {
-        Outcome::Published(out) => {
-            for (device, count) in &out.delivered {
-                // The device's owner: the storage checked it is active; look it up once.
-                if let Ok(Outcome::MaybeDevice(Some(record))) = state
-                    .storage
-                    .e2ee(Op::Device {
-                        device_id: device.clone(),
-                    })
-                    .await
-                {
-                    publish(
-                        state,
-                        "keys.envelopes.available",
-                        Audience::Device {
-                            user: record.user_uid,
-                            device: device.clone(),
-                        },
-                        &serde_json::json!({"device_id": device, "count": count}),
-                    );
-                }
-            }
-            Ok(json(
-                StatusCode::CREATED,
-                &PublishedDto {
-                    accepted: out.accepted,
-                    rejected: out
-                        .rejected
-                        .into_iter()
-                        .map(|(target_device_id, code)| RejectedDto {
-                            target_device_id,
-                            code: code.to_owned(),
-                        })
-                        .collect(),
+    let out = state.run(op).await?;
+    for (device, count) in &out.delivered {
+        // The device's owner: the storage checked it is active; look it up once.
+        if let Ok(Some(record)) = state
+            .run(queries::e2ee::Device {
+                device_id: device.clone(),
+            })
+            .await
+        {
+            publish(
+                state,
+                "keys.envelopes.available",
+                Audience::Device {
+                    user: record.user_uid,
+                    device: device.clone(),
                 },
-            ))
+                &serde_json::json!({"device_id": device, "count": count}),
+            );
         }
-        other => Err(unexpected(other)),
     }
+    Ok(json(
+        StatusCode::CREATED,
+        &PublishedDto {
+            accepted: out.accepted,
+            rejected: out
+                .rejected
+                .into_iter()
+                .map(|(target_device_id, code)| RejectedDto {
+                    target_device_id,
+                    code: code.to_owned(),
+                })
+                .collect(),
+        },
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -248,40 +229,33 @@ pub(crate) async fn fetch_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         }
     }
     let device_id = device_id.unwrap_or_else(|| actor.device.clone());
-    let op = Op::FetchEnvelopes {
+    let op = queries::e2ee::FetchEnvelopes {
         actor,
         device_id,
         after,
         limit,
     };
-    match state
-        .store("e2ee_fetch_envelopes", state.storage.e2ee(op))
-        .await?
-    {
-        Outcome::Envelopes(list) => {
-            let next_cursor = (list.len() == limit)
-                .then(|| list.last().map(|e| e.envelope_id.to_string()))
-                .flatten();
-            Ok(json(
-                StatusCode::OK,
-                &KeyEnvelopesDto {
-                    envelopes: list
-                        .into_iter()
-                        .map(|e| KeyEnvelopeDto {
-                            envelope_id: e.envelope_id,
-                            channel_id: e.channel_id.to_string(),
-                            epoch_id: e.epoch_id,
-                            sender_device_id: e.sender_device_id,
-                            encrypted_key_blob: e.encrypted_key_blob,
-                            created_at: rfc3339(e.created_at),
-                        })
-                        .collect(),
-                    next_cursor,
-                },
-            ))
-        }
-        other => Err(unexpected(other)),
-    }
+    let list = state.run(op).await?;
+    let next_cursor = (list.len() == limit)
+        .then(|| list.last().map(|e| e.envelope_id.to_string()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &KeyEnvelopesDto {
+            envelopes: list
+                .into_iter()
+                .map(|e| KeyEnvelopeDto {
+                    envelope_id: e.envelope_id,
+                    channel_id: e.channel_id.to_string(),
+                    epoch_id: e.epoch_id,
+                    sender_device_id: e.sender_device_id,
+                    encrypted_key_blob: e.encrypted_key_blob,
+                    created_at: rfc3339(e.created_at),
+                })
+                .collect(),
+            next_cursor,
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -303,13 +277,11 @@ pub(crate) async fn ack_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     let actor = actor(&ctx)?;
     let body: AckBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     same_device(&actor, &body.device_id)?;
-    let op = Op::AckEnvelopes {
+    let op = queries::e2ee::AckEnvelopes {
         device_id: actor.device.clone(),
         actor,
         up_to: body.up_to_envelope_id,
     };
-    match state.store("e2ee_ack_envelopes", state.storage.e2ee(op)).await? {
-        Outcome::Stored(deleted) => Ok(json(StatusCode::OK, &DeletedDto { deleted })),
-        other => Err(unexpected(other)),
-    }
+    let deleted = state.run(op).await?;
+    Ok(json(StatusCode::OK, &DeletedDto { deleted }))
 }

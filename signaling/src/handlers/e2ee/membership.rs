@@ -41,27 +41,23 @@ pub(crate) async fn add_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
     let actor = actor(&ctx)?;
     let body: AddMemberBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let user = user_field(&body.user_uid)?;
-    let op = Op::AddMember {
+    let op = queries::e2ee::AddMember {
         actor,
         channel,
         user,
         self_join: state.config.e2ee_self_join,
         now: ctx.now,
     };
-    match state.store("e2ee_add_member", state.storage.e2ee(op)).await? {
-        Outcome::Membership(change) => {
-            announce_membership(state, &change);
-            let body = MembershipDto {
-                channel_id: change.channel_id.to_string(),
-                user_uid: change.user_uid.to_string(),
-                from_epoch: change.from_epoch,
-                to_epoch: None,
-                current_epoch: change.current_epoch,
-            };
-            Ok(json(StatusCode::OK, &body))
-        }
-        other => Err(unexpected(other)),
-    }
+    let change = state.run(op).await?;
+    announce_membership(state, &change);
+    let body = MembershipDto {
+        channel_id: change.channel_id.to_string(),
+        user_uid: change.user_uid.to_string(),
+        from_epoch: change.from_epoch,
+        to_epoch: None,
+        current_epoch: change.current_epoch,
+    };
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// Removes a member (self: leave; someone else: the channel's creator or the server's
@@ -73,26 +69,22 @@ pub(crate) async fn remove_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     let channel = channel_id(&ctx)?;
     let actor = actor(&ctx)?;
     let user = ctx.id("user_uid", UserUid::parse, "member_not_found")?;
-    let op = Op::RemoveMember {
+    let op = queries::e2ee::RemoveMember {
         actor,
         channel,
         user,
         now: ctx.now,
     };
-    match state.store("e2ee_remove_member", state.storage.e2ee(op)).await? {
-        Outcome::Membership(change) => {
-            announce_membership(state, &change);
-            let body = MembershipDto {
-                channel_id: change.channel_id.to_string(),
-                user_uid: change.user_uid.to_string(),
-                from_epoch: None,
-                to_epoch: change.to_epoch,
-                current_epoch: change.current_epoch,
-            };
-            Ok(json(StatusCode::OK, &body))
-        }
-        other => Err(unexpected(other)),
-    }
+    let change = state.run(op).await?;
+    announce_membership(state, &change);
+    let body = MembershipDto {
+        channel_id: change.channel_id.to_string(),
+        user_uid: change.user_uid.to_string(),
+        from_epoch: None,
+        to_epoch: change.to_epoch,
+        current_epoch: change.current_epoch,
+    };
+    Ok(json(StatusCode::OK, &body))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -110,15 +102,13 @@ pub(crate) async fn rotate_epoch(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         .limiters
         .check_rotation(channel.as_str(), ctx.user()?.as_str())
         .map_err(ApiError::rate_limited)?;
-    let op = Op::Rotate {
+    let op = queries::e2ee::Rotate {
         actor: actor(&ctx)?,
         channel,
         now: ctx.now,
     };
-    match state.store("e2ee_rotate", state.storage.e2ee(op)).await? {
-        Outcome::Epoch(current_epoch, _) => Ok(json(StatusCode::OK, &CurrentEpochDto { current_epoch })),
-        other => Err(unexpected(other)),
-    }
+    let (current_epoch, _) = state.run(op).await?;
+    Ok(json(StatusCode::OK, &CurrentEpochDto { current_epoch }))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -147,35 +137,33 @@ pub struct EpochsDto {
 #[utoipa::path(get, path = "/v1/channels/{channel_id}/epochs", tag = "e2ee",
     params(("channel_id" = String, Path)), responses((status = 200, body = EpochsDto), GenericErrors))]
 pub(crate) async fn epochs(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    let op = Op::Epochs {
+    let op = queries::e2ee::Epochs {
         actor: actor(&ctx)?,
         channel: channel_id(&ctx)?,
     };
-    match state.store("e2ee_epochs", state.storage.e2ee(op)).await? {
-        Outcome::Epochs(list) => Ok(json(
-            StatusCode::OK,
-            &EpochsDto {
-                channel_id: list.channel_id.to_string(),
-                current_epoch: list.current_epoch,
-                epochs: list
-                    .epochs
-                    .into_iter()
-                    .map(|e| EpochDto {
-                        epoch_id: e.epoch_id,
-                        cause: e.cause,
-                        committed: e.committed,
-                        created_at: rfc3339(e.created_at),
-                    })
-                    .collect(),
-                my_membership: list
-                    .my_membership
-                    .into_iter()
-                    .map(|(from_epoch, to_epoch)| SpanDto { from_epoch, to_epoch })
-                    .collect(),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let list = state.run(op).await?;
+    Ok(json(
+        StatusCode::OK,
+        &EpochsDto {
+            channel_id: list.channel_id.to_string(),
+            current_epoch: list.current_epoch,
+            epochs: list
+                .epochs
+                .into_iter()
+                .map(|e| EpochDto {
+                    epoch_id: e.epoch_id,
+                    cause: e.cause,
+                    committed: e.committed,
+                    created_at: rfc3339(e.created_at),
+                })
+                .collect(),
+            my_membership: list
+                .my_membership
+                .into_iter()
+                .map(|(from_epoch, to_epoch)| SpanDto { from_epoch, to_epoch })
+                .collect(),
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -204,7 +192,7 @@ pub(crate) async fn commit(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
     same_device(&actor, &body.committer_device_id)?;
     blob("commit_payload", &body.commit_payload, COMMIT_PAYLOAD_BYTES_MAX)?;
     blob("signature", &body.signature, E2EE_SMALL_BLOB_BYTES_MAX)?;
-    let op = Op::Commit {
+    let op = queries::e2ee::Commit {
         actor,
         channel: channel.clone(),
         epoch_id: body.epoch_id,
@@ -212,24 +200,20 @@ pub(crate) async fn commit(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
         signature: body.signature,
         now: ctx.now,
     };
-    match state.store("e2ee_commit", state.storage.e2ee(op)).await? {
-        Outcome::Committed(done) => {
-            publish(
-                state,
-                "chat.epoch.committed",
-                Audience::Users(Arc::from(done.audience)),
-                &serde_json::json!({"channel_id": channel.as_str(), "epoch_id": done.epoch_id}),
-            );
-            Ok(json(
-                StatusCode::CREATED,
-                &CommittedDto {
-                    epoch_id: done.epoch_id,
-                    committed_at: rfc3339(done.committed_at),
-                },
-            ))
-        }
-        other => Err(unexpected(other)),
-    }
+    let done = state.run(op).await?;
+    publish(
+        state,
+        "chat.epoch.committed",
+        Audience::Users(Arc::from(done.audience)),
+        &serde_json::json!({"channel_id": channel.as_str(), "epoch_id": done.epoch_id}),
+    );
+    Ok(json(
+        StatusCode::CREATED,
+        &CommittedDto {
+            epoch_id: done.epoch_id,
+            committed_at: rfc3339(done.committed_at),
+        },
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -252,24 +236,22 @@ pub(crate) async fn fetch_commit(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
         .get("epoch_id")
         .parse()
         .map_err(|_| ApiError::not_found("epoch_not_committed", "no such epoch"))?;
-    let op = Op::FetchCommit {
+    let op = queries::e2ee::FetchCommit {
         actor: actor(&ctx)?,
         channel,
         epoch_id,
     };
-    match state.store("e2ee_fetch_commit", state.storage.e2ee(op)).await? {
-        Outcome::Commit(c) => Ok(json(
-            StatusCode::OK,
-            &CommitDto {
-                epoch_id: c.epoch_id,
-                committer_device_id: c.committer_device_id,
-                commit_payload: c.commit_payload,
-                signature: c.signature,
-                committed_at: rfc3339(c.committed_at),
-            },
-        )),
-        other => Err(unexpected(other)),
-    }
+    let c = state.run(op).await?;
+    Ok(json(
+        StatusCode::OK,
+        &CommitDto {
+            epoch_id: c.epoch_id,
+            committer_device_id: c.committer_device_id,
+            commit_payload: c.commit_payload,
+            signature: c.signature,
+            committed_at: rfc3339(c.committed_at),
+        },
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -313,10 +295,11 @@ pub(crate) async fn history(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<
         }
     }
     let result = state
-        .store(
-            "history",
-            state.storage.messages_for(channel.clone(), page, viewer),
-        )
+        .run(queries::Messages {
+            channel: channel.clone(),
+            page,
+            viewer: Some(viewer),
+        })
         .await?;
     let base = state.base_url();
     Ok(json(

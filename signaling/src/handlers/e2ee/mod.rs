@@ -18,7 +18,8 @@ use openchat_core::limits::{
 };
 use openchat_core::{ChannelId, UserUid};
 use openchat_storage::PageRequest;
-use openchat_storage::e2ee::{Actor, DeviceRecord, EnvelopeIn, Op, Outcome};
+use openchat_storage::e2ee::{Actor, DeviceRecord, EnvelopeIn, LinkRequest};
+use openchat_storage::queries;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -90,11 +91,6 @@ fn device_id_field(field: &str, value: &str) -> Result<String, ApiError> {
 
 fn user_field(value: &str) -> Result<UserUid, ApiError> {
     UserUid::parse(value.trim()).map_err(|e| ApiError::invalid_payload(format!("user_uid: {e}")))
-}
-
-fn unexpected(outcome: Outcome) -> ApiError {
-    tracing::error!(outcome = ?std::mem::discriminant(&outcome), "storage answered an E2EE request with another kind");
-    ApiError::internal()
 }
 
 fn publish(state: &AppState, kind: &str, audience: Audience, payload: &impl Serialize) {
