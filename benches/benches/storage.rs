@@ -49,6 +49,10 @@ fn bench_store(c: &mut Criterion, name: &str, handle: &StorageHandle, quick: boo
             .measurement_time(Duration::from_millis(200))
             .warm_up_time(Duration::from_millis(50));
     }
+    // The path itself: queue, job, one trivial statement, reply.
+    group.bench_function("round_trip", |b| {
+        b.iter(|| rt.block_on(handle.run(queries::Ping)).unwrap())
+    });
     let mut n = 0u64;
     group.bench_function("insert_message", |b| {
         b.iter(|| {
