@@ -216,6 +216,23 @@ pub fn run(mut config: Config) -> ExitCode {
         };
         let mut state = AppState::new(front, storage.clone(), metrics, blobs);
         state.rtc = Some(openchat_signaling::rtc::RtcState::new(rtc_config, shards.clone()));
+        if let Some(cluster) = &config.cluster {
+            let options = openchat_signaling::cluster::ClusterOptions {
+                url: cluster.nats_url.0.clone(),
+                creds_file: cluster.creds_file.clone(),
+                node_id: cluster.node_id.clone(),
+            };
+            match openchat_signaling::cluster::Cluster::connect(options).await {
+                Ok(joined) => {
+                    tracing::info!(node = %cluster.node_id, nats = %cluster.nats_display, "cluster mode");
+                    state.cluster = Some(joined);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start cluster mode");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
         let state = Arc::new(state);
         tracing::info!(
             addr = %local,

@@ -220,3 +220,13 @@ fn a_taken_media_port_fails_loudly_instead_of_sharing_it() {
         &format!("UDP port {port} is not available"),
     );
 }
+
+#[test]
+fn nats_with_the_embedded_store_exits_2_naming_both_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path(), &Store::Sqlite);
+    cmd.env("OPENCHAT_NATS_URL", "nats://127.0.0.1:4222");
+    let (status, stderr) = run_to_exit(cmd);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_refused(&stderr, "OPENCHAT_NATS_URL", "OPENCHAT_DATABASE_URL");
+}

@@ -157,6 +157,16 @@ impl ApiError {
         .retryable()
     }
 
+    /// Cluster mode without its NATS connection (`/readyz`).
+    pub fn nats_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "nats_unavailable",
+            "the cluster's NATS connection is down; retry later",
+        )
+        .retryable()
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -281,7 +291,7 @@ pub enum GenericErrors {
     /// `rate_limited`, with `Retry-After`.
     #[response(status = 429)]
     RateLimited(ErrorEnvelope),
-    /// `storage_unavailable` (retryable).
+    /// `storage_unavailable`, `nats_unavailable` (retryable).
     #[response(status = 503)]
     Unavailable(ErrorEnvelope),
 }

@@ -15,9 +15,10 @@
 //!
 //! Layers, bottom first: a module uses only modules of its own layer or below, and no
 //! imports go in a circle (`tests/tidy.rs` checks both).
-//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `clock`, `identity`, `routes`:
-//!    errors, connection bounds, socket lifecycle, metrics, rate limits, log redaction,
-//!    the clock, identity headers and their derivation, route table and query pairs
+//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `clock`, `identity`, `routes`,
+//!    `cluster`: errors, connection bounds, socket lifecycle, metrics, rate limits, log
+//!    redaction, the clock, identity headers and their derivation, route table and query
+//!    pairs, this node's NATS connection in cluster mode
 //! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
 //!    store, multipart reading, the WebSocket upgrade
 //! 3. `realtime::hub`, `rtc::tickets`: the realtime hub, voice tickets and shards
@@ -32,6 +33,7 @@ pub mod blobs;
 pub mod body;
 pub mod capabilities;
 pub mod clock;
+pub mod cluster;
 pub mod dto;
 pub mod error;
 pub mod guard;

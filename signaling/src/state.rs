@@ -87,6 +87,8 @@ pub struct AppState {
     pub rtc: Option<crate::rtc::tickets::RtcState>,
     /// Open WebSockets and the shutdown signal they watch.
     pub lifecycle: crate::lifecycle::Lifecycle,
+    /// Cluster mode (`OPENCHAT_NATS_URL`); `None` on a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -103,6 +105,7 @@ impl AppState {
             limiters,
             rtc: None,
             lifecycle: crate::lifecycle::Lifecycle::default(),
+            cluster: None,
         }
     }
 

@@ -51,6 +51,19 @@ pub struct Args {
     #[arg(long, env = "OPENCHAT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// NATS server for cluster mode: several nodes on one Postgres act as one community
+    /// (nats://host:4222 or tls://host:4222; user:password in the URL) [default: one node]
+    #[arg(long, env = "OPENCHAT_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+
+    /// NATS credentials file (.creds: JWT and NKey seed) for cluster mode
+    #[arg(long, env = "OPENCHAT_NATS_CREDS_FILE")]
+    pub nats_creds_file: Option<String>,
+
+    /// This node's name in the cluster (the pod name in Kubernetes) [default: the host name]
+    #[arg(long, env = "OPENCHAT_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// First UDP port of the media shards (shard k uses base + k); 0 = an ephemeral port per shard
     #[arg(long, env = "OPENCHAT_MEDIA_PORT_BASE", default_value = "50000")]
     pub media_port_base: String,

@@ -91,6 +91,18 @@ pub struct MediaConfig {
     pub cpus: Vec<usize>,
 }
 
+/// Cluster mode: several nodes on one Postgres and one NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The NATS URL as given (may hold a password: never log it; log `nats_display`).
+    pub nats_url: Secret,
+    /// The URL without credentials, for logs.
+    pub nats_display: String,
+    pub creds_file: Option<PathBuf>,
+    /// This node's name: `[A-Za-z0-9_-]{1,64}`, so it can be a NATS subject token.
+    pub node_id: String,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,6 +119,8 @@ pub struct Config {
     pub session_auth: bool,
     pub data_dir: PathBuf,
     pub store: StoreSelection,
+    /// Cluster mode (`OPENCHAT_NATS_URL`); `None` is one node.
+    pub cluster: Option<ClusterConfig>,
     pub media: MediaConfig,
     pub tls: Option<TlsPaths>,
     pub seed: SeedMode,
@@ -125,7 +139,7 @@ pub struct Config {
 
 #[cfg(test)]
 mod tests {
-    use super::validate::url_list;
+    use super::validate::{url_list, valid_node_id};
     use super::*;
     use clap::Parser;
 
@@ -270,6 +284,63 @@ mod tests {
             StoreSelection::Sqlite => panic!("postgres expected"),
         }
         assert!(!format!("{:?}", Secret("hunter2".into())).contains("hunter2"));
+    }
+
+    #[test]
+    fn cluster_mode_needs_postgres_and_names_both_settings() {
+        let err = Config::from_args(&args(&["--nats-url", "nats://127.0.0.1:4222"])).unwrap_err();
+        assert_eq!(err.var, "OPENCHAT_NATS_URL");
+        assert!(err.to_string().contains("OPENCHAT_DATABASE_URL"), "{err}");
+        let one_node = Config::from_args(&args(&["--database-url", "postgres://db/chat"])).unwrap();
+        assert_eq!(one_node.cluster, None);
+    }
+
+    #[test]
+    fn cluster_mode_validates_its_url_and_node_id_and_hides_credentials() {
+        let pg = ["--database-url", "postgres://db/chat"];
+        let with = |extra: &[&str]| {
+            let mut all = pg.to_vec();
+            all.extend_from_slice(extra);
+            Config::from_args(&args(&all))
+        };
+        let config = with(&[
+            "--nats-url",
+            "nats://app:hunter2@nats-0:4222, tls://nats-1:4222",
+            "--node-id",
+            "openchat-0",
+        ])
+        .unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.nats_display, "nats://nats-0:4222,tls://nats-1:4222");
+        assert_eq!(cluster.node_id, "openchat-0");
+        assert!(!format!("{cluster:?}").contains("hunter2"));
+        let defaulted = with(&["--nats-url", "nats://127.0.0.1:4222"]).unwrap();
+        assert!(valid_node_id(&defaulted.cluster.unwrap().node_id));
+        for (flags, var) in [
+            (&["--nats-url", "http://nats:4222"][..], "OPENCHAT_NATS_URL"),
+            (&["--nats-url", "nats://"], "OPENCHAT_NATS_URL"),
+            (&["--nats-url", "nats:4222"], "OPENCHAT_NATS_URL"),
+            (
+                &["--nats-url", "nats://n:4222", "--node-id", "a.b"],
+                "OPENCHAT_NODE_ID",
+            ),
+            (
+                &[
+                    "--nats-url",
+                    "nats://n:4222",
+                    "--nats-creds-file",
+                    "/nonexistent/x.creds",
+                ],
+                "OPENCHAT_NATS_CREDS_FILE",
+            ),
+            (
+                &["--nats-creds-file", "/etc/hostname"],
+                "OPENCHAT_NATS_CREDS_FILE",
+            ),
+        ] {
+            let err = with(flags).unwrap_err();
+            assert_eq!(err.var, var, "{flags:?}: {err}");
+        }
     }
 
     #[test]

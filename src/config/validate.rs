@@ -9,8 +9,8 @@ use openchat_signaling::Limits;
 use openchat_signaling::guard::HttpBounds;
 
 use super::{
-    Args, Config, ConfigError, DEV_TICKET_SECRET, LogFormat, MediaConfig, Secret, SeedMode, StoreSelection,
-    TlsPaths, TurnConfig, bad,
+    Args, ClusterConfig, Config, ConfigError, DEV_TICKET_SECRET, LogFormat, MediaConfig, Secret, SeedMode,
+    StoreSelection, TlsPaths, TurnConfig, bad,
 };
 
 fn parse_u64(var: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -170,6 +170,116 @@ fn store(args: &Args) -> Result<StoreSelection, ConfigError> {
         }
     };
     Ok(store)
+}
+
+/// `OPENCHAT_NATS_URL` (with `OPENCHAT_NATS_CREDS_FILE`, `OPENCHAT_NODE_ID`): cluster mode,
+/// which needs Postgres as the store of record.
+fn cluster(args: &Args, store: &StoreSelection) -> Result<Option<ClusterConfig>, ConfigError> {
+    const VAR: &str = "OPENCHAT_NATS_URL";
+    let Some(raw) = args
+        .nats_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+    else {
+        if args
+            .nats_creds_file
+            .as_deref()
+            .is_some_and(|f| !f.trim().is_empty())
+        {
+            return Err(bad(
+                "OPENCHAT_NATS_CREDS_FILE",
+                "is only used in cluster mode; set OPENCHAT_NATS_URL too",
+            ));
+        }
+        return Ok(None);
+    };
+    if matches!(store, StoreSelection::Sqlite) {
+        return Err(bad(
+            VAR,
+            "cluster mode needs Postgres as the store of every node; set OPENCHAT_DATABASE_URL \
+             (the embedded SQLite store belongs to one node)",
+        ));
+    }
+    let mut shown = Vec::new();
+    for url in raw.split(',').map(str::trim) {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(bad(VAR, "each URL must look like nats://host:4222"));
+        };
+        if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+            return Err(bad(
+                VAR,
+                format!("{scheme}:// is not one of nats://, tls://, ws://, wss://"),
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+        if host.is_empty() || host.starts_with(':') {
+            return Err(bad(VAR, "a URL has no host"));
+        }
+        shown.push(format!("{scheme}://{host}"));
+    }
+    let creds_file = match args
+        .nats_creds_file
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
+        None => None,
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                return Err(bad(
+                    "OPENCHAT_NATS_CREDS_FILE",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            Some(path)
+        }
+    };
+    let node_id = match args.node_id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        Some(id) => {
+            if !valid_node_id(id) {
+                return Err(bad(
+                    "OPENCHAT_NODE_ID",
+                    format!("{id:?} must be 1-64 of A-Z a-z 0-9 _ -"),
+                ));
+            }
+            id.to_owned()
+        }
+        None => default_node_id(),
+    };
+    Ok(Some(ClusterConfig {
+        nats_url: Secret(raw.to_owned()),
+        nats_display: shown.join(","),
+        creds_file,
+        node_id,
+    }))
+}
+
+pub(super) fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The host name (a pod's name in Kubernetes), made a valid node id.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() { "node".to_owned() } else { id }
 }
 
 /// The media shards: port base, public address, CPUs and shard count.
@@ -402,6 +512,7 @@ impl Config {
             return Err(bad("OPENCHAT_DATA_DIR", "must not be empty"));
         }
         let store = store(args)?;
+        let cluster = cluster(args, &store)?;
 
         let media = media(args, production, &mut warnings)?;
 
@@ -466,6 +577,7 @@ impl Config {
             session_auth,
             data_dir,
             store,
+            cluster,
             media,
             tls,
             seed,

@@ -154,17 +154,23 @@ pub(crate) fn healthz() -> Response<Body> {
     json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// Readiness: 200 when the store answers.
+/// Readiness: 200 when the store answers and, in cluster mode, NATS is connected.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = StatusDto),
-    (status = 503, description = "storage_unavailable", body = ErrorEnvelope),
+    (status = 503, description = "storage_unavailable, nats_unavailable", body = ErrorEnvelope),
 ))]
 pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
     state.run(queries::Ping).await?;
-    Ok(json(
-        StatusCode::OK,
-        &json!({"status": "ready", "store": state.storage.kind().as_str()}),
-    ))
+    let mut body = json!({"status": "ready", "store": state.storage.kind().as_str()});
+    if let Some(cluster) = &state.cluster {
+        let nats = cluster.state();
+        if nats != crate::cluster::NatsState::Connected {
+            return Err(ApiError::nats_unavailable());
+        }
+        body["node"] = json!(cluster.node_id());
+        body["nats"] = json!(nats.as_str());
+    }
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// Prometheus metrics (OpenMetrics text).
