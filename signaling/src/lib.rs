@@ -15,8 +15,8 @@
 //!
 //! Layers, bottom first: a module uses only modules of its own layer or below, and no
 //! imports go in a circle (`tests/tidy.rs` checks both).
-//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `clock`, `identity`, `routes`,
-//!    `cluster`: errors, connection bounds, socket lifecycle, metrics, rate limits, log
+//! 1. `error`, `guard`, `lifecycle`, `metrics`, `ratelimit`, `redact`, `clock`, `identity`, `routes`, `cluster`:
+//!    errors, connection bounds, socket lifecycle, metrics, rate limits, log
 //!    redaction, the clock, identity headers and their derivation, route table and query
 //!    pairs, this node's NATS connection in cluster mode
 //! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
