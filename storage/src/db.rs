@@ -98,6 +98,8 @@ impl Row {
 /// its futures run on the storage thread's single-threaded runtime and need not be `Send`.
 #[allow(async_fn_in_trait)]
 pub trait Db {
+    /// How many [`in_transaction`] calls are running on this connection (0: none).
+    fn tx_depth(&mut self) -> &mut u32;
     /// The statement that opens a write transaction.
     fn begin_sql(&self) -> &'static str;
     /// Runs one or more statements without parameters or results (migrations, BEGIN...).
@@ -113,13 +115,27 @@ pub trait Db {
 }
 
 /// Runs `work` inside a transaction: commits on `Ok`, rolls back on `Err`.
+///
+/// Inside another `in_transaction` on the same connection, `work` joins the outer
+/// transaction (no `BEGIN`/`COMMIT` of its own; its error rolls the outer one back when
+/// the outer returns it), so an operation can run inside a larger one, as
+/// `queries::Outboxed` does.
 pub(crate) async fn in_transaction<D: Db, T>(
     db: &mut D,
     work: impl AsyncFnOnce(&mut D) -> Result<T, StorageError>,
 ) -> Result<T, StorageError> {
+    if *db.tx_depth() > 0 {
+        *db.tx_depth() += 1;
+        let result = work(db).await;
+        *db.tx_depth() -= 1;
+        return result;
+    }
     let begin = db.begin_sql();
     db.batch(begin).await?;
-    match work(db).await {
+    *db.tx_depth() = 1;
+    let result = work(db).await;
+    *db.tx_depth() = 0;
+    match result {
         Ok(value) => {
             db.batch("COMMIT").await?;
             Ok(value)

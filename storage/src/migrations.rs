@@ -35,10 +35,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "mentions",
         sql: include_str!("../migrations/0004_mentions.sql"),
     },
+    Migration {
+        version: 5,
+        name: "outbox",
+        sql: include_str!("../migrations/0005_outbox.sql"),
+    },
 ];
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 

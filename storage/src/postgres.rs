@@ -38,6 +38,7 @@ pub(crate) struct Postgres {
     /// this state is not replaced until the transaction is rolled back, so the rest of the
     /// transaction can never run, auto-committed, on a new connection.
     in_transaction: bool,
+    tx_depth: u32,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -66,6 +67,7 @@ impl Postgres {
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
             in_transaction: false,
+            tx_depth: 0,
         };
         store.reconnect().await.map_err(|e| match e {
             StorageError::Unavailable(message) => StorageError::Open(message),
@@ -215,6 +217,10 @@ fn row(raw: &tokio_postgres::Row) -> Result<Row, StorageError> {
 }
 
 impl Db for Postgres {
+    fn tx_depth(&mut self) -> &mut u32 {
+        &mut self.tx_depth
+    }
+
     fn begin_sql(&self) -> &'static str {
         "BEGIN"
     }

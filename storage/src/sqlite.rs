@@ -21,6 +21,7 @@ const STATEMENT_CACHE_MAX: usize = 64;
 
 pub(crate) struct Sqlite {
     conn: Connection,
+    tx_depth: u32,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -81,7 +82,7 @@ impl Sqlite {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(backend)?;
-        Ok(Self { conn })
+        Ok(Self { conn, tx_depth: 0 })
     }
 
     /// Checkpoints the WAL into the main file and closes the connection.
@@ -148,6 +149,10 @@ fn bind(statement: &mut CachedStatement<'_>, params: &[Param<'_>]) -> Result<(),
 }
 
 impl Db for Sqlite {
+    fn tx_depth(&mut self) -> &mut u32 {
+        &mut self.tx_depth
+    }
+
     fn begin_sql(&self) -> &'static str {
         // IMMEDIATE takes the write lock up front, so two processes on one file never
         // deadlock upgrading a read transaction.

@@ -15,12 +15,14 @@ use openchat_core::{
 
 pub mod e2ee;
 mod messages;
+pub mod outbox;
 mod profiles;
 mod servers;
 
 pub use messages::{
     Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PutReadAck, ReadAck, UnreadCounts,
 };
+pub use outbox::{OutboxEvent, OutboxPending, OutboxRecord, OutboxRelayed, Outboxed};
 pub use profiles::{InsertAvatar, LoadAvatar, Profile, Profiles, UpdateProfile};
 pub use servers::{
     Channel, ClaimOwnership, CreateCategory, CreateChannel, CreateServer, DeleteCategory, GrantOwner,

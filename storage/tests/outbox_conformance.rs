@@ -1,0 +1,199 @@
+//! Conformance suite, realtime outbox part (cluster mode): a change and its events commit
+//! together or not at all, events come back in order per node, relayed events are deleted,
+//! and a number is never handed out twice. Run on both backends.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use openchat_core::{ChannelId, MessageId, UserUid, seed};
+use openchat_storage::queries::{self, OutboxEvent, OutboxPending, OutboxRelayed, Outboxed};
+use openchat_storage::{MessageRecord, NewMessage, PageRequest, StorageError};
+use support::Fixture;
+
+const NOW: i64 = 1_790_000_000;
+
+fn message(id: &str, channel: &str) -> NewMessage {
+    NewMessage {
+        id: MessageId::parse(id).unwrap(),
+        channel: ChannelId::parse(channel).unwrap(),
+        author: UserUid::parse("uid_ana").unwrap(),
+        body: format!("body of {id}"),
+        reply_to: None,
+        attachments: Vec::new(),
+        envelope: None,
+        now: NOW,
+    }
+}
+
+fn posted(node: &str, new: NewMessage) -> Outboxed<queries::CreateMessage> {
+    Outboxed {
+        query: queries::CreateMessage { new },
+        node_id: node.into(),
+        now: NOW,
+        events: Box::new(|record: &MessageRecord| {
+            vec![OutboxEvent {
+                kind: "chat.message.created".into(),
+                audience: format!("{{\"channel\":\"{}\"}}", record.channel_id),
+                payload: format!("{{\"id\":\"{}\"}}", record.id),
+            }]
+        }),
+    }
+}
+
+async fn seeded(fixture: &Fixture) {
+    let seeded = fixture
+        .handle()
+        .run(queries::SeedFirstRun {
+            seed: seed::default_community(),
+            now: NOW - 3600,
+        })
+        .await;
+    assert!(seeded.unwrap());
+}
+
+conformance!(
+    a_change_and_its_events_commit_together,
+    a_refused_change_leaves_no_event,
+    relayed_events_are_deleted_and_numbers_never_reused,
+    each_node_has_its_own_numbering,
+);
+
+async fn pending(fixture: &Fixture, node: &str) -> Vec<(i64, String, String)> {
+    fixture
+        .handle()
+        .run(OutboxPending {
+            node_id: node.into(),
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.seq, r.event.kind, r.event.payload))
+        .collect()
+}
+
+async fn a_change_and_its_events_commit_together(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    let record = handle
+        .run(posted("node-a", message("msg_o1", "ch_general")))
+        .await
+        .unwrap();
+    assert_eq!(record.id.as_str(), "msg_o1");
+    handle
+        .run(posted("node-a", message("msg_o2", "ch_general")))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&fixture, "node-a").await,
+        vec![
+            (1, "chat.message.created".into(), r#"{"id":"msg_o1"}"#.into()),
+            (2, "chat.message.created".into(), r#"{"id":"msg_o2"}"#.into()),
+        ]
+    );
+    let history = handle
+        .run(queries::Messages {
+            channel: ChannelId::parse("ch_general").unwrap(),
+            page: PageRequest {
+                limit: 100,
+                before: None,
+                after: None,
+            },
+            viewer: None,
+        })
+        .await
+        .unwrap();
+    assert!(history.messages.iter().any(|m| m.id.as_str() == "msg_o2"));
+    fixture.finish().await;
+}
+
+async fn a_refused_change_leaves_no_event(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    // A voice channel takes no messages: the write fails, so its event must not exist.
+    let refused = handle.run(posted("node-a", message("msg_v", "vc_general"))).await;
+    assert!(
+        matches!(refused, Err(StorageError::Invalid { .. })),
+        "{refused:?}"
+    );
+    // A duplicate message id is refused, and leaves no event either.
+    handle
+        .run(posted("node-a", message("msg_d", "ch_general")))
+        .await
+        .unwrap();
+    let duplicate = handle.run(posted("node-a", message("msg_d", "ch_general"))).await;
+    assert!(duplicate.is_err());
+    assert_eq!(pending(&fixture, "node-a").await.len(), 1);
+    fixture.finish().await;
+}
+
+async fn relayed_events_are_deleted_and_numbers_never_reused(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    for n in 1..=3 {
+        handle
+            .run(posted("node-a", message(&format!("msg_r{n}"), "ch_general")))
+            .await
+            .unwrap();
+    }
+    let relayed = handle
+        .run(OutboxRelayed {
+            node_id: "node-a".into(),
+            up_to: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(relayed, 2);
+    assert_eq!(
+        pending(&fixture, "node-a")
+            .await
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
+    handle
+        .run(OutboxRelayed {
+            node_id: "node-a".into(),
+            up_to: 3,
+        })
+        .await
+        .unwrap();
+    assert!(pending(&fixture, "node-a").await.is_empty());
+    // The outbox is empty, yet the next event gets 4: its NATS message id was never used.
+    handle
+        .run(posted("node-a", message("msg_r4", "ch_general")))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending(&fixture, "node-a")
+            .await
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        vec![4]
+    );
+    fixture.finish().await;
+}
+
+async fn each_node_has_its_own_numbering(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    handle
+        .run(posted("node-a", message("msg_a1", "ch_general")))
+        .await
+        .unwrap();
+    handle
+        .run(posted("node-b", message("msg_b1", "ch_general")))
+        .await
+        .unwrap();
+    handle
+        .run(posted("node-a", message("msg_a2", "ch_general")))
+        .await
+        .unwrap();
+    let a: Vec<i64> = pending(&fixture, "node-a").await.iter().map(|e| e.0).collect();
+    let b: Vec<i64> = pending(&fixture, "node-b").await.iter().map(|e| e.0).collect();
+    assert_eq!((a, b), (vec![1, 2], vec![1]));
+    fixture.finish().await;
+}
