@@ -234,6 +234,7 @@ pub fn run(mut config: Config) -> ExitCode {
             }
         }
         let state = Arc::new(state);
+        openchat_signaling::realtime::relay::start(state.clone());
         tracing::info!(
             addr = %local,
             scheme = if tls.is_some() { "https" } else { "http" },

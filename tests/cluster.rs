@@ -5,9 +5,78 @@
 
 mod support;
 
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{NatsServer, PgDatabase, Server, Store, call, client, eventually, postgres_url};
+use support::{HANG_GUARD, NatsServer, PgDatabase, Server, Store, call, client, eventually, postgres_url};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn node(dir: &std::path::Path, db: &PgDatabase, nats: &NatsServer, id: &str) -> Server {
+    Server::start(
+        dir,
+        &Store::Postgres(db.url.clone()),
+        &[("OPENCHAT_NATS_URL", &nats.url()), ("OPENCHAT_NODE_ID", id)],
+    )
+}
+
+async fn realtime(server: &Server, user: &str) -> Ws {
+    let url = format!(
+        "ws://{}/v1/realtime?server_id=srv_harbor&user_uid={user}&device_id=desktop_{user}",
+        server.addr
+    );
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The bodies of the `chat.message.created` events this socket gets, until `until` is
+/// among them (within the hang guard).
+async fn bodies_until(ws: &mut Ws, until: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {until:?} within the hang guard; got {bodies:?}"));
+        let Message::Text(text) = frame.expect("socket open").expect("frame") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        if event["type"] == "chat.message.created" {
+            let body = event["payload"]["message"]["body"].as_str().unwrap().to_owned();
+            let done = body == until;
+            bodies.push(body);
+            if done {
+                return bodies;
+            }
+        }
+    }
+}
+
+async fn post(server: &Server, body: &str) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/channels/ch_general/messages"))
+        .header("X-OpenChat-User-UID", "uid_ana")
+        .json(&json!({"body": body}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{body}");
+}
+
+fn counts(bodies: &[String]) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for body in bodies {
+        *counts.entry(body.as_str()).or_default() += 1;
+    }
+    counts
+}
 
 fn readyz(server: &Server) -> (u16, Value) {
     let response = client().get(server.url("/readyz")).send().unwrap();
@@ -68,4 +137,94 @@ fn a_node_reports_nats_in_readyz_and_keeps_taking_writes_while_nats_is_down() {
             .any(|m| m["body"] == "while NATS is away"),
         "{history}"
     );
+}
+
+#[test]
+fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
+    let Some(admin) = postgres_url() else { return };
+    let Some(mut nats) = NatsServer::start() else {
+        return;
+    };
+    let db = PgDatabase::create(&admin);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(dir_a.path(), &db, &nats, "node-a");
+    let b = node(dir_b.path(), &db, &nats, "node-b");
+    for server in [&a, &b] {
+        eventually("both nodes connected to NATS", || {
+            (readyz(server).0 == 200).then_some(())
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(two_nodes_scenario(&a, &b, &mut nats));
+    drop(runtime);
+    drop((a, b));
+    drop(db);
+}
+
+async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
+    let mut on_a = realtime(a, "uid_aaaa0001").await;
+    let mut on_b = realtime(b, "uid_bbbb0002").await;
+    // The consumers start from the events after they subscribed: wait until a probe
+    // posted now reaches both sockets before counting.
+    post(a, "probe").await;
+    bodies_until(&mut on_a, "probe").await;
+    bodies_until(&mut on_b, "probe").await;
+
+    post(a, "from a").await;
+    post(b, "from b").await;
+    for ws in [&mut on_a, &mut on_b] {
+        let mut seen = bodies_until(ws, "from a").await;
+        if !seen.iter().any(|body| body == "from b") {
+            seen.extend(bodies_until(ws, "from b").await);
+        }
+        assert_eq!(counts(&seen).get("from a"), Some(&1), "{seen:?}");
+        assert_eq!(counts(&seen).get("from b"), Some(&1), "{seen:?}");
+    }
+
+    // NATS goes away: writes still commit (their events wait in each node's outbox) ...
+    nats.stop();
+    for n in 1..=3 {
+        post(a, &format!("outage a{n}")).await;
+    }
+    for n in 1..=2 {
+        post(b, &format!("outage b{n}")).await;
+    }
+    // ... and when it is back, every one of them reaches both nodes' sockets, once.
+    nats.resume();
+    let expected = ["outage a1", "outage a2", "outage a3", "outage b1", "outage b2"];
+    let mut seen_by = Vec::new();
+    for ws in [&mut on_a, &mut on_b] {
+        let mut seen: Vec<String> = Vec::new();
+        while !expected.iter().all(|body| seen.iter().any(|s| s == body)) {
+            let next = tokio::time::timeout(HANG_GUARD, ws.next()).await;
+            let Ok(Some(Ok(Message::Text(text)))) = next else {
+                assert!(next.is_ok(), "missing events after NATS came back; got {seen:?}");
+                continue;
+            };
+            let event: Value = serde_json::from_str(text.as_str()).unwrap();
+            if event["type"] == "chat.message.created" {
+                seen.push(event["payload"]["message"]["body"].as_str().unwrap().to_owned());
+            }
+        }
+        // In commit order per node.
+        let from_a: Vec<&String> = seen.iter().filter(|s| s.starts_with("outage a")).collect();
+        assert_eq!(from_a, ["outage a1", "outage a2", "outage a3"]);
+        seen_by.push(seen);
+    }
+    // Nothing doubled: markers posted now on both nodes arrive after any repeat would.
+    post(a, "marker a").await;
+    post(b, "marker b").await;
+    for (ws, seen) in [&mut on_a, &mut on_b].into_iter().zip(&mut seen_by) {
+        seen.extend(bodies_until(ws, "marker a").await);
+        if !seen.iter().any(|body| body == "marker b") {
+            seen.extend(bodies_until(ws, "marker b").await);
+        }
+        for body in expected {
+            assert_eq!(counts(seen).get(body), Some(&1), "{body}: {seen:?}");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use openchat_core::limits::{AVATAR_BYTES_MAX, JSON_BODY_BYTES_MAX};
 use openchat_core::{UnixSeconds, UserUid};
+use openchat_storage::queries::{OutboxEvent, Outboxed};
 use openchat_storage::{Query, queries};
 use openchat_storage::{StorageError, StorageHandle};
 use tracing::Instrument;
@@ -18,7 +19,7 @@ use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiters;
-use crate::realtime::hub::Hub;
+use crate::realtime::hub::{Audience, Hub};
 use crate::routes::{BodyLimit, Params};
 
 /// Longest a request waits for the storage thread before answering 503.
@@ -89,6 +90,49 @@ pub struct AppState {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Cluster mode (`OPENCHAT_NATS_URL`); `None` on a single node.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Wakes the outbox relay after a write stored events (cluster mode).
+    pub outbox_wake: tokio::sync::Notify,
+}
+
+/// A committed change's realtime event, built from the change's answer.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: &'static str,
+    pub audience: Audience,
+    pub payload: serde_json::Value,
+}
+
+impl Event {
+    /// A typed payload; `None` (logged) if it does not serialise.
+    pub fn new(kind: &'static str, audience: Audience, payload: &impl serde::Serialize) -> Option<Self> {
+        match serde_json::to_value(payload) {
+            Ok(payload) => Some(Self {
+                kind,
+                audience,
+                payload,
+            }),
+            Err(err) => {
+                tracing::error!(kind, error = %err, "event payload did not serialise");
+                None
+            }
+        }
+    }
+
+    fn into_outbox(self) -> Option<OutboxEvent> {
+        let audience = serde_json::to_string(&self.audience);
+        let payload = serde_json::to_string(&self.payload);
+        match (audience, payload) {
+            (Ok(audience), Ok(payload)) => Some(OutboxEvent {
+                kind: self.kind.to_owned(),
+                audience,
+                payload,
+            }),
+            _ => {
+                tracing::error!(kind = self.kind, "event did not serialise for the outbox");
+                None
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -106,6 +150,7 @@ impl AppState {
             rtc: None,
             lifecycle: crate::lifecycle::Lifecycle::default(),
             cluster: None,
+            outbox_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -113,6 +158,43 @@ impl AppState {
     /// traced under its name.
     pub async fn run<Q: Query>(&self, query: Q) -> Result<Q::Output, ApiError> {
         self.store(Q::NAME, self.storage.run(query)).await
+    }
+
+    /// Runs a write and publishes the events `events` builds from its answer. On one node
+    /// they go to the hub once the write committed. In cluster mode they are stored in the
+    /// write's own transaction (the outbox) and reach every node's hub through NATS, so an
+    /// event can arrive late but is never lost and never doubled.
+    pub async fn run_publishing<Q, F>(&self, query: Q, events: F) -> Result<Q::Output, ApiError>
+    where
+        Q: Query,
+        F: FnOnce(&Q::Output) -> Vec<Event> + Send + 'static,
+    {
+        match &self.cluster {
+            None => {
+                let output = self.run(query).await?;
+                for event in events(&output) {
+                    self.hub
+                        .publish(event.kind, event.audience, &event.payload, false);
+                }
+                Ok(output)
+            }
+            Some(cluster) => {
+                let outboxed = Outboxed {
+                    query,
+                    node_id: cluster.node_id().to_owned(),
+                    now: crate::clock::unix_now(),
+                    events: Box::new(move |output: &Q::Output| {
+                        events(output)
+                            .into_iter()
+                            .filter_map(Event::into_outbox)
+                            .collect()
+                    }),
+                };
+                let output = self.run(outboxed).await?;
+                self.outbox_wake.notify_one();
+                Ok(output)
+            }
+        }
     }
 
     /// Waits for one storage answer under [`STORAGE_DEADLINE`], timing it for `/metrics`.

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::error::GenericErrors;
 use crate::realtime::Audience;
 use crate::routes::BodyLimit;
-use crate::state::{AppState, Ctx};
+use crate::state::{AppState, Ctx, Event};
 use crate::upload::{self, FormLimits, Sniffed, UploadError};
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {
@@ -284,35 +284,33 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
         envelope,
         now: ctx.now,
     };
-    let message = state.run(queries::CreateMessage { new }).await?;
+    // An e2ee message reaches only members of its epoch (live and on replay), read in the
+    // write's transaction.
+    let base = state.base_url().to_owned();
+    let (message, _) = state
+        .run_publishing(queries::PostMessage { new }, move |(message, epoch_members)| {
+            let created = MessageCreatedDto {
+                message: MessageDto::new(&base, message),
+            };
+            let audience = match epoch_members {
+                None => Audience::ChannelAndServer {
+                    channel: message.channel_id.clone(),
+                    server: message.server_id.clone(),
+                },
+                Some(users) => Audience::ChannelMembers {
+                    channel: message.channel_id.clone(),
+                    server: message.server_id.clone(),
+                    users: Arc::from(users.as_slice()),
+                },
+            };
+            Event::new("chat.message.created", audience, &created)
+                .into_iter()
+                .collect()
+        })
+        .await?;
     let created = MessageCreatedDto {
         message: MessageDto::new(state.base_url(), &message),
     };
-    // An e2ee message reaches only members of its epoch (live and on replay).
-    let audience = match &message.envelope {
-        None => Audience::ChannelAndServer {
-            channel: channel.clone(),
-            server: message.server_id.clone(),
-        },
-        Some(envelope) => {
-            let op = queries::e2ee::EpochMembers {
-                channel: channel.clone(),
-                epoch: envelope.epoch_id,
-            };
-            let (_, users) = state.run(op).await?;
-            Audience::ChannelMembers {
-                channel: channel.clone(),
-                server: message.server_id.clone(),
-                users: Arc::from(users),
-            }
-        }
-    };
-    match serde_json::to_value(&created) {
-        Ok(payload) => state
-            .hub
-            .publish("chat.message.created", audience, &payload, false),
-        Err(err) => tracing::error!(error = %err, "message event did not serialise"),
-    }
     Ok(json(StatusCode::CREATED, &created))
 }
 

@@ -25,8 +25,10 @@ pub const SOCKETS_MAX: usize = 10_000;
 
 const _: () = assert!(REPLAY_MAX < SEND_QUEUE_MAX);
 
-/// Who receives an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who receives an event. Serialisable: in cluster mode committed events carry their
+/// audience to every node (never `Subscribers`, whose socket id means one node).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Subscribers of the channel, and every socket of the channel's server (§8.6).
     ChannelAndServer { channel: ChannelId, server: ServerId },

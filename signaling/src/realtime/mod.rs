@@ -13,9 +13,10 @@
 //! when an event arrives is disconnected (close 1008), never buffered without limit.
 //!
 //! [`hub`] holds the registry, the log and the audience rule (no I/O); [`socket`] runs one
-//! WebSocket against it.
+//! WebSocket against it; [`relay`] carries committed events between nodes in cluster mode.
 
 pub mod hub;
+pub mod relay;
 pub mod socket;
 
 pub use hub::*;

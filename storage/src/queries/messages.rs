@@ -392,6 +392,33 @@ async fn read_message<D: Db>(
     one.pop().ok_or_else(|| corrupt("message", "vanished"))
 }
 
+/// [`CreateMessage`], plus who may see the message, read in the same transaction: `None`
+/// for a plain message (the channel's and server's audience), the members of its epoch
+/// for an e2ee one (E2EE.md §3 rule 1).
+#[derive(Debug, Clone)]
+pub struct PostMessage {
+    pub new: NewMessage,
+}
+
+impl Query for PostMessage {
+    type Output = (MessageRecord, Option<Vec<UserUid>>);
+    const NAME: &'static str = "create_message";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<(MessageRecord, Option<Vec<UserUid>>), StorageError> {
+        let epoch = self.new.envelope.as_ref().map(|envelope| envelope.epoch_id);
+        let channel_id = self.new.channel.clone();
+        in_transaction(db, async |db: &mut D| {
+            let record = CreateMessage { new: self.new }.run(db).await?;
+            let members = match epoch {
+                Some(epoch) => Some(super::e2ee::members_of_epoch(db, &channel_id, epoch).await?),
+                None => None,
+            };
+            Ok((record, members))
+        })
+        .await
+    }
+}
+
 /// Stores a message and its attachments in one transaction.
 #[derive(Debug, Clone)]
 pub struct CreateMessage {

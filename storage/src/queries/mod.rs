@@ -20,7 +20,8 @@ mod profiles;
 mod servers;
 
 pub use messages::{
-    Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PutReadAck, ReadAck, UnreadCounts,
+    Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PostMessage, PutReadAck, ReadAck,
+    UnreadCounts,
 };
 pub use outbox::{OutboxEvent, OutboxPending, OutboxRecord, OutboxRelayed, Outboxed};
 pub use profiles::{InsertAvatar, LoadAvatar, Profile, Profiles, UpdateProfile};

@@ -1,0 +1,201 @@
+//! Cluster mode's realtime path: committed events travel from this node's outbox through
+//! NATS JetStream to the hub of every node (this one included).
+//!
+//! - The relay reads this node's outbox in order ([`OutboxPending`]), publishes each event
+//!   to `openchat.v1.events` with the NATS message id `<node>:<seq>` and waits for the
+//!   stream's acknowledgement, then deletes what was acknowledged ([`OutboxRelayed`]). A
+//!   crash between the acknowledgement and the delete publishes the event again on the
+//!   next pass; the stream's duplicate window ([`DUPLICATE_WINDOW`]) drops it. Events are
+//!   published one at a time, so the stream holds them in commit order.
+//! - The consumer follows the stream with an ordered consumer (from the events after it
+//!   started; after an outage, from the one after the last it delivered) and hands each
+//!   event to the local hub, which applies the one visibility rule to its own sockets.
+//! - While NATS is down both wait and retry; the outbox keeps every event meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures_util::StreamExt;
+use openchat_storage::queries::outbox::OUTBOX_BATCH_MAX;
+use openchat_storage::queries::{OutboxPending, OutboxRecord, OutboxRelayed};
+use serde_json::Value;
+
+use crate::cluster::{Cluster, NatsState, SUBJECT_VERSION};
+use crate::realtime::hub::Audience;
+use crate::state::AppState;
+
+/// The JetStream stream of committed events.
+pub const EVENTS_STREAM: &str = "OPENCHAT_EVENTS_V1";
+/// How long the stream keeps an event (the reach of a resume on any node).
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
+/// The stream's size bound; the oldest events go first.
+pub const EVENTS_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
+/// How long JetStream remembers a message id to drop a repeated publish.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+/// The relay's pass when nothing woke it, and the wait after a failure.
+pub const RELAY_TICK: Duration = Duration::from_secs(1);
+
+fn events_subject() -> String {
+    format!("openchat.{SUBJECT_VERSION}.events")
+}
+
+/// An event as it crosses nodes.
+#[derive(Debug, serde::Deserialize)]
+struct WireEvent {
+    kind: String,
+    audience: Audience,
+    payload: Value,
+}
+
+/// Starts the relay and the consumer on the current tokio runtime (cluster mode only).
+pub fn start(state: Arc<AppState>) {
+    let Some(cluster) = state.cluster.clone() else {
+        return;
+    };
+    tokio::spawn(relay(state.clone(), cluster.clone()));
+    tokio::spawn(consume(state, cluster));
+}
+
+async fn ensure_stream(js: &jetstream::Context) -> Result<stream::Stream, String> {
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS_STREAM.to_owned(),
+        subjects: vec![events_subject()],
+        max_age: EVENTS_MAX_AGE,
+        max_bytes: EVENTS_STREAM_BYTES_MAX,
+        duplicate_window: DUPLICATE_WINDOW,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn relay(state: Arc<AppState>, cluster: Cluster) {
+    let js = jetstream::new(cluster.client().clone());
+    let node = cluster.node_id().to_owned();
+    let mut stream_ready = false;
+    loop {
+        // A wake-up while a pass runs is kept by the Notify, so none is lost.
+        let _ = tokio::time::timeout(RELAY_TICK, state.outbox_wake.notified()).await;
+        if cluster.state() != NatsState::Connected {
+            continue;
+        }
+        if !stream_ready {
+            match ensure_stream(&js).await {
+                Ok(_) => stream_ready = true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot reach the events stream; retrying");
+                    continue;
+                }
+            }
+        }
+        loop {
+            let batch = match state
+                .run(OutboxPending {
+                    node_id: node.clone(),
+                    limit: OUTBOX_BATCH_MAX,
+                })
+                .await
+            {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(error = ?err, "cannot read the outbox; retrying");
+                    break;
+                }
+            };
+            let Some(last) = batch.last().map(|record| record.seq) else {
+                break;
+            };
+            let mut relayed = None;
+            for record in &batch {
+                if let Err(err) = publish(&js, record).await {
+                    tracing::warn!(seq = record.seq, error = %err, "relaying an event failed; retrying");
+                    stream_ready = false;
+                    break;
+                }
+                relayed = Some(record.seq);
+            }
+            if let Some(up_to) = relayed {
+                let deleted = state
+                    .run(OutboxRelayed {
+                        node_id: node.clone(),
+                        up_to,
+                    })
+                    .await;
+                if let Err(err) = deleted {
+                    // Published but not deleted: the next pass publishes them again and
+                    // the stream drops the repeats.
+                    tracing::warn!(error = ?err, "cannot trim the outbox; retrying");
+                    break;
+                }
+            }
+            if relayed != Some(last) {
+                break;
+            }
+        }
+    }
+}
+
+async fn publish(js: &jetstream::Context, record: &OutboxRecord) -> Result<(), String> {
+    let kind = serde_json::to_string(&record.event.kind).map_err(|e| e.to_string())?;
+    let body = format!(
+        r#"{{"kind":{kind},"audience":{},"payload":{}}}"#,
+        record.event.audience, record.event.payload
+    );
+    let message = PublishMessage::build()
+        .payload(body.into())
+        .message_id(format!("{}:{}", record.node_id, record.seq));
+    let ack = js
+        .send_publish(events_subject(), message)
+        .await
+        .map_err(|e| e.to_string())?;
+    ack.await.map(drop).map_err(|e| e.to_string())
+}
+
+async fn consume(state: Arc<AppState>, cluster: Cluster) {
+    let js = jetstream::new(cluster.client().clone());
+    // The stream sequence of the last event handed to the hub.
+    let mut delivered: Option<u64> = None;
+    loop {
+        if let Err(err) = follow(&state, &js, &mut delivered).await {
+            tracing::warn!(error = %err, "following the events stream failed; retrying");
+        }
+        tokio::time::sleep(RELAY_TICK).await;
+    }
+}
+
+async fn follow(
+    state: &AppState,
+    js: &jetstream::Context,
+    delivered: &mut Option<u64>,
+) -> Result<(), String> {
+    let stream = ensure_stream(js).await?;
+    let deliver_policy = match delivered {
+        None => consumer::DeliverPolicy::New,
+        Some(seq) => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: *seq + 1,
+        },
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        if let Ok(info) = message.info() {
+            *delivered = Some(info.stream_sequence);
+        }
+        match serde_json::from_slice::<WireEvent>(&message.payload) {
+            Ok(event) => state
+                .hub
+                .publish(&event.kind, event.audience, &event.payload, false),
+            Err(err) => tracing::warn!(error = %err, "dropped an event that does not parse"),
+        }
+    }
+    Err("the events stream ended".into())
+}
