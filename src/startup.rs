@@ -235,14 +235,14 @@ pub fn run(mut config: Config) -> ExitCode {
         }
         let state = Arc::new(state);
         openchat_signaling::realtime::relay::start(state.clone());
+        let terminated = termination();
         tracing::info!(
             addr = %local,
             scheme = if tls.is_some() { "https" } else { "http" },
             public_base_url = %config.public_base_url,
             "listening"
         );
-        let served =
-            openchat_signaling::serve(listener, tls, state, termination(), HTTP_SHUTDOWN_GRACE).await;
+        let served = openchat_signaling::serve(listener, tls, state, terminated, HTTP_SHUTDOWN_GRACE).await;
         if let Err(err) = served {
             tracing::warn!(error = %err, "shutdown grace expired; closing remaining connections");
         }
@@ -263,18 +263,23 @@ pub fn run(mut config: Config) -> ExitCode {
     code
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn termination() {
+/// Installs the SIGTERM and SIGINT handlers now and resolves on the first signal. Called
+/// before "listening" is logged, so a signal sent as soon as the address is announced
+/// always means a clean shutdown, never the default (fatal) action.
+fn termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(term), Ok(int)) => (term, int),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop openchatd with SIGKILL");
-            return std::future::pending().await;
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (mut term, mut int) = match handlers {
+            (Ok(term), Ok(int)) => (term, int),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop openchatd with SIGKILL");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
     }
 }
