@@ -70,6 +70,22 @@ async fn post(server: &Server, body: &str) {
     assert_eq!(response.status(), 201, "{body}");
 }
 
+/// The next event of type `kind` on this socket (within the hang guard).
+async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} within the hang guard"));
+        let Message::Text(text) = frame.expect("socket open").expect("frame") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(text.as_str()).unwrap();
+        if event["type"] == kind {
+            return event;
+        }
+    }
+}
+
 fn counts(bodies: &[String]) -> HashMap<&str, usize> {
     let mut counts = HashMap::new();
     for body in bodies {
@@ -183,6 +199,20 @@ async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
         }
         assert_eq!(counts(&seen).get("from a"), Some(&1), "{seen:?}");
         assert_eq!(counts(&seen).get("from b"), Some(&1), "{seen:?}");
+    }
+
+    // Every committed change crosses nodes the same way: a category made through B.
+    let response = reqwest::Client::new()
+        .post(b.url("/v1/servers/srv_harbor/categories"))
+        .header("X-OpenChat-User-UID", "uid_ana")
+        .json(&json!({"name": "Projects", "kind": "text"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    for ws in [&mut on_a, &mut on_b] {
+        let created = next_of(ws, "chat.category.created").await;
+        assert_eq!(created["payload"]["group"]["label"], "Projects", "{created}");
     }
 
     // NATS goes away: writes still commit (their events wait in each node's outbox) ...

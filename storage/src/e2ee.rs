@@ -117,8 +117,8 @@ pub struct PublishOutcome {
     pub accepted: usize,
     /// `(target_device_id, code)` per refused envelope.
     pub rejected: Vec<(String, &'static str)>,
-    /// Devices that got envelopes, with how many are now queued for each.
-    pub delivered: Vec<(String, usize)>,
+    /// Devices that got envelopes: `(device id, its owner, envelopes now queued for it)`.
+    pub delivered: Vec<(String, UserUid, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -586,23 +586,25 @@ pub(crate) async fn put_read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
                 .map_err(|_| ApiError::not_found("message_not_found", "message not found"))?,
         ),
     };
+    let query = queries::PutReadAck {
+        channel: channel.clone(),
+        user: who.clone(),
+        message,
+        now: ctx.now,
+    };
     let (ack, applied, _) = state
-        .run(queries::PutReadAck {
-            channel: channel.clone(),
-            user: who.clone(),
-            message,
-            now: ctx.now,
+        .run_publishing(query, move |(ack, applied, _)| match applied {
+            true => Event::new(
+                "chat.read_ack.updated",
+                Audience::User(who),
+                &ReadAckDto::from(ack),
+            )
+            .into_iter()
+            .collect(),
+            false => Vec::new(),
         })
         .await?;
     let read_ack = ReadAckDto::from(&ack);
-    if applied {
-        match serde_json::to_value(&read_ack) {
-            Ok(payload) => state
-                .hub
-                .publish("chat.read_ack.updated", Audience::User(who), &payload, false),
-            Err(err) => tracing::error!(error = %err, "read ack event did not serialise"),
-        }
-    }
     Ok(json(
         StatusCode::OK,
         &ReadAckPutDto {

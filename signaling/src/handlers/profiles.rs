@@ -17,7 +17,7 @@ use crate::error::GenericErrors;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::realtime::Audience;
 use crate::routes::BodyLimit;
-use crate::state::{AppState, Ctx};
+use crate::state::{AppState, Ctx, Event};
 use crate::upload::{self, FormLimits, Sniffed, UploadError};
 
 /// The caller's profile, created with defaults on first sight.
@@ -93,14 +93,16 @@ pub(crate) async fn update_my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result
         avatar,
         now: ctx.now,
     };
-    let profile = state.run(queries::UpdateProfile { update }).await?;
+    let base = state.base_url().to_owned();
+    let profile = state
+        .run_publishing(queries::UpdateProfile { update }, move |profile| {
+            let dto = ProfileDto::new(&base, profile);
+            Event::new("profile_updated", Audience::Everyone, &dto)
+                .into_iter()
+                .collect()
+        })
+        .await?;
     let dto = ProfileDto::new(state.base_url(), &profile);
-    match serde_json::to_value(&dto) {
-        Ok(payload) => state
-            .hub
-            .publish("profile_updated", Audience::Everyone, &payload, false),
-        Err(err) => tracing::error!(error = %err, "profile event did not serialise"),
-    }
     Ok(json(StatusCode::OK, &dto))
 }
 

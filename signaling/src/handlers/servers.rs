@@ -7,7 +7,7 @@ use openchat_core::limits::{DIRECTORY_SERVERS_MAX, JSON_BODY_BYTES_MAX, OWNERSHI
 use openchat_core::settings::{ServerSettings, channel_name, icon_text};
 use openchat_core::{ChannelId, ChannelKind, GroupId, ServerId, UserUid};
 use openchat_storage::queries;
-use openchat_storage::{NewServer, StarterIds};
+use openchat_storage::{NewServer, Query, StarterIds};
 
 use super::{new_id, random_hex32};
 use crate::body::{Body, json, read_json};
@@ -23,7 +23,7 @@ use crate::error::GenericErrors;
 use crate::identity::USER_UID_HEADER;
 use crate::identity::sha256_hex;
 use crate::realtime::Audience;
-use crate::state::{AppState, Ctx};
+use crate::state::{AppState, Ctx, Event};
 
 fn server_id(ctx: &Ctx) -> Result<ServerId, ApiError> {
     ctx.id("server_id", ServerId::parse, "server_not_found")
@@ -33,31 +33,45 @@ fn group_id(ctx: &Ctx) -> Result<GroupId, ApiError> {
     ctx.id("group_id", GroupId::parse, "category_not_found")
 }
 
-fn publish(state: &AppState, kind: &str, server: &ServerId, payload: &impl serde::Serialize) {
-    match serde_json::to_value(payload) {
-        Ok(payload) => state
-            .hub
-            .publish(kind, Audience::Server(server.clone()), &payload, false),
-        Err(err) => tracing::error!(error = %err, "event payload did not serialise"),
-    }
+/// Runs a write whose answer is both the response body and the `kind` event to every socket
+/// of the server: `build` makes the body from the answer (inside the write's transaction
+/// for the event in cluster mode, and again for the response).
+async fn run_announced<Q, B, F>(
+    state: &AppState,
+    kind: &'static str,
+    server: &ServerId,
+    query: Q,
+    build: F,
+) -> Result<B, ApiError>
+where
+    Q: Query,
+    B: serde::Serialize,
+    F: Fn(&Q::Output) -> B + Clone + Send + 'static,
+{
+    let audience = Audience::Server(server.clone());
+    let for_event = build.clone();
+    let output = state
+        .run_publishing(query, move |output| {
+            Event::new(kind, audience, &for_event(output))
+                .into_iter()
+                .collect()
+        })
+        .await?;
+    Ok(build(&output))
 }
 
-/// Answers a layout change and announces it with `chat.channel.layout.updated`.
-fn announce_layout(
-    state: &AppState,
-    server: &ServerId,
-    layout: &[openchat_storage::GroupRecord],
-    who: &UserUid,
+/// The body and event of a layout change (`chat.channel.layout.updated`).
+fn layout_changed(
+    server: ServerId,
+    who: UserUid,
     now: openchat_core::UnixSeconds,
-) -> Response<Body> {
-    let body = LayoutChangedDto {
+) -> impl Fn(&Vec<openchat_storage::GroupRecord>) -> LayoutChangedDto + Clone + Send + 'static {
+    move |layout| LayoutChangedDto {
         server_id: server.to_string(),
         groups: groups(layout),
         updated_by_uid: who.to_string(),
         updated_at: rfc3339(now),
-    };
-    publish(state, "chat.channel.layout.updated", server, &body);
-    json(StatusCode::OK, &body)
+    }
 }
 
 fn kind(raw: &str) -> Result<ChannelKind, ApiError> {
@@ -209,20 +223,20 @@ pub(crate) async fn update_settings(state: &Arc<AppState>, ctx: Ctx) -> Result<R
         body.banner_preset.as_deref().unwrap_or(&current.banner_preset),
     )
     .map_err(|err| ApiError::invalid_payload(err.to_string()))?;
-    let updated = state
-        .run(queries::UpdateSettings {
-            server: server.clone(),
-            settings,
-            by: who.clone(),
-            now: ctx.now,
-        })
-        .await?;
-    let body = SettingsUpdatedDto {
-        settings: SettingsDto::from(&updated),
-        updated_by_uid: who.to_string(),
-        updated_at: rfc3339(updated.updated_at),
+    let query = queries::UpdateSettings {
+        server: server.clone(),
+        settings,
+        by: who.clone(),
+        now: ctx.now,
     };
-    publish(state, "chat.server.updated", &server, &body);
+    let body = run_announced(state, "chat.server.updated", &server, query, move |updated| {
+        SettingsUpdatedDto {
+            settings: SettingsDto::from(updated),
+            updated_by_uid: who.to_string(),
+            updated_at: rfc3339(updated.updated_at),
+        }
+    })
+    .await?;
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -292,27 +306,28 @@ pub(crate) async fn create_channel(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
     }
     let prefix = if kind == ChannelKind::Voice { "vc" } else { "ch" };
     let id = ChannelId::parse_owned(new_id(prefix)).map_err(|_| ApiError::internal())?;
-    let channel = state
-        .run(queries::CreateChannel {
-            server: server.clone(),
-            group: group.clone(),
-            channel: id,
-            name,
-            kind: if body.e2ee { ChannelKind::Text } else { kind },
-            e2ee: body.e2ee,
-            actor: who.clone(),
-            now: ctx.now,
-        })
-        .await
-        .map_err(body_reference)?;
-    let body = ChannelCreatedDto {
-        server_id: server.to_string(),
-        group_id: group.to_string(),
-        channel: ChannelDto::from(&channel),
-        created_by_uid: who.to_string(),
-        created_at: rfc3339(ctx.now),
+    let query = queries::CreateChannel {
+        server: server.clone(),
+        group: group.clone(),
+        channel: id,
+        name,
+        kind: if body.e2ee { ChannelKind::Text } else { kind },
+        e2ee: body.e2ee,
+        actor: who.clone(),
+        now: ctx.now,
     };
-    publish(state, "chat.channel.created", &server, &body);
+    let (server_id, now) = (server.to_string(), ctx.now);
+    let body = run_announced(state, "chat.channel.created", &server, query, move |channel| {
+        ChannelCreatedDto {
+            server_id: server_id.clone(),
+            group_id: group.to_string(),
+            channel: ChannelDto::from(channel),
+            created_by_uid: who.to_string(),
+            created_at: rfc3339(now),
+        }
+    })
+    .await
+    .map_err(body_reference)?;
     Ok(json(StatusCode::CREATED, &body))
 }
 
@@ -326,23 +341,24 @@ pub(crate) async fn create_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let kind = kind(&body.kind)?;
     let name = name(&body.name)?;
     let id = GroupId::parse_owned(new_id("grp")).map_err(|_| ApiError::internal())?;
-    let group = state
-        .run(queries::CreateCategory {
-            server: server.clone(),
-            group: id,
-            name,
-            kind,
-            actor: who.clone(),
-            now: ctx.now,
-        })
-        .await?;
-    let body = CategoryCreatedDto {
-        server_id: server.to_string(),
-        group: GroupDto::from(&group),
-        created_by_uid: who.to_string(),
-        created_at: rfc3339(ctx.now),
+    let query = queries::CreateCategory {
+        server: server.clone(),
+        group: id,
+        name,
+        kind,
+        actor: who.clone(),
+        now: ctx.now,
     };
-    publish(state, "chat.category.created", &server, &body);
+    let (server_id, now) = (server.to_string(), ctx.now);
+    let body = run_announced(state, "chat.category.created", &server, query, move |group| {
+        CategoryCreatedDto {
+            server_id: server_id.clone(),
+            group: GroupDto::from(group),
+            created_by_uid: who.to_string(),
+            created_at: rfc3339(now),
+        }
+    })
+    .await?;
     Ok(json(StatusCode::CREATED, &body))
 }
 
@@ -356,21 +372,22 @@ pub(crate) async fn rename_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let who = ctx.user()?;
     let body: RenameCategoryBody = read_json(ctx.request, JSON_BODY_BYTES_MAX).await?;
     let name = name(&body.name)?;
-    let group = state
-        .run(queries::RenameCategory {
-            server: server.clone(),
-            group,
-            name,
-            actor: who.clone(),
-        })
-        .await?;
-    let body = CategoryUpdatedDto {
-        server_id: server.to_string(),
-        group: GroupDto::from(&group),
-        updated_by_uid: who.to_string(),
-        updated_at: rfc3339(ctx.now),
+    let query = queries::RenameCategory {
+        server: server.clone(),
+        group,
+        name,
+        actor: who.clone(),
     };
-    publish(state, "chat.category.updated", &server, &body);
+    let (server_id, now) = (server.to_string(), ctx.now);
+    let body = run_announced(state, "chat.category.updated", &server, query, move |group| {
+        CategoryUpdatedDto {
+            server_id: server_id.clone(),
+            group: GroupDto::from(group),
+            updated_by_uid: who.to_string(),
+            updated_at: rfc3339(now),
+        }
+    })
+    .await?;
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -383,14 +400,14 @@ pub(crate) async fn delete_category(state: &Arc<AppState>, ctx: Ctx) -> Result<R
     let server = server_id(&ctx)?;
     let group = group_id(&ctx)?;
     let who = ctx.user()?;
-    let layout = state
-        .run(queries::DeleteCategory {
-            server: server.clone(),
-            group,
-            actor: who.clone(),
-        })
-        .await?;
-    Ok(announce_layout(state, &server, &layout, &who, ctx.now))
+    let query = queries::DeleteCategory {
+        server: server.clone(),
+        group,
+        actor: who.clone(),
+    };
+    let built = layout_changed(server.clone(), who, ctx.now);
+    let body = run_announced(state, "chat.channel.layout.updated", &server, query, built).await?;
+    Ok(json(StatusCode::OK, &body))
 }
 
 /// Applies a complete new order of categories and channels. Emits
@@ -414,14 +431,14 @@ pub(crate) async fn update_layout(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
             .collect::<Result<Vec<_>, _>>()?;
         order.push((id, channels));
     }
-    let layout = state
-        .run(queries::UpdateLayout {
-            server: server.clone(),
-            order,
-            actor: who.clone(),
-        })
-        .await?;
-    Ok(announce_layout(state, &server, &layout, &who, ctx.now))
+    let query = queries::UpdateLayout {
+        server: server.clone(),
+        order,
+        actor: who.clone(),
+    };
+    let built = layout_changed(server.clone(), who, ctx.now);
+    let body = run_announced(state, "chat.channel.layout.updated", &server, query, built).await?;
+    Ok(json(StatusCode::OK, &body))
 }
 
 #[utoipa::path(get, path = "/v1/servers/{server_id}/members", tag = "servers",

@@ -153,26 +153,23 @@ pub(crate) async fn publish_envelopes(state: &Arc<AppState>, ctx: Ctx) -> Result
         queue_max: KEY_ENVELOPE_QUEUE_MAX,
         now: ctx.now,
     };
-    let out = state.run(op).await?;
-    for (device, count) in &out.delivered {
-        // The device's owner: the storage checked it is active; look it up once.
-        if let Ok(Some(record)) = state
-            .run(queries::e2ee::Device {
-                device_id: device.clone(),
-            })
-            .await
-        {
-            publish(
-                state,
-                "keys.envelopes.available",
-                Audience::Device {
-                    user: record.user_uid,
-                    device: device.clone(),
-                },
-                &serde_json::json!({"device_id": device, "count": count}),
-            );
-        }
-    }
+    let out = state
+        .run_publishing(op, |out| {
+            out.delivered
+                .iter()
+                .filter_map(|(device, owner, count)| {
+                    Event::new(
+                        "keys.envelopes.available",
+                        Audience::Device {
+                            user: owner.clone(),
+                            device: device.clone(),
+                        },
+                        &serde_json::json!({"device_id": device, "count": count}),
+                    )
+                })
+                .collect()
+        })
+        .await?;
     Ok(json(
         StatusCode::CREATED,
         &PublishedDto {

@@ -18,9 +18,9 @@ pub struct MembershipDto {
     pub current_epoch: i64,
 }
 
-fn announce_membership(state: &AppState, change: &openchat_storage::e2ee::MembershipChange) {
-    publish(
-        state,
+/// `chat.membership.updated` to the members and the departed user.
+fn membership_events(change: &openchat_storage::e2ee::MembershipChange) -> Vec<Event> {
+    Event::new(
         "chat.membership.updated",
         Audience::Users(Arc::from(change.audience.clone())),
         &serde_json::json!({
@@ -29,7 +29,9 @@ fn announce_membership(state: &AppState, change: &openchat_storage::e2ee::Member
             "change": change.change,
             "current_epoch": change.current_epoch,
         }),
-    );
+    )
+    .into_iter()
+    .collect()
 }
 
 /// Adds a member to an e2ee channel (a member adds someone; a user may add itself only with
@@ -48,8 +50,7 @@ pub(crate) async fn add_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Respon
         self_join: state.config.e2ee_self_join,
         now: ctx.now,
     };
-    let change = state.run(op).await?;
-    announce_membership(state, &change);
+    let change = state.run_publishing(op, membership_events).await?;
     let body = MembershipDto {
         channel_id: change.channel_id.to_string(),
         user_uid: change.user_uid.to_string(),
@@ -75,8 +76,7 @@ pub(crate) async fn remove_member(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         user,
         now: ctx.now,
     };
-    let change = state.run(op).await?;
-    announce_membership(state, &change);
+    let change = state.run_publishing(op, membership_events).await?;
     let body = MembershipDto {
         channel_id: change.channel_id.to_string(),
         user_uid: change.user_uid.to_string(),
@@ -200,13 +200,17 @@ pub(crate) async fn commit(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
         signature: body.signature,
         now: ctx.now,
     };
-    let done = state.run(op).await?;
-    publish(
-        state,
-        "chat.epoch.committed",
-        Audience::Users(Arc::from(done.audience)),
-        &serde_json::json!({"channel_id": channel.as_str(), "epoch_id": done.epoch_id}),
-    );
+    let done = state
+        .run_publishing(op, move |done| {
+            Event::new(
+                "chat.epoch.committed",
+                Audience::Users(Arc::from(done.audience.as_slice())),
+                &serde_json::json!({"channel_id": channel.as_str(), "epoch_id": done.epoch_id}),
+            )
+            .into_iter()
+            .collect()
+        })
+        .await?;
     Ok(json(
         StatusCode::CREATED,
         &CommittedDto {

@@ -31,7 +31,7 @@ use crate::dto::MessageDto;
 use crate::error::ApiError;
 use crate::error::GenericErrors;
 use crate::realtime::Audience;
-use crate::state::{AppState, Ctx};
+use crate::state::{AppState, Ctx, Event};
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {
     ctx.id("channel_id", ChannelId::parse, "channel_not_found")
@@ -91,13 +91,6 @@ fn device_id_field(field: &str, value: &str) -> Result<String, ApiError> {
 
 fn user_field(value: &str) -> Result<UserUid, ApiError> {
     UserUid::parse(value.trim()).map_err(|e| ApiError::invalid_payload(format!("user_uid: {e}")))
-}
-
-fn publish(state: &AppState, kind: &str, audience: Audience, payload: &impl Serialize) {
-    match serde_json::to_value(payload) {
-        Ok(payload) => state.hub.publish(kind, audience, &payload, false),
-        Err(err) => tracing::error!(error = %err, "event payload did not serialise"),
-    }
 }
 
 /// An e2ee message's envelope, checked: sent by the caller's device, fields base64url and

@@ -194,20 +194,23 @@ impl Query for PublishEnvelopes {
             };
             for envelope in &envelopes {
                 let target = &envelope.target_device_id;
-                let code = match device(db, target).await? {
+                let owner = match device(db, target).await? {
                     Some(d) if d.status == DeviceStatus::Active => {
-                        if !member_of_epoch(db, &channel, d.user_uid.as_str(), epoch_id).await? {
-                            Some("target_not_member_of_epoch")
+                        if member_of_epoch(db, &channel, d.user_uid.as_str(), epoch_id).await? {
+                            Ok(d.user_uid)
                         } else {
-                            None
+                            Err("target_not_member_of_epoch")
                         }
                     }
-                    _ => Some("target_device_not_active"),
+                    _ => Err("target_device_not_active"),
                 };
-                if let Some(code) = code {
-                    outcome.rejected.push((target.clone(), code));
-                    continue;
-                }
+                let owner = match owner {
+                    Ok(owner) => owner,
+                    Err(code) => {
+                        outcome.rejected.push((target.clone(), code));
+                        continue;
+                    }
+                };
                 let queued = db
                     .query_opt(
                         "SELECT COUNT(*) FROM key_envelopes WHERE target_device_id = $1",
@@ -237,9 +240,9 @@ impl Query for PublishEnvelopes {
                 .await?;
                 id += 1;
                 outcome.accepted += 1;
-                match outcome.delivered.iter_mut().find(|(d, _)| d == target) {
-                    Some((_, count)) => *count = queued + 1,
-                    None => outcome.delivered.push((target.clone(), queued + 1)),
+                match outcome.delivered.iter_mut().find(|(d, _, _)| d == target) {
+                    Some((_, _, count)) => *count = queued + 1,
+                    None => outcome.delivered.push((target.clone(), owner, queued + 1)),
                 }
             }
             Ok(outcome)
