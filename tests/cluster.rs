@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{HANG_GUARD, NatsServer, PgDatabase, Server, Store, call, client, eventually, postgres_url};
@@ -214,6 +214,55 @@ async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
         let created = next_of(ws, "chat.category.created").await;
         assert_eq!(created["payload"]["group"]["label"], "Projects", "{created}");
     }
+
+    // A device revoked through A loses its sockets on B.
+    let device =
+        json!({"device_id": "dev_solo", "device_pubkey": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"});
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(a.url("/v1/devices"))
+        .header("X-OpenChat-User-UID", "uid_solo")
+        .header("X-OpenChat-Device-ID", "dev_solo")
+        .json(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201, "{}", registered.text().await.unwrap());
+    let url = format!(
+        "ws://{}/v1/realtime?server_id=srv_harbor&user_uid=uid_solo&device_id=dev_solo",
+        b.addr
+    );
+    let stream = TcpStream::connect(b.addr).await.unwrap();
+    let (mut solo_on_b, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    // Registered on B once it answers.
+    solo_on_b
+        .send(Message::text(
+            json!({"type": "chat.ping", "request_id": "p1"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    next_of(&mut solo_on_b, "chat.pong").await;
+    let revoked = http
+        .delete(a.url("/v1/devices/dev_solo"))
+        .header("X-OpenChat-User-UID", "uid_solo")
+        .header("X-OpenChat-Device-ID", "dev_solo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let closed = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            match solo_on_b.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the revoked device's socket on the other node stayed open"
+    );
 
     // NATS goes away: writes still commit (their events wait in each node's outbox) ...
     nats.stop();

@@ -174,7 +174,7 @@ impl AppState {
                 let output = self.run(query).await?;
                 for event in events(&output) {
                     self.hub
-                        .publish(event.kind, event.audience, &event.payload, false);
+                        .deliver_committed(event.kind, event.audience, &event.payload);
                 }
                 Ok(output)
             }

@@ -22,6 +22,9 @@ pub const REPLAY_MAX: usize = SEND_QUEUE_MAX / 2;
 pub const SUBSCRIPTIONS_MAX: usize = 32;
 /// Open realtime sockets.
 pub const SOCKETS_MAX: usize = 10_000;
+/// The committed event that closes a revoked device's sockets on every node. It is an
+/// instruction to hubs, never a frame for clients.
+pub const DEVICE_REVOKED_EVENT: &str = "internal.device.revoked";
 
 const _: () = assert!(REPLAY_MAX < SEND_QUEUE_MAX);
 
@@ -230,6 +233,18 @@ impl Hub {
                 socket.kick.notify_one();
             }
         }
+    }
+
+    /// Hands a committed change's event to this hub: [`DEVICE_REVOKED_EVENT`] closes the
+    /// device's sockets, anything else is published (and logged for replay).
+    pub fn deliver_committed(&self, kind: &str, audience: Audience, payload: &Value) {
+        if kind == DEVICE_REVOKED_EVENT {
+            if let Audience::Device { user, device } = &audience {
+                self.kick_device(user, device);
+            }
+            return;
+        }
+        self.publish(kind, audience, payload, false);
     }
 
     /// Registers a socket and, for a resume, queues the missed events first, atomically

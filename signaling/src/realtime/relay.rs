@@ -193,7 +193,7 @@ async fn follow(
         match serde_json::from_slice::<WireEvent>(&message.payload) {
             Ok(event) => state
                 .hub
-                .publish(&event.kind, event.audience, &event.payload, false),
+                .deliver_committed(&event.kind, event.audience, &event.payload),
             Err(err) => tracing::warn!(error = %err, "dropped an event that does not parse"),
         }
     }

@@ -181,8 +181,21 @@ pub(crate) async fn revoke_device(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
         device_id: device_id.clone(),
         now: ctx.now,
     };
-    let d = state.run(op).await?;
-    state.hub.kick_device(&user, &device_id);
+    // The device's sockets close on every node, once the revocation committed.
+    let d = state
+        .run_publishing(op, move |_| {
+            Event::new(
+                DEVICE_REVOKED_EVENT,
+                Audience::Device {
+                    user,
+                    device: device_id,
+                },
+                &serde_json::json!({}),
+            )
+            .into_iter()
+            .collect()
+        })
+        .await?;
     Ok(json(
         StatusCode::OK,
         &DeviceStatusDto {

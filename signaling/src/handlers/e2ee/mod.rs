@@ -30,7 +30,7 @@ use crate::clock::rfc3339;
 use crate::dto::MessageDto;
 use crate::error::ApiError;
 use crate::error::GenericErrors;
-use crate::realtime::Audience;
+use crate::realtime::{Audience, DEVICE_REVOKED_EVENT};
 use crate::state::{AppState, Ctx, Event};
 
 fn channel_id(ctx: &Ctx) -> Result<ChannelId, ApiError> {
