@@ -94,6 +94,17 @@ fn counts(bodies: &[String]) -> HashMap<&str, usize> {
     counts
 }
 
+/// Polls `/readyz` until it answers `status`; returns that answer's body.
+fn readyz_until(server: &Server, status: u16) -> Value {
+    let mut body = Value::Null;
+    eventually(&format!("/readyz answering {status}"), || {
+        let (answered, answer) = readyz(server);
+        body = answer;
+        answered == status
+    });
+    body
+}
+
 fn readyz(server: &Server) -> (u16, Value) {
     let response = client().get(server.url("/readyz")).send().unwrap();
     let status = response.status().as_u16();
@@ -113,19 +124,13 @@ fn a_node_reports_nats_in_readyz_and_keeps_taking_writes_while_nats_is_down() {
         &Store::Postgres(db.url.clone()),
         &[("OPENCHAT_NATS_URL", &nats.url()), ("OPENCHAT_NODE_ID", "node-a")],
     );
-    let ready = eventually("readyz with NATS connected", || {
-        let (status, body) = readyz(&server);
-        (status == 200).then_some(body)
-    });
+    let ready = readyz_until(&server, 200);
     assert_eq!(ready["store"], "postgres");
     assert_eq!(ready["node"], "node-a");
     assert_eq!(ready["nats"], "connected");
 
     nats.stop();
-    let down = eventually("readyz saying NATS is down", || {
-        let (status, body) = readyz(&server);
-        (status == 503).then_some(body)
-    });
+    let down = readyz_until(&server, 503);
     assert_eq!(down["code"], "nats_unavailable", "{down}");
     assert_eq!(down["retryable"], true, "{down}");
     // Postgres is the store of record: writes go on.
@@ -139,10 +144,7 @@ fn a_node_reports_nats_in_readyz_and_keeps_taking_writes_while_nats_is_down() {
     assert_eq!(status, 201, "{posted}");
 
     nats.resume();
-    eventually("readyz after NATS came back", || {
-        let (status, body) = readyz(&server);
-        (status == 200 && body["nats"] == "connected").then_some(())
-    });
+    assert_eq!(readyz_until(&server, 200)["nats"], "connected");
     let (status, history) = call(Method::GET, &url, "uid_ana", None);
     assert_eq!(status, 200);
     assert!(
@@ -166,9 +168,7 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
     let a = node(dir_a.path(), &db, &nats, "node-a");
     let b = node(dir_b.path(), &db, &nats, "node-b");
     for server in [&a, &b] {
-        eventually("both nodes connected to NATS", || {
-            (readyz(server).0 == 200).then_some(())
-        });
+        readyz_until(server, 200);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

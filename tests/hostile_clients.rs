@@ -14,18 +14,9 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
-use support::{HANG_GUARD, Server, Store, client, png};
+use support::{HANG_GUARD, Server, Store, client, eventually, png};
 
 const ME: &str = "uid_0badc0de";
-
-/// Waits (at most [`HANG_GUARD`]) until `done` holds, polling.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + HANG_GUARD;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {HANG_GUARD:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The server's gauge of open HTTP connections, read over a fresh connection (which counts
 /// itself).

@@ -12,8 +12,9 @@ use std::time::Duration;
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request to NATS (a JetStream publish acknowledgement) may take.
 pub const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bytes the client may buffer for a disconnected connection before publishes fail.
-pub const NATS_CLIENT_BUFFER_MAX: usize = 8 * 1024 * 1024;
+/// Commands (publishes, subscriptions) the client queues for its connection; beyond this a
+/// publish waits for room instead of growing the queue.
+pub const NATS_CLIENT_COMMANDS_MAX: usize = 8192;
 /// Subjects are versioned so that nodes of two releases can run side by side during an
 /// upgrade: a change of shape gets a new version.
 pub const SUBJECT_VERSION: &str = "v1";
@@ -83,7 +84,7 @@ impl Cluster {
             .name(format!("openchatd {}", options.node_id))
             .connection_timeout(NATS_CONNECT_TIMEOUT)
             .request_timeout(Some(NATS_REQUEST_TIMEOUT))
-            .client_capacity(NATS_CLIENT_BUFFER_MAX / 1024)
+            .client_capacity(NATS_CLIENT_COMMANDS_MAX)
             .retry_on_initial_connect()
             .event_callback(move |event| {
                 let node = node.clone();
@@ -117,14 +118,5 @@ impl Cluster {
             async_nats::connection::State::Connected => NatsState::Connected,
             _ => NatsState::Disconnected,
         }
-    }
-
-    /// Waits until every message published so far has reached the server, at most
-    /// `timeout` (shutdown).
-    pub async fn flush(&self, timeout: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(timeout, self.client.flush()).await,
-            Ok(Ok(()))
-        )
     }
 }

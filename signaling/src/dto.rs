@@ -10,9 +10,17 @@ use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 
+/// `/healthz` (`status` only) and `/readyz` (with the store and, in cluster mode, this
+/// node and its NATS connection).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StatusDto {
     pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
 }
 
 /// A directory entry.

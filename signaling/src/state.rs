@@ -118,6 +118,11 @@ impl Event {
         }
     }
 
+    /// One event as the whole list a change produces (nothing if it does not serialise).
+    pub fn only(kind: &'static str, audience: Audience, payload: &impl serde::Serialize) -> Vec<Self> {
+        Self::new(kind, audience, payload).into_iter().collect()
+    }
+
     fn into_outbox(self) -> Option<OutboxEvent> {
         let audience = serde_json::to_string(&self.audience);
         let payload = serde_json::to_string(&self.payload);

@@ -73,6 +73,10 @@ async fn pending(fixture: &Fixture, node: &str) -> Vec<(i64, String, String)> {
         .collect()
 }
 
+async fn seqs(fixture: &Fixture, node: &str) -> Vec<i64> {
+    pending(fixture, node).await.into_iter().map(|e| e.0).collect()
+}
+
 async fn a_change_and_its_events_commit_together(fixture: Fixture) {
     seeded(&fixture).await;
     let handle = fixture.handle();
@@ -145,14 +149,7 @@ async fn relayed_events_are_deleted_and_numbers_never_reused(fixture: Fixture) {
         .await
         .unwrap();
     assert_eq!(relayed, 2);
-    assert_eq!(
-        pending(&fixture, "node-a")
-            .await
-            .iter()
-            .map(|e| e.0)
-            .collect::<Vec<_>>(),
-        vec![3]
-    );
+    assert_eq!(seqs(&fixture, "node-a").await, vec![3]);
     handle
         .run(OutboxRelayed {
             node_id: "node-a".into(),
@@ -166,14 +163,7 @@ async fn relayed_events_are_deleted_and_numbers_never_reused(fixture: Fixture) {
         .run(posted("node-a", message("msg_r4", "ch_general")))
         .await
         .unwrap();
-    assert_eq!(
-        pending(&fixture, "node-a")
-            .await
-            .iter()
-            .map(|e| e.0)
-            .collect::<Vec<_>>(),
-        vec![4]
-    );
+    assert_eq!(seqs(&fixture, "node-a").await, vec![4]);
     fixture.finish().await;
 }
 
@@ -192,8 +182,8 @@ async fn each_node_has_its_own_numbering(fixture: Fixture) {
         .run(posted("node-a", message("msg_a2", "ch_general")))
         .await
         .unwrap();
-    let a: Vec<i64> = pending(&fixture, "node-a").await.iter().map(|e| e.0).collect();
-    let b: Vec<i64> = pending(&fixture, "node-b").await.iter().map(|e| e.0).collect();
+    let a = seqs(&fixture, "node-a").await;
+    let b = seqs(&fixture, "node-b").await;
     assert_eq!((a, b), (vec![1, 2], vec![1]));
     fixture.finish().await;
 }

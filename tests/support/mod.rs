@@ -463,13 +463,10 @@ impl Drop for NatsServer {
     }
 }
 
-/// Polls `probe` until it returns `Some`, at most [`HANG_GUARD`].
-pub fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+/// Waits (at most [`HANG_GUARD`]) until `done` holds, polling.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + HANG_GUARD;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
+    while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {HANG_GUARD:?}");
         std::thread::sleep(Duration::from_millis(50));
     }

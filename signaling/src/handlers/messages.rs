@@ -303,9 +303,7 @@ pub(crate) async fn create_message(state: &Arc<AppState>, ctx: Ctx) -> Result<Re
                     users: Arc::from(users.as_slice()),
                 },
             };
-            Event::new("chat.message.created", audience, &created)
-                .into_iter()
-                .collect()
+            Event::only("chat.message.created", audience, &created)
         })
         .await?;
     let created = MessageCreatedDto {
@@ -594,13 +592,11 @@ pub(crate) async fn put_read_ack(state: &Arc<AppState>, ctx: Ctx) -> Result<Resp
     };
     let (ack, applied, _) = state
         .run_publishing(query, move |(ack, applied, _)| match applied {
-            true => Event::new(
+            true => Event::only(
                 "chat.read_ack.updated",
                 Audience::User(who),
                 &ReadAckDto::from(ack),
-            )
-            .into_iter()
-            .collect(),
+            ),
             false => Vec::new(),
         })
         .await?;

@@ -97,9 +97,7 @@ pub(crate) async fn update_my_profile(state: &Arc<AppState>, ctx: Ctx) -> Result
     let profile = state
         .run_publishing(queries::UpdateProfile { update }, move |profile| {
             let dto = ProfileDto::new(&base, profile);
-            Event::new("profile_updated", Audience::Everyone, &dto)
-                .into_iter()
-                .collect()
+            Event::only("profile_updated", Audience::Everyone, &dto)
         })
         .await?;
     let dto = ProfileDto::new(state.base_url(), &profile);

@@ -52,9 +52,7 @@ where
     let for_event = build.clone();
     let output = state
         .run_publishing(query, move |output| {
-            Event::new(kind, audience, &for_event(output))
-                .into_iter()
-                .collect()
+            Event::only(kind, audience, &for_event(output))
         })
         .await?;
     Ok(build(&output))

@@ -184,7 +184,7 @@ pub(crate) async fn revoke_device(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
     // The device's sockets close on every node, once the revocation committed.
     let d = state
         .run_publishing(op, move |_| {
-            Event::new(
+            Event::only(
                 DEVICE_REVOKED_EVENT,
                 Audience::Device {
                     user,
@@ -192,8 +192,6 @@ pub(crate) async fn revoke_device(state: &Arc<AppState>, ctx: Ctx) -> Result<Res
                 },
                 &serde_json::json!({}),
             )
-            .into_iter()
-            .collect()
         })
         .await?;
     Ok(json(

@@ -20,7 +20,7 @@ pub struct MembershipDto {
 
 /// `chat.membership.updated` to the members and the departed user.
 fn membership_events(change: &openchat_storage::e2ee::MembershipChange) -> Vec<Event> {
-    Event::new(
+    Event::only(
         "chat.membership.updated",
         Audience::Users(Arc::from(change.audience.clone())),
         &serde_json::json!({
@@ -30,8 +30,6 @@ fn membership_events(change: &openchat_storage::e2ee::MembershipChange) -> Vec<E
             "current_epoch": change.current_epoch,
         }),
     )
-    .into_iter()
-    .collect()
 }
 
 /// Adds a member to an e2ee channel (a member adds someone; a user may add itself only with
@@ -202,13 +200,11 @@ pub(crate) async fn commit(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<B
     };
     let done = state
         .run_publishing(op, move |done| {
-            Event::new(
+            Event::only(
                 "chat.epoch.committed",
                 Audience::Users(Arc::from(done.audience.as_slice())),
                 &serde_json::json!({"channel_id": channel.as_str(), "epoch_id": done.epoch_id}),
             )
-            .into_iter()
-            .collect()
         })
         .await?;
     Ok(json(
