@@ -235,6 +235,7 @@ pub fn run(mut config: Config) -> ExitCode {
         }
         let state = Arc::new(state);
         openchat_signaling::realtime::relay::start(state.clone());
+        openchat_signaling::realtime::presence::start(state.clone());
         let terminated = termination();
         tracing::info!(
             addr = %local,

@@ -26,10 +26,15 @@ fn node(dir: &std::path::Path, db: &PgDatabase, nats: &NatsServer, id: &str) -> 
 }
 
 async fn realtime(server: &Server, user: &str) -> Ws {
-    let url = format!(
-        "ws://{}/v1/realtime?server_id=srv_harbor&user_uid={user}&device_id=desktop_{user}",
-        server.addr
-    );
+    connect(
+        server,
+        &format!("server_id=srv_harbor&user_uid={user}&device_id=desktop_{user}"),
+    )
+    .await
+}
+
+async fn connect(server: &Server, query: &str) -> Ws {
+    let url = format!("ws://{}/v1/realtime?{query}", server.addr);
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let (ws, response) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     assert_eq!(response.status(), 101);
@@ -176,9 +181,114 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
         .build()
         .unwrap();
     runtime.block_on(two_nodes_scenario(&a, &b, &mut nats));
+    let since = runtime.block_on(resume_and_redelivery_across_nodes(&a, &b));
+    // A node started after the events still serves a resume from before it began.
+    let dir_c = tempfile::tempdir().unwrap();
+    let c = node(dir_c.path(), &db, &nats, "node-c");
+    readyz_until(&c, 200);
+    runtime.block_on(async {
+        let mut on_c = connect(&c, &format!("{RITA}&resume_from={since}")).await;
+        assert_eq!(
+            bodies_until(&mut on_c, "r5").await,
+            ["r1", "r2", "r3", "r4", "r5"],
+            "a resume on a new node gets exactly what followed"
+        );
+    });
+    runtime.block_on(presence_across_nodes(&a, c));
     drop(runtime);
     drop((a, b));
     drop(db);
+}
+
+async fn subscribe(ws: &mut Ws) -> Value {
+    let subscribe =
+        json!({"type": "chat.subscribe", "request_id": "s1", "payload": {"channel_id": "ch_general"}});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    next_of(ws, "chat.presence.snapshot").await
+}
+
+/// Presence and typing between sockets on two nodes; the node that dies takes its
+/// sockets' presence with it.
+async fn presence_across_nodes(a: &Server, c: Server) {
+    let mut pia = connect(a, "server_id=srv_harbor&user_uid=uid_pia&device_id=dev_pia").await;
+    let own = subscribe(&mut pia).await;
+    let pia_id = own["payload"]["members"][0]["client_id"].clone();
+    let mut cody = connect(&c, "server_id=srv_harbor&user_uid=uid_cody&device_id=dev_cody").await;
+    let snapshot = subscribe(&mut cody).await;
+    // Pia is in Cody's snapshot, or (if A's note reaches C after the subscribe) joins.
+    let in_snapshot = snapshot["payload"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["client_id"] == pia_id);
+    if !in_snapshot {
+        let joined = next_of(&mut cody, "chat.presence.joined").await;
+        assert_eq!(joined["payload"]["member"]["client_id"], pia_id, "{joined}");
+    }
+    let joined = next_of(&mut pia, "chat.presence.joined").await;
+    assert_eq!(joined["payload"]["member"]["user_uid"], "uid_cody", "{joined}");
+    let cody_id = joined["payload"]["member"]["client_id"].clone();
+
+    let typing = json!({"type": "chat.typing.update", "request_id": "t1", "payload": {"channel_id": "ch_general", "is_typing": true}});
+    cody.send(Message::text(typing.to_string())).await.unwrap();
+    let typed = next_of(&mut pia, "chat.typing.updated").await;
+    assert_eq!(typed["payload"]["member"]["client_id"], cody_id, "{typed}");
+    assert_eq!(typed["payload"]["is_typing"], true);
+
+    // Node C dies without a word: within seconds Cody is gone for Pia.
+    c.kill_hard();
+    let left = next_of(&mut pia, "chat.presence.left").await;
+    assert_eq!(left["payload"]["member"]["client_id"], cody_id, "{left}");
+    drop(cody);
+}
+
+const RITA: &str = "server_id=srv_harbor&user_uid=uid_rita&device_id=desktop_rita";
+
+/// Returns the event id of `r0`, from which everything after it was posted.
+async fn resume_and_redelivery_across_nodes(a: &Server, b: &Server) -> String {
+    let mut rita = connect(a, RITA).await;
+    post(a, "r0").await;
+    let seen = next_of(&mut rita, "chat.message.created").await;
+    assert_eq!(seen["payload"]["message"]["body"], "r0");
+    let since = seen["event_id"].as_str().unwrap().to_owned();
+    rita.close(None).await.unwrap();
+    drop(rita);
+    post(b, "r1").await;
+    post(a, "r2").await;
+
+    // Event ids mean the same on every node: resume on B from an id A sent.
+    let mut rita = connect(b, &format!("{RITA}&resume_from={since}")).await;
+    assert_eq!(bodies_until(&mut rita, "r2").await, ["r1", "r2"]);
+    post(a, "r3").await;
+    assert_eq!(
+        bodies_until(&mut rita, "r3").await,
+        ["r3"],
+        "live after replay, no repeat"
+    );
+    rita.close(None).await.unwrap();
+    drop(rita);
+
+    // The desktop client never sends resume_from: what the device missed comes anyway,
+    // on whichever node it lands (here A again), possibly with repeats it drops by id.
+    post(b, "r4").await;
+    let mut rita = connect(a, RITA).await;
+    post(a, "r5").await;
+    let got = bodies_until(&mut rita, "r5").await;
+    let missed = ["r1", "r2", "r3", "r4", "r5"];
+    assert!(
+        got.ends_with(&["r4".to_owned(), "r5".to_owned()])
+            && got.iter().all(|b| missed.contains(&b.as_str())),
+        "{got:?}"
+    );
+    // A socket that vanishes without a close handshake: what it may not have had comes too.
+    drop(rita);
+    post(b, "r6").await;
+    let mut rita = connect(b, RITA).await;
+    post(b, "r7").await;
+    let got = bodies_until(&mut rita, "r7").await;
+    assert!(got.iter().any(|body| body == "r6"), "{got:?}");
+    drop(rita);
+    since
 }
 
 async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {

@@ -167,6 +167,17 @@ impl ApiError {
         .retryable()
     }
 
+    /// Cluster mode while this node reads the recent events it needs for redelivery
+    /// (`/readyz`, briefly after start).
+    pub fn realtime_catching_up() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "realtime_catching_up",
+            "this node is still reading the recent events; retry shortly",
+        )
+        .retryable()
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -178,8 +178,12 @@ impl AppState {
             None => {
                 let output = self.run(query).await?;
                 for event in events(&output) {
-                    self.hub
-                        .deliver_committed(event.kind, event.audience, &event.payload);
+                    self.hub.deliver_committed(
+                        event.kind,
+                        event.audience,
+                        &event.payload,
+                        crate::clock::unix_now(),
+                    );
                 }
                 Ok(output)
             }

@@ -120,7 +120,7 @@ pub(crate) async fn dispatch(
         E::UploadAvatar => upload_avatar(state, ctx).await,
         E::Avatar => avatar(state, ctx).await,
         E::ProfilesBatch => profiles_batch(state, ctx).await,
-        E::Realtime => realtime(state, ctx),
+        E::Realtime => realtime(state, ctx).await,
         E::JoinTicket => join_ticket(state, ctx).await,
         E::Signaling => signaling(state, ctx),
         E::AddMember => add_member(state, ctx).await,
@@ -157,7 +157,7 @@ pub(crate) fn healthz() -> Response<Body> {
 /// Readiness: 200 when the store answers and, in cluster mode, NATS is connected.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = StatusDto),
-    (status = 503, description = "storage_unavailable, nats_unavailable", body = ErrorEnvelope),
+    (status = 503, description = "storage_unavailable, nats_unavailable, realtime_catching_up", body = ErrorEnvelope),
 ))]
 pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
     state.run(queries::Ping).await?;
@@ -166,6 +166,9 @@ pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError>
         let nats = cluster.state();
         if nats != crate::cluster::NatsState::Connected {
             return Err(ApiError::nats_unavailable());
+        }
+        if !state.hub.caught_up() {
+            return Err(ApiError::realtime_catching_up());
         }
         body["node"] = json!(cluster.node_id());
         body["nats"] = json!(nats.as_str());
@@ -271,8 +274,8 @@ pub(crate) async fn legacy_capabilities(state: &AppState) -> Result<Response<Bod
     (status = 101, description = "WebSocket upgrade"),
     (status = 426, description = "websocket_required (with `Upgrade: websocket`)", body = ErrorEnvelope),
 ))]
-pub(crate) fn realtime(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
-    crate::realtime::upgrade(state.clone(), ctx.request)
+pub(crate) async fn realtime(state: &Arc<AppState>, ctx: Ctx) -> Result<Response<Body>, ApiError> {
+    crate::realtime::upgrade(state.clone(), ctx.request).await
 }
 
 /// 16 random bytes as 32 lowercase hex characters.

@@ -2,14 +2,16 @@
 //! audience rule ([`visible`]) that live delivery and replay share. No socket I/O here.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::StatusCode;
-use openchat_core::{ChannelId, ServerId, UserUid};
+use openchat_core::{ChannelId, ServerId, UnixSeconds, UserUid};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::presence::PresenceBook;
 use crate::error::ApiError;
 
 /// Frames waiting to be written to one socket.
@@ -22,6 +24,10 @@ pub const REPLAY_MAX: usize = SEND_QUEUE_MAX / 2;
 pub const SUBSCRIPTIONS_MAX: usize = 32;
 /// Open realtime sockets.
 pub const SOCKETS_MAX: usize = 10_000;
+/// How long after its socket went a device still gets what it missed on its next socket.
+pub const REDELIVERY_WINDOW_SECS: UnixSeconds = 5 * 60;
+/// Departed devices remembered for redelivery on this node.
+pub const DEPARTED_MAX: usize = SOCKETS_MAX;
 /// The committed event that closes a revoked device's sockets on every node. It is an
 /// instruction to hubs, never a frame for clients.
 pub const DEVICE_REVOKED_EVENT: &str = "internal.device.revoked";
@@ -92,7 +98,7 @@ pub fn visible(audience: &Audience, socket: &SocketView) -> bool {
 }
 
 /// A socket's identity on the wire (`member` in WIRE.md §4).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub client_id: String,
     pub user_uid: String,
@@ -102,24 +108,106 @@ pub struct Member {
 pub(crate) struct Socket {
     pub(crate) view: SocketView,
     pub(crate) member: Member,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<Outbound>,
     kick: Arc<Notify>,
+    pub(crate) progress: Arc<Progress>,
+}
+
+/// One frame for one socket, with the log sequence number of the event it carries (0 for
+/// replies and ephemeral events).
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub seq: u64,
+    pub frame: Utf8Bytes,
+}
+
+impl Outbound {
+    pub(crate) fn reply(frame: Utf8Bytes) -> Self {
+        Self { seq: 0, frame }
+    }
+}
+
+/// How far a socket got: what redelivery starts after when the device comes back.
+///
+/// `written` is the newest logged event the socket's writer put on the transport;
+/// `confirmed` is the newest one the client provably had: the writer sends its floor (see
+/// [`Progress::floor`]) as the payload of each ping, and a pong echoing it proves that
+/// everything written before that ping arrived (one ordered stream).
+#[derive(Debug, Default)]
+pub struct Progress {
+    written: AtomicU64,
+    confirmed: AtomicU64,
+}
+
+impl Progress {
+    fn starting_at(seq: u64) -> Self {
+        Self {
+            written: AtomicU64::new(seq),
+            confirmed: AtomicU64::new(seq),
+        }
+    }
+
+    /// The writer wrote the frame of logged event `seq`.
+    pub fn wrote(&self, seq: u64) {
+        if seq > 0 {
+            self.written.fetch_max(seq, Ordering::Release);
+        }
+    }
+
+    /// Everything visible up to this sequence number has been written: `published` (read
+    /// from [`Hub::published`] *before* looking at the queue) when the queue is empty, else
+    /// the last frame written (the queue is in order).
+    pub fn floor(&self, published: u64, queue_empty: bool) -> u64 {
+        if queue_empty {
+            published.max(self.written.load(Ordering::Acquire))
+        } else {
+            self.written.load(Ordering::Acquire)
+        }
+    }
+
+    /// A pong echoed a floor the writer sent; never beyond what was published.
+    pub fn confirm(&self, seq: u64, published: u64) {
+        self.confirmed.fetch_max(seq.min(published), Ordering::AcqRel);
+    }
+
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed.load(Ordering::Acquire)
+    }
 }
 
 struct Logged {
     seq: u64,
+    at: UnixSeconds,
     audience: Audience,
     frame: Utf8Bytes,
 }
 
+/// A device's socket on one server: what redelivery is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub server: Option<ServerId>,
+    pub user: UserUid,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Departure {
+    seq: u64,
+    at: UnixSeconds,
+}
+
 #[derive(Default)]
 struct HubState {
+    /// What event ids start with: this boot's id, or in cluster mode the events stream's.
+    tag: String,
     next_socket: u64,
     sockets: HashMap<u64, Socket>,
     seq: u64,
     log: VecDeque<Logged>,
     /// Sequence number of the newest event dropped from the log.
     evicted_upto: u64,
+    /// Devices whose socket went recently, and how far it got.
+    departed: HashMap<DeviceKey, Departure>,
 }
 
 /// Why a resume cannot be served.
@@ -140,25 +228,46 @@ impl ResyncReason {
     }
 }
 
-/// A registered socket: its id, its send queue, its kick signal, and whether a requested
-/// resume could not be served.
+/// What a registering socket asks to be sent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume<'a> {
+    /// Nothing asked: a device that left within [`REDELIVERY_WINDOW_SECS`] still gets what
+    /// it missed (the desktop client never sends `resume_from`, WIRE.md §0 item 11).
+    Fresh,
+    /// `resume_from=<event_id>`: exactly the events after it, or a resync answer.
+    From(&'a str),
+    /// The device's previous socket (on any node) got up to this sequence number.
+    Missed(u64),
+}
+
+/// A registered socket: its id, its send queue, its kick signal, its progress, and whether
+/// a requested resume could not be served.
 pub(crate) struct Registered {
     pub(crate) id: u64,
-    pub(crate) rx: mpsc::Receiver<Utf8Bytes>,
+    pub(crate) rx: mpsc::Receiver<Outbound>,
     pub(crate) kick: Arc<Notify>,
+    pub(crate) progress: Arc<Progress>,
     pub(crate) resync: Option<ResyncReason>,
 }
 
 /// The registry of realtime sockets and the replay log.
 #[derive(Debug)]
 pub struct Hub {
+    /// New at every start: what other nodes tell this run of the node apart by.
     boot: String,
     state: Mutex<HubState>,
+    /// Cluster mode: the other nodes' sockets (see [`super::presence`]).
+    remote: Mutex<Option<PresenceBook>>,
+    /// The newest sequence number whose frames are all queued (stored after queueing).
+    published: AtomicU64,
+    /// False while a cluster node reads the stream's recent events into its log on start.
+    caught_up: AtomicBool,
 }
 
 impl std::fmt::Debug for HubState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubState")
+            .field("tag", &self.tag)
             .field("sockets", &self.sockets.len())
             .field("seq", &self.seq)
             .finish()
@@ -187,12 +296,82 @@ impl Default for Hub {
     }
 }
 
+impl HubState {
+    /// Queues a frame to every socket the audience admits; returns those whose queue is full.
+    fn fan_out(&self, audience: &Audience, seq: u64, frame: &Utf8Bytes) -> Vec<u64> {
+        let mut overflowed = Vec::new();
+        for (id, socket) in &self.sockets {
+            if !visible(audience, &socket.view) {
+                continue;
+            }
+            let out = Outbound {
+                seq,
+                frame: frame.clone(),
+            };
+            if socket.tx.try_send(out).is_err() {
+                overflowed.push(*id);
+            }
+        }
+        overflowed
+    }
+
+    fn kick_overflowed(&mut self, overflowed: Vec<u64>) {
+        for id in overflowed {
+            if let Some(socket) = self.sockets.remove(&id) {
+                tracing::info!(socket = id, "realtime socket too slow; disconnecting");
+                socket.kick.notify_one();
+            }
+        }
+    }
+
+    fn log(&mut self, logged: Logged) {
+        self.log.push_back(logged);
+        while self.log.len() > EVENT_LOG_MAX {
+            if let Some(old) = self.log.pop_front() {
+                self.evicted_upto = old.seq;
+            }
+        }
+    }
+
+    /// The logged events after `seq` that the socket may see.
+    fn visible_after<'a>(
+        &'a self,
+        view: &'a SocketView,
+        seq: u64,
+    ) -> impl DoubleEndedIterator<Item = &'a Logged> + 'a {
+        self.log
+            .iter()
+            .filter(move |logged| logged.seq > seq && visible(&logged.audience, view))
+    }
+
+    fn departed_recently(&mut self, key: &DeviceKey, now: UnixSeconds) -> Option<u64> {
+        let departure = self.departed.remove(key)?;
+        (now - departure.at <= REDELIVERY_WINDOW_SECS).then_some(departure.seq)
+    }
+}
+
 impl Hub {
     pub fn new() -> Self {
+        let boot = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         Self {
-            boot: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-            state: Mutex::new(HubState::default()),
+            state: Mutex::new(HubState {
+                tag: boot.clone(),
+                ..HubState::default()
+            }),
+            boot,
+            remote: Mutex::new(None),
+            published: AtomicU64::new(0),
+            caught_up: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the log holds the recent events (always, on one node).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    pub fn set_caught_up(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -205,56 +384,158 @@ impl Hub {
         self.lock().sockets.len()
     }
 
-    /// Publishes an event: numbers it, logs it (unless ephemeral) and queues it for every
-    /// visible socket. Sockets whose queue is full are disconnected.
-    pub fn publish(&self, kind: &str, audience: Audience, payload: &Value, ephemeral: bool) {
-        let mut state = self.lock();
-        state.seq += 1;
-        let seq = state.seq;
-        let event_id = format!("{}:{seq}", self.boot);
-        let frame = frame(kind, None, payload, Some(&event_id));
-        let mut overflowed = Vec::new();
-        for (id, socket) in &state.sockets {
-            if visible(&audience, &socket.view) && socket.tx.try_send(frame.clone()).is_err() {
-                overflowed.push(*id);
-            }
-        }
-        if !ephemeral {
-            state.log.push_back(Logged { seq, audience, frame });
-            while state.log.len() > EVENT_LOG_MAX {
-                if let Some(old) = state.log.pop_front() {
-                    state.evicted_upto = old.seq;
-                }
-            }
-        }
-        for id in overflowed {
-            if let Some(socket) = state.sockets.remove(&id) {
-                tracing::info!(socket = id, "realtime socket too slow; disconnecting");
-                socket.kick.notify_one();
-            }
+    /// The newest sequence number whose frames are all queued.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// This run of the node.
+    pub fn boot(&self) -> &str {
+        &self.boot
+    }
+
+    /// Cluster mode: starts keeping the other nodes' sockets (this node is `node`).
+    pub fn track_remote_presence(&self, node: &str) {
+        *self.remote.lock().unwrap_or_else(|p| p.into_inner()) = Some(PresenceBook::new(node));
+    }
+
+    /// Runs `f` on the book of other nodes' sockets (a default answer on one node).
+    pub fn remote_presence<T: Default>(&self, f: impl FnOnce(&mut PresenceBook) -> T) -> T {
+        match self.remote.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(book) => f(book),
+            None => T::default(),
         }
     }
 
-    /// Hands a committed change's event to this hub: [`DEVICE_REVOKED_EVENT`] closes the
-    /// device's sockets, anything else is published (and logged for replay).
-    pub fn deliver_committed(&self, kind: &str, audience: Audience, payload: &Value) {
-        if kind == DEVICE_REVOKED_EVENT {
-            if let Audience::Device { user, device } = &audience {
-                self.kick_device(user, device);
-            }
+    /// Every local socket's subscriptions, as presence entries.
+    pub fn local_presence(&self) -> Vec<(ChannelId, Member)> {
+        let state = self.lock();
+        state
+            .sockets
+            .values()
+            .flat_map(|socket| {
+                socket
+                    .view
+                    .subscriptions
+                    .iter()
+                    .map(|channel| (channel.clone(), socket.member.clone()))
+            })
+            .collect()
+    }
+
+    /// What event ids start with now.
+    pub fn tag(&self) -> String {
+        self.lock().tag.clone()
+    }
+
+    /// Cluster mode: event ids become `<stream tag>:<stream sequence>`, the same on every
+    /// node. A different tag (a new stream) empties the log and forgets departures, whose
+    /// numbers meant the old stream.
+    pub fn follow_stream(&self, tag: &str) {
+        let mut state = self.lock();
+        if state.tag != tag {
+            state.tag = tag.to_owned();
+            state.seq = 0;
+            state.log.clear();
+            state.evicted_upto = 0;
+            state.departed.clear();
+            self.published.store(0, Ordering::Release);
+        }
+    }
+
+    /// Sends an ephemeral event (typing, presence) to every visible socket: never logged,
+    /// never replayed, no event id. Sockets whose queue is full are disconnected.
+    pub fn publish(&self, kind: &str, audience: Audience, payload: &Value) {
+        let frame = frame(kind, None, payload, None);
+        let mut state = self.lock();
+        let overflowed = state.fan_out(&audience, 0, &frame);
+        state.kick_overflowed(overflowed);
+    }
+
+    /// Hands a committed change's event to this hub (one node): it is numbered, logged for
+    /// replay and queued for every visible socket. [`DEVICE_REVOKED_EVENT`] instead closes
+    /// the device's sockets.
+    pub fn deliver_committed(&self, kind: &str, audience: Audience, payload: &Value, now: UnixSeconds) {
+        if self.revoke(kind, &audience, true) {
             return;
         }
-        self.publish(kind, audience, payload, false);
+        let mut state = self.lock();
+        let seq = state.seq + 1;
+        self.deliver_locked(&mut state, seq, now, kind, audience, payload, true);
     }
 
-    /// Registers a socket and, for a resume, queues the missed events first, atomically
-    /// with the registration so that no live event is lost or doubled.
+    /// Cluster mode: an event of the stream with its stream sequence number and publish
+    /// time. `live` is false while catching up on start (logged for replay, not sent: the
+    /// sockets here are newer than it). An event at or below the newest number is a
+    /// repeat and ignored.
+    pub fn deliver_numbered(
+        &self,
+        seq: u64,
+        at: UnixSeconds,
+        kind: &str,
+        audience: Audience,
+        payload: &Value,
+        live: bool,
+    ) {
+        if self.revoke(kind, &audience, live) {
+            return;
+        }
+        let mut state = self.lock();
+        if seq > state.seq {
+            self.deliver_locked(&mut state, seq, at, kind, audience, payload, live);
+        }
+    }
+
+    /// [`DEVICE_REVOKED_EVENT`] is an instruction, not a frame: it closes the device's
+    /// sockets (when live) and is never logged. Returns whether `kind` was that.
+    fn revoke(&self, kind: &str, audience: &Audience, live: bool) -> bool {
+        if kind != DEVICE_REVOKED_EVENT {
+            return false;
+        }
+        if live && let Audience::Device { user, device } = audience {
+            self.kick_device(user, device);
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_locked(
+        &self,
+        state: &mut HubState,
+        seq: u64,
+        at: UnixSeconds,
+        kind: &str,
+        audience: Audience,
+        payload: &Value,
+        live: bool,
+    ) {
+        state.seq = seq;
+        let event_id = format!("{}:{seq}", state.tag);
+        let frame = frame(kind, None, payload, Some(&event_id));
+        let overflowed = if live {
+            state.fan_out(&audience, seq, &frame)
+        } else {
+            Vec::new()
+        };
+        state.log(Logged {
+            seq,
+            at,
+            audience,
+            frame,
+        });
+        self.published.store(seq, Ordering::Release);
+        state.kick_overflowed(overflowed);
+    }
+
+    /// Registers a socket and queues what it asked for (or missed) first, atomically with
+    /// the registration so that no live event is lost or doubled.
     pub(crate) fn register(
         &self,
         server: Option<ServerId>,
         member: Member,
         user_uid: UserUid,
-        resume_from: Option<&str>,
+        resume: Resume<'_>,
+        now: UnixSeconds,
     ) -> Result<Registered, ApiError> {
         let mut state = self.lock();
         if state.sockets.len() >= SOCKETS_MAX {
@@ -274,20 +555,44 @@ impl Hub {
             device_id: member.device_id.clone(),
             subscriptions: Vec::new(),
         };
+        let key = DeviceKey {
+            server: view.server.clone(),
+            user: view.user_uid.clone(),
+            device: view.device_id.clone(),
+        };
+        let local = state.departed_recently(&key, now);
         let (tx, rx) = mpsc::channel(SEND_QUEUE_MAX);
         let mut resync = None;
-        if let Some(from) = resume_from {
-            match self.replay(&state, &view, from) {
-                Ok(frames) => {
-                    for frame in frames {
-                        // Cannot fail: the queue is new and REPLAY_MAX < SEND_QUEUE_MAX.
-                        let _ = tx.try_send(frame);
-                    }
+        let mut start = state.seq;
+        let replay: Vec<Outbound> = match resume {
+            Resume::From(from) => match Self::replay(&state, &view, from) {
+                Ok((from, frames)) => {
+                    start = from;
+                    frames
                 }
-                Err(reason) => resync = Some(reason),
+                Err(reason) => {
+                    resync = Some(reason);
+                    Vec::new()
+                }
+            },
+            Resume::Missed(seq) => {
+                start = seq.min(state.seq);
+                Self::missed(&state, &view, start, now)
             }
+            Resume::Fresh => match local {
+                Some(seq) => {
+                    start = seq.min(state.seq);
+                    Self::missed(&state, &view, start, now)
+                }
+                None => Vec::new(),
+            },
+        };
+        for out in replay {
+            // Cannot fail: the queue is new and holds more than REPLAY_MAX.
+            let _ = tx.try_send(out);
         }
         let kick = Arc::new(Notify::new());
+        let progress = Arc::new(Progress::starting_at(start));
         state.sockets.insert(
             id,
             Socket {
@@ -295,35 +600,73 @@ impl Hub {
                 member,
                 tx,
                 kick: kick.clone(),
+                progress: progress.clone(),
             },
         );
-        Ok(Registered { id, rx, kick, resync })
+        Ok(Registered {
+            id,
+            rx,
+            kick,
+            progress,
+            resync,
+        })
     }
 
-    fn replay(
-        &self,
-        state: &HubState,
-        view: &SocketView,
-        from: &str,
-    ) -> Result<Vec<Utf8Bytes>, ResyncReason> {
-        let (boot, seq) = from.rsplit_once(':').ok_or(ResyncReason::UnknownEventId)?;
+    fn replay(state: &HubState, view: &SocketView, from: &str) -> Result<(u64, Vec<Outbound>), ResyncReason> {
+        let (tag, seq) = from.rsplit_once(':').ok_or(ResyncReason::UnknownEventId)?;
         let seq: u64 = seq.parse().map_err(|_| ResyncReason::UnknownEventId)?;
-        if boot != self.boot || seq > state.seq {
+        if tag != state.tag || seq > state.seq {
             return Err(ResyncReason::UnknownEventId);
         }
         if seq < state.evicted_upto {
             return Err(ResyncReason::TooOld);
         }
-        let frames: Vec<Utf8Bytes> = state
-            .log
-            .iter()
-            .filter(|logged| logged.seq > seq && visible(&logged.audience, view))
-            .map(|logged| logged.frame.clone())
+        let frames: Vec<Outbound> = state
+            .visible_after(view, seq)
+            .take(REPLAY_MAX + 1)
+            .map(|logged| Outbound {
+                seq: logged.seq,
+                frame: logged.frame.clone(),
+            })
             .collect();
         if frames.len() > REPLAY_MAX {
             return Err(ResyncReason::TooMany);
         }
-        Ok(frames)
+        Ok((seq, frames))
+    }
+
+    /// What a returning device missed: the visible events after `seq` from the last
+    /// [`REDELIVERY_WINDOW_SECS`], the newest [`REPLAY_MAX`] of them, in order. Best effort
+    /// by design (the client has no resync): it may repeat events the device had, which
+    /// the client drops by id.
+    fn missed(state: &HubState, view: &SocketView, seq: u64, now: UnixSeconds) -> Vec<Outbound> {
+        let mut frames: Vec<Outbound> = state
+            .visible_after(view, seq)
+            .rev()
+            .take_while(|logged| now - logged.at <= REDELIVERY_WINDOW_SECS)
+            .take(REPLAY_MAX)
+            .map(|logged| Outbound {
+                seq: logged.seq,
+                frame: logged.frame.clone(),
+            })
+            .collect();
+        frames.reverse();
+        frames
+    }
+
+    /// Remembers how far a departed device's socket got, for [`Resume::Fresh`] on this
+    /// node; at most [`DEPARTED_MAX`] devices, the expired ones dropped first.
+    pub(crate) fn record_departure(&self, key: DeviceKey, seq: u64, now: UnixSeconds) {
+        let mut state = self.lock();
+        if state.departed.len() >= DEPARTED_MAX && !state.departed.contains_key(&key) {
+            state
+                .departed
+                .retain(|_, departure| now - departure.at <= REDELIVERY_WINDOW_SECS);
+            if state.departed.len() >= DEPARTED_MAX {
+                return;
+            }
+        }
+        state.departed.insert(key, Departure { seq, at: now });
     }
 
     /// Closes every socket of one device (it was revoked); returns how many.
@@ -353,7 +696,7 @@ impl Hub {
         let full = state
             .sockets
             .get(&id)
-            .is_some_and(|socket| socket.tx.try_send(frame).is_err());
+            .is_some_and(|socket| socket.tx.try_send(Outbound::reply(frame)).is_err());
         if full && let Some(socket) = state.sockets.remove(&id) {
             socket.kick.notify_one();
         }
@@ -377,12 +720,14 @@ impl Hub {
             }
             socket.view.subscriptions.push(channel.clone());
         }
-        let members = state
+        let mut members: Vec<Member> = state
             .sockets
             .values()
             .filter(|socket| socket.view.subscriptions.contains(channel))
             .map(|socket| socket.member.clone())
             .collect();
+        drop(state);
+        members.extend(self.remote_presence(|book| book.members(channel)));
         Ok((members, new))
     }
 

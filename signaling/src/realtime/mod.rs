@@ -16,6 +16,8 @@
 //! WebSocket against it; [`relay`] carries committed events between nodes in cluster mode.
 
 pub mod hub;
+pub mod presence;
+pub mod redelivery;
 pub mod relay;
 pub mod socket;
 

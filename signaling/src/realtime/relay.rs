@@ -7,9 +7,13 @@
 //!   crash between the acknowledgement and the delete publishes the event again on the
 //!   next pass; the stream's duplicate window ([`DUPLICATE_WINDOW`]) drops it. Events are
 //!   published one at a time, so the stream holds them in commit order.
-//! - The consumer follows the stream with an ordered consumer (from the events after it
-//!   started; after an outage, from the one after the last it delivered) and hands each
-//!   event to the local hub, which applies the one visibility rule to its own sockets.
+//! - The consumer follows the stream with an ordered consumer and hands each event, with
+//!   its stream sequence number, to the local hub, which applies the one visibility rule
+//!   to its own sockets. Event ids are `<stream tag>:<stream sequence>`, the same on every
+//!   node, so a client resumes on any node. On start the consumer first reads the newest
+//!   [`EVENT_LOG_MAX`] events into the log without sending them (`/readyz` waits for it),
+//!   so redelivery covers events from before the node began; after an outage it goes on
+//!   from the one after the last it delivered.
 //! - While NATS is down both wait and retry; the outbox keeps every event meanwhile.
 
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use openchat_storage::queries::{OutboxPending, OutboxRecord, OutboxRelayed};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, NatsState, SUBJECT_VERSION};
-use crate::realtime::hub::Audience;
+use crate::realtime::hub::{Audience, EVENT_LOG_MAX};
 use crate::state::AppState;
 
 /// The JetStream stream of committed events.
@@ -53,6 +57,7 @@ pub fn start(state: Arc<AppState>) {
     let Some(cluster) = state.cluster.clone() else {
         return;
     };
+    state.hub.set_caught_up(false);
     tokio::spawn(relay(state.clone(), cluster.clone()));
     tokio::spawn(consume(state, cluster));
 }
@@ -155,8 +160,8 @@ async fn publish(js: &jetstream::Context, record: &OutboxRecord) -> Result<(), S
 
 async fn consume(state: Arc<AppState>, cluster: Cluster) {
     let js = jetstream::new(cluster.client().clone());
-    // The stream sequence of the last event handed to the hub.
-    let mut delivered: Option<u64> = None;
+    // The stream sequence of the last event handed to the hub, and the stream it was of.
+    let mut delivered: Option<(String, u64)> = None;
     loop {
         if let Err(err) = follow(&state, &js, &mut delivered).await {
             tracing::warn!(error = %err, "following the events stream failed; retrying");
@@ -165,21 +170,39 @@ async fn consume(state: Arc<AppState>, cluster: Cluster) {
     }
 }
 
+/// The events stream's identity: event ids carry it, so that ids of a stream that was
+/// deleted and made again are never taken for the new one's.
+fn stream_tag(info: &stream::Info) -> String {
+    format!("s{:x}", info.created.unix_timestamp_nanos())
+}
+
 async fn follow(
     state: &AppState,
     js: &jetstream::Context,
-    delivered: &mut Option<u64>,
+    delivered: &mut Option<(String, u64)>,
 ) -> Result<(), String> {
-    let stream = ensure_stream(js).await?;
-    let deliver_policy = match delivered {
-        None => consumer::DeliverPolicy::New,
-        Some(seq) => consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: *seq + 1,
-        },
+    let mut stream = ensure_stream(js).await?;
+    let info = stream.info().await.map_err(|e| e.to_string())?.clone();
+    let tag = stream_tag(&info);
+    state.hub.follow_stream(&tag);
+    // On start (or a new stream) read the newest EVENT_LOG_MAX events into the log without
+    // sending them, so redelivery and resume work for events from before this node began.
+    let (start, backfill_upto) = match delivered {
+        Some((seen, seq)) if *seen == tag => (*seq + 1, 0),
+        _ => {
+            let last = info.state.last_sequence;
+            let first = info.state.first_sequence.max(1);
+            (first.max(last.saturating_sub(EVENT_LOG_MAX as u64) + 1), last)
+        }
     };
+    if backfill_upto < start {
+        state.hub.set_caught_up(true);
+    }
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
             ..Default::default()
         })
         .await
@@ -187,14 +210,22 @@ async fn follow(
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| e.to_string())?;
-        if let Ok(info) = message.info() {
-            *delivered = Some(info.stream_sequence);
-        }
+        let info = message.info().map_err(|e| e.to_string())?;
+        let (seq, at) = (info.stream_sequence, info.published.unix_timestamp());
+        *delivered = Some((tag.clone(), seq));
         match serde_json::from_slice::<WireEvent>(&message.payload) {
-            Ok(event) => state
-                .hub
-                .deliver_committed(&event.kind, event.audience, &event.payload),
+            Ok(event) => state.hub.deliver_numbered(
+                seq,
+                at,
+                &event.kind,
+                event.audience,
+                &event.payload,
+                seq > backfill_upto,
+            ),
             Err(err) => tracing::warn!(error = %err, "dropped an event that does not parse"),
+        }
+        if seq >= backfill_upto {
+            state.hub.set_caught_up(true);
         }
     }
     Err("the events stream ended".into())

@@ -15,9 +15,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::hub::*;
+use super::presence::NoteBody;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::routes::form_pairs;
@@ -44,19 +45,18 @@ struct ConnectQuery {
 }
 
 /// Answers the upgrade and starts the session.
-pub fn upgrade(
+pub async fn upgrade(
     state: Arc<AppState>,
     mut request: http::Request<crate::body::RequestBody>,
 ) -> Result<Response<Body>, ApiError> {
     let (response, socket) = crate::websocket::accept(&mut request, INBOUND_MESSAGE_BYTES_MAX)?;
     let query: ConnectQuery = serde_urlencoded_query(request.uri().query().unwrap_or(""));
+    let server = query
+        .server_id
+        .as_deref()
+        .and_then(|raw| ServerId::parse(raw).ok());
     if state.config.session_auth {
         // Session mode: identity comes from the first frame, never from the URL or headers.
-        let server = query
-            .server_id
-            .as_deref()
-            .and_then(|raw| ServerId::parse(raw).ok());
-        let resume_from = query.resume_from.clone();
         let mut guard = state.lifecycle.socket();
         let span = tracing::info_span!(
             "realtime",
@@ -75,16 +75,19 @@ pub fn upgrade(
                     user_uid: authed.user_uid.to_string(),
                     device_id: authed.device_id.clone(),
                 };
-                let registered =
-                    state
-                        .hub
-                        .register(server, member.clone(), authed.user_uid, resume_from.as_deref());
-                let Ok(Registered { id, rx, kick, resync }) = registered else {
+                let key = DeviceKey {
+                    server,
+                    user: authed.user_uid,
+                    device: authed.device_id,
+                };
+                let Ok(registered) =
+                    register(&state, key.clone(), member.clone(), query.resume_from.as_deref()).await
+                else {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
                     return;
                 };
                 let span = tracing::Span::current();
-                span.record("socket", id);
+                span.record("socket", registered.id);
                 span.record("user", crate::redact::tag(&member.user_uid).as_str());
                 let _ = ws
                     .send(Message::Text(frame(
@@ -94,19 +97,7 @@ pub fn upgrade(
                         None,
                     )))
                     .await;
-                if let Some(reason) = resync {
-                    state.hub.reply(
-                        id,
-                        frame(
-                            "chat.resync_required",
-                            None,
-                            &json!({"reason": reason.as_str()}),
-                            None,
-                        ),
-                    );
-                }
-                session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
-                leave(&state, id);
+                run(state, key, member, registered, ws, &mut guard).await;
             }
             .instrument(span),
         );
@@ -122,44 +113,93 @@ pub fn upgrade(
         },
         false,
     )?;
-    let (user_uid, device_id) = (who.user_uid, who.device_id);
-    let server = query
-        .server_id
-        .as_deref()
-        .and_then(|raw| ServerId::parse(raw).ok());
     let member = Member {
         client_id: uuid::Uuid::new_v4().to_string(),
-        user_uid: user_uid.to_string(),
-        device_id,
+        user_uid: who.user_uid.to_string(),
+        device_id: who.device_id.clone(),
     };
-    let Registered { id, rx, kick, resync } =
-        state
-            .hub
-            .register(server, member.clone(), user_uid, query.resume_from.as_deref())?;
-
+    let key = DeviceKey {
+        server,
+        user: who.user_uid,
+        device: who.device_id,
+    };
+    let registered = register(&state, key.clone(), member.clone(), query.resume_from.as_deref()).await?;
     let mut guard = state.lifecycle.socket();
     let span = tracing::info_span!(
         "realtime",
-        socket = id,
+        socket = registered.id,
         user = %crate::redact::tag(&member.user_uid)
     );
     tokio::spawn(
         async move {
-            if let Some(ws) = socket.await {
-                if let Some(reason) = resync {
-                    let payload = json!({"reason": reason.as_str()});
-                    state
-                        .hub
-                        .reply(id, frame("chat.resync_required", None, &payload, None));
-                }
-                session(state.clone(), id, member, ws, rx, kick, &mut guard).await;
+            match socket.await {
+                Some(ws) => run(state, key, member, registered, ws, &mut guard).await,
+                // Cleanup runs however the upgrade ended.
+                None => leave(&state, registered.id, &key, None).await,
             }
-            // Cleanup runs however the session ended.
-            leave(&state, id);
         }
         .instrument(span),
     );
     Ok(response)
+}
+
+/// Registers a socket with the hub, asking for what it named (`resume_from`) or, in
+/// cluster mode, for what the device's last socket on any node missed; records the start.
+async fn register(
+    state: &AppState,
+    key: DeviceKey,
+    member: Member,
+    resume_from: Option<&str>,
+) -> Result<Registered, ApiError> {
+    let tag = state.hub.tag();
+    let resume = match (resume_from, &state.cluster) {
+        (Some(from), _) => Resume::From(from),
+        (None, Some(cluster)) => match super::redelivery::last_seen(cluster, &key, &tag).await {
+            Some(seq) => Resume::Missed(seq),
+            None => Resume::Fresh,
+        },
+        (None, None) => Resume::Fresh,
+    };
+    let registered = state.hub.register(
+        key.server.clone(),
+        member,
+        key.user.clone(),
+        resume,
+        crate::clock::unix_now(),
+    )?;
+    if let Some(cluster) = &state.cluster {
+        let start = registered.progress.confirmed();
+        super::redelivery::remember(cluster, &key, &tag, start, true).await;
+    }
+    Ok(registered)
+}
+
+/// Runs a registered socket's session, then its cleanup.
+async fn run<S>(
+    state: Arc<AppState>,
+    key: DeviceKey,
+    member: Member,
+    registered: Registered,
+    ws: WebSocketStream<S>,
+    guard: &mut crate::lifecycle::SocketGuard,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Registered {
+        id,
+        rx,
+        kick,
+        progress,
+        resync,
+    } = registered;
+    if let Some(reason) = resync {
+        let payload = json!({"reason": reason.as_str()});
+        state
+            .hub
+            .reply(id, frame("chat.resync_required", None, &payload, None));
+    }
+    let reached = session(state.clone(), id, member, ws, rx, kick, &progress, guard).await;
+    leave(&state, id, &key, Some(reached)).await;
 }
 
 /// How long a session-mode socket has to send `chat.auth`.
@@ -224,20 +264,32 @@ fn serde_urlencoded_query(raw: &str) -> ConnectQuery {
     query
 }
 
-fn leave(state: &AppState, id: u64) {
-    if let Some(socket) = state.hub.unregister(id) {
-        for channel in socket.view.subscriptions {
-            let payload = json!({"channel_id": channel, "member": socket.member});
-            state.hub.publish(
-                "chat.presence.left",
-                Audience::Subscribers {
-                    channel,
-                    except: Some(id),
-                },
-                &payload,
-                true,
-            );
-        }
+/// Unregisters a socket: the others subscribed with it see it go, and how far it got
+/// (`reached`, from its session) is remembered for the device's next socket.
+async fn leave(state: &AppState, id: u64, key: &DeviceKey, reached: Option<u64>) {
+    let Some(socket) = state.hub.unregister(id) else {
+        return;
+    };
+    for channel in socket.view.subscriptions {
+        let payload = json!({"channel_id": channel, "member": socket.member});
+        state.hub.publish(
+            "chat.presence.left",
+            Audience::Subscribers {
+                channel: channel.clone(),
+                except: Some(id),
+            },
+            &payload,
+        );
+        let member = socket.member.clone();
+        super::presence::announce(state, NoteBody::Left { channel, member }).await;
+    }
+    let reached = reached.unwrap_or_else(|| socket.progress.confirmed());
+    state
+        .hub
+        .record_departure(key.clone(), reached, crate::clock::unix_now());
+    if let Some(cluster) = &state.cluster {
+        let tag = state.hub.tag();
+        super::redelivery::remember(cluster, key, &tag, reached, false).await;
     }
 }
 
@@ -248,28 +300,41 @@ fn error_payload(code: &str, message: &str) -> Value {
 /// Drives one socket until it closes, goes silent past [`READ_DEADLINE`], or is kicked
 /// for a full send queue. Generic over the transport so tests can run it over an in-memory
 /// pipe under a paused clock.
+#[allow(clippy::too_many_arguments)]
 async fn session<S>(
     state: Arc<AppState>,
     id: u64,
     member: Member,
     ws: WebSocketStream<S>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    mut rx: mpsc::Receiver<Outbound>,
     kick: Arc<Notify>,
+    progress: &Progress,
     guard: &mut crate::lifecycle::SocketGuard,
-) where
+) -> u64
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = ws.split();
+    let hub = &state.hub;
     let writer = async {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.tick().await;
         loop {
             tokio::select! {
                 next = rx.recv() => match next {
-                    Some(text) => if sink.send(Message::Text(text)).await.is_err() { break },
+                    Some(out) => {
+                        if sink.send(Message::Text(out.frame)).await.is_err() { break }
+                        progress.wrote(out.seq);
+                    }
                     None => break,
                 },
-                _ = ping.tick() => if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() { break },
+                _ = ping.tick() => {
+                    // The ping carries the floor; its pong proves the client had it all.
+                    let published = hub.published();
+                    let floor = progress.floor(published, rx.is_empty());
+                    let payload = bytes::Bytes::copy_from_slice(&floor.to_be_bytes());
+                    if sink.send(Message::Ping(payload)).await.is_err() { break }
+                }
             }
         }
     };
@@ -293,8 +358,13 @@ async fn session<S>(
             };
             match next {
                 Message::Text(text) => handle_inbound(&state, id, &member, text.as_str()).await,
-                Message::Close(_) => return SessionEnd::Ended,
-                // Pings are answered by tungstenite; pongs and binary frames only count as life.
+                Message::Close(_) => return SessionEnd::ClientClosed,
+                Message::Pong(payload) => {
+                    if let Ok(floor) = <[u8; 8]>::try_from(payload.as_ref()) {
+                        progress.confirm(u64::from_be_bytes(floor), hub.published());
+                    }
+                }
+                // Pings are answered by tungstenite; binary frames only count as life.
                 _ => {}
             }
         }
@@ -305,8 +375,17 @@ async fn session<S>(
         () = kick.notified() => SessionEnd::Kicked,
         () = guard.closing() => SessionEnd::GoingAway,
     };
+    // How far the client got: after its own close handshake, everything written reached
+    // it; otherwise only what a pong confirmed.
+    let reached = match end {
+        SessionEnd::ClientClosed => {
+            let published = hub.published();
+            progress.floor(published, rx.is_empty())
+        }
+        _ => progress.confirmed(),
+    };
     let close = match end {
-        SessionEnd::Ended => None,
+        SessionEnd::Ended | SessionEnd::ClientClosed => None,
         SessionEnd::Kicked => Some((CloseCode::Policy, "send queue full")),
         SessionEnd::TooBig => Some((CloseCode::Size, "message too big")),
         SessionEnd::GoingAway => Some((CloseCode::Away, "server shutting down")),
@@ -319,12 +398,15 @@ async fn session<S>(
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
     }
+    reached
 }
 
 /// Why a realtime session ended, and so which close frame (if any) the client gets.
 enum SessionEnd {
-    /// The client closed, went silent, or the transport failed: nothing more to send.
+    /// The client went silent or the transport failed: nothing more to send.
     Ended,
+    /// The client sent its close frame.
+    ClientClosed,
     /// Its send queue was full: 1008.
     Kicked,
     /// A frame over the inbound limit: 1009.
@@ -385,10 +467,15 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
                     if new {
                         let payload = json!({"channel_id": channel_id, "member": member});
                         let audience = Audience::Subscribers {
-                            channel: channel_id,
+                            channel: channel_id.clone(),
                             except: Some(id),
                         };
-                        hub.publish("chat.presence.joined", audience, &payload, true);
+                        hub.publish("chat.presence.joined", audience, &payload);
+                        let note = NoteBody::Joined {
+                            channel: channel_id,
+                            member: member.clone(),
+                        };
+                        super::presence::announce(state, note).await;
                     }
                 }
                 Err(code) => reply_error(request_id, code, "cannot subscribe"),
@@ -413,12 +500,16 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
                 hub.publish(
                     "chat.presence.left",
                     Audience::Subscribers {
-                        channel: channel_id,
+                        channel: channel_id.clone(),
                         except: Some(id),
                     },
                     &payload,
-                    true,
                 );
+                let note = NoteBody::Left {
+                    channel: channel_id,
+                    member: member.clone(),
+                };
+                super::presence::announce(state, note).await;
             }
         }
         ChatMessage::Typing { channel, is_typing } => {
@@ -429,12 +520,17 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
             hub.publish(
                 "chat.typing.updated",
                 Audience::Subscribers {
-                    channel: channel_id,
+                    channel: channel_id.clone(),
                     except: Some(id),
                 },
                 &payload,
-                true,
             );
+            let note = NoteBody::Typing {
+                channel: channel_id,
+                member: member.clone(),
+                is_typing,
+            };
+            super::presence::announce(state, note).await;
         }
         ChatMessage::Ping => {
             let ts = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
@@ -446,7 +542,7 @@ async fn handle_inbound(state: &Arc<AppState>, id: u64, member: &Member, text: &
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use openchat_core::{ChannelId, UserUid};
+    use openchat_core::{ChannelId, UnixSeconds, UserUid};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     fn view(id: u64, server: Option<&str>, user: &str, subs: &[&str]) -> SocketView {
@@ -511,13 +607,22 @@ pub(crate) mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<Value> {
+    fn drain(rx: &mut mpsc::Receiver<Outbound>) -> Vec<Value> {
         let mut out = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            out.push(serde_json::from_str(frame.as_str()).unwrap());
+        while let Ok(next) = rx.try_recv() {
+            out.push(serde_json::from_str(next.frame.as_str()).unwrap());
         }
         out
     }
+
+    fn numbers(frames: &[Value]) -> Vec<i64> {
+        frames
+            .iter()
+            .map(|e| e["payload"]["n"].as_i64().unwrap())
+            .collect()
+    }
+
+    const NOW: UnixSeconds = 1_800_000_000;
 
     #[test]
     fn resume_replays_exactly_the_missed_visible_events() {
@@ -527,44 +632,156 @@ pub(crate) mod tests {
         let Registered {
             id: first, mut rx, ..
         } = hub
-            .register(Some(server.clone()), member(), uid.clone(), None)
+            .register(Some(server.clone()), member(), uid.clone(), Resume::Fresh, NOW)
             .unwrap();
-        hub.publish("e.one", Audience::Server(server.clone()), &json!({"n": 1}), false);
+        hub.deliver_committed("e.one", Audience::Server(server.clone()), &json!({"n": 1}), NOW);
         let seen = drain(&mut rx);
         let last = seen[0]["event_id"].as_str().unwrap().to_owned();
         hub.unregister(first);
-        hub.publish("e.two", Audience::Server(server.clone()), &json!({"n": 2}), false);
-        hub.publish(
+        hub.deliver_committed("e.two", Audience::Server(server.clone()), &json!({"n": 2}), NOW);
+        hub.deliver_committed(
             "e.other",
             Audience::Server(ServerId::parse("srv_2").unwrap()),
             &json!({"n": 0}),
-            false,
+            NOW,
         );
-        hub.publish(
-            "e.typing",
-            Audience::Server(server.clone()),
-            &json!({"n": 9}),
-            true,
-        );
-        hub.publish(
-            "e.three",
-            Audience::Server(server.clone()),
-            &json!({"n": 3}),
-            false,
-        );
+        hub.publish("e.typing", Audience::Server(server.clone()), &json!({"n": 9}));
+        hub.deliver_committed("e.three", Audience::Server(server.clone()), &json!({"n": 3}), NOW);
         let Registered { mut rx, resync, .. } = hub
-            .register(Some(server.clone()), member(), uid.clone(), Some(&last))
+            .register(
+                Some(server.clone()),
+                member(),
+                uid.clone(),
+                Resume::From(&last),
+                NOW,
+            )
             .unwrap();
         assert_eq!(resync, None);
-        let replayed: Vec<i64> = drain(&mut rx)
-            .iter()
-            .map(|e| e["payload"]["n"].as_i64().unwrap())
-            .collect();
-        assert_eq!(replayed, [2, 3]);
+        assert_eq!(numbers(&drain(&mut rx)), [2, 3]);
         let Registered { resync, .. } = hub
-            .register(Some(server.clone()), member(), uid.clone(), Some("nope:1"))
+            .register(
+                Some(server.clone()),
+                member(),
+                uid.clone(),
+                Resume::From("nope:1"),
+                NOW,
+            )
             .unwrap();
         assert_eq!(resync, Some(ResyncReason::UnknownEventId));
+    }
+
+    #[test]
+    fn a_device_that_comes_back_gets_what_it_missed_and_only_recent_events() {
+        let hub = Hub::new();
+        let server = ServerId::parse("srv_1").unwrap();
+        let uid = UserUid::parse("uid_r").unwrap();
+        let key = DeviceKey {
+            server: Some(server.clone()),
+            user: uid.clone(),
+            device: member().device_id,
+        };
+        let all = Audience::Server(server.clone());
+        let Registered {
+            id, mut rx, progress, ..
+        } = hub
+            .register(Some(server.clone()), member(), uid.clone(), Resume::Fresh, NOW)
+            .unwrap();
+        hub.deliver_committed("e", all.clone(), &json!({"n": 1}), NOW);
+        for out in std::iter::from_fn(|| rx.try_recv().ok()) {
+            progress.wrote(out.seq);
+        }
+        // Written but never confirmed by a pong; the socket dies a window later.
+        let gone = NOW + REDELIVERY_WINDOW_SECS;
+        hub.unregister(id);
+        hub.record_departure(key.clone(), progress.confirmed(), gone);
+        hub.deliver_committed("e", all.clone(), &json!({"n": 2}), gone + 1);
+        hub.deliver_committed("e", all.clone(), &json!({"n": 3}), gone + 2);
+        // Back soon after: events 2 and 3, but not 1, which is older than the window now.
+        let later = gone + 5;
+        let Registered { id, mut rx, .. } = hub
+            .register(Some(server.clone()), member(), uid.clone(), Resume::Fresh, later)
+            .unwrap();
+        assert_eq!(numbers(&drain(&mut rx)), [2, 3]);
+        hub.unregister(id);
+        // Gone for longer than the window: nothing is redelivered.
+        hub.record_departure(key.clone(), 3, later);
+        hub.deliver_committed("e", all.clone(), &json!({"n": 4}), later);
+        let Registered { id, mut rx, .. } = hub
+            .register(
+                Some(server.clone()),
+                member(),
+                uid.clone(),
+                Resume::Fresh,
+                later + REDELIVERY_WINDOW_SECS + 1,
+            )
+            .unwrap();
+        assert!(drain(&mut rx).is_empty());
+        hub.unregister(id);
+        // The departure was used up: the next socket gets nothing replayed.
+        let Registered { mut rx, .. } = hub
+            .register(
+                Some(server.clone()),
+                member(),
+                uid.clone(),
+                Resume::Fresh,
+                later + 1,
+            )
+            .unwrap();
+        assert!(drain(&mut rx).is_empty());
+        // Cluster mode names the point itself; at most REPLAY_MAX, the newest.
+        for n in 0..(REPLAY_MAX as i64 + 5) {
+            hub.deliver_committed("e", all.clone(), &json!({"n": 100 + n}), later + 2);
+        }
+        let Registered { mut rx, .. } = hub
+            .register(Some(server), member(), uid, Resume::Missed(2), later + 2)
+            .unwrap();
+        let got = numbers(&drain(&mut rx));
+        assert_eq!(got.len(), REPLAY_MAX);
+        assert_eq!(got.last(), Some(&(100 + REPLAY_MAX as i64 + 4)));
+    }
+
+    #[test]
+    fn a_pong_confirms_the_floor_its_ping_carried_and_no_more_than_was_published() {
+        let progress = Progress::default();
+        progress.wrote(4);
+        assert_eq!(progress.floor(9, false), 4, "frames still queued");
+        assert_eq!(
+            progress.floor(9, true),
+            9,
+            "queue empty: all published is written"
+        );
+        progress.confirm(9, 9);
+        progress.confirm(5, 9);
+        assert_eq!(progress.confirmed(), 9);
+        progress.confirm(u64::MAX, 12);
+        assert_eq!(progress.confirmed(), 12);
+    }
+
+    #[test]
+    fn cluster_mode_numbers_events_by_the_stream_and_ignores_repeats() {
+        let hub = Hub::new();
+        hub.follow_stream("s1");
+        let server = ServerId::parse("srv_1").unwrap();
+        let uid = UserUid::parse("uid_r").unwrap();
+        let all = Audience::Server(server.clone());
+        // Caught up on start: logged, not sent.
+        hub.deliver_numbered(7, NOW, "e", all.clone(), &json!({"n": 7}), false);
+        let Registered { mut rx, .. } = hub
+            .register(Some(server.clone()), member(), uid.clone(), Resume::Fresh, NOW)
+            .unwrap();
+        hub.deliver_numbered(9, NOW, "e", all.clone(), &json!({"n": 9}), true);
+        hub.deliver_numbered(9, NOW, "e", all.clone(), &json!({"n": 99}), true);
+        let got = drain(&mut rx);
+        assert_eq!(numbers(&got), [9]);
+        assert_eq!(got[0]["event_id"], "s1:9");
+        let Registered { mut rx, resync, .. } = hub
+            .register(Some(server), member(), uid, Resume::From("s1:6"), NOW)
+            .unwrap();
+        assert_eq!(resync, None);
+        assert_eq!(numbers(&drain(&mut rx)), [7, 9]);
+        // A new stream: the old numbers mean nothing.
+        hub.follow_stream("s2");
+        assert_eq!(hub.published(), 0);
     }
 
     #[test]
@@ -576,11 +793,12 @@ pub(crate) mod tests {
                 Some(server.clone()),
                 member(),
                 UserUid::parse("uid_r").unwrap(),
-                None,
+                Resume::Fresh,
+                NOW,
             )
             .unwrap();
         for n in 0..=SEND_QUEUE_MAX {
-            hub.publish("e", Audience::Server(server.clone()), &json!({"n": n}), true);
+            hub.publish("e", Audience::Server(server.clone()), &json!({"n": n}));
         }
         assert_eq!(hub.sockets(), 0);
         // The kick was signalled (a stored permit completes at once).
@@ -636,14 +854,26 @@ pub(crate) mod tests {
         let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let client_ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let server = ServerId::parse("srv_1").unwrap();
-        let Registered { id, rx, kick, .. } = state
+        let Registered {
+            id,
+            rx,
+            kick,
+            progress,
+            ..
+        } = state
             .hub
-            .register(Some(server), member(), UserUid::parse("uid_r").unwrap(), None)
+            .register(
+                Some(server),
+                member(),
+                UserUid::parse("uid_r").unwrap(),
+                Resume::Fresh,
+                NOW,
+            )
             .unwrap();
         let mut guard = state.lifecycle.socket();
         let state = state.clone();
         let task = tokio::spawn(async move {
-            session(state, id, member(), server_ws, rx, kick, &mut guard).await;
+            session(state, id, member(), server_ws, rx, kick, &progress, &mut guard).await;
         });
         (task, client_ws)
     }
@@ -674,9 +904,7 @@ pub(crate) mod tests {
         let big = json!({"padding": "x".repeat(4096)});
         // The pipe holds 16 KiB, the queue 256 frames: far fewer than this many 4 KiB events.
         for _ in 0..(SEND_QUEUE_MAX + 16) {
-            state
-                .hub
-                .publish("e", Audience::Server(server.clone()), &big, true);
+            state.hub.publish("e", Audience::Server(server.clone()), &big);
             tokio::task::yield_now().await;
         }
         assert_eq!(state.hub.sockets(), 0, "the slow socket was dropped from the hub");
