@@ -195,9 +195,30 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
         );
     });
     runtime.block_on(presence_across_nodes(&a, c));
+    runtime.block_on(a_dead_nodes_outbox_is_relayed_by_a_live_one(&a, b, &mut nats));
     drop(runtime);
-    drop((a, b));
+    drop(a);
     drop(db);
+}
+
+/// B commits while NATS is away and dies before it can relay: A relays B's events.
+async fn a_dead_nodes_outbox_is_relayed_by_a_live_one(a: &Server, b: Server, nats: &mut NatsServer) {
+    let mut watcher = connect(a, "server_id=srv_harbor&user_uid=uid_wes&device_id=dev_wes").await;
+    nats.stop();
+    for n in 1..=3 {
+        post(&b, &format!("left behind {n}")).await;
+    }
+    b.kill_hard();
+    nats.resume();
+    let mut seen = bodies_until(&mut watcher, "left behind 3").await;
+    post(a, "after the orphans").await;
+    seen.extend(bodies_until(&mut watcher, "after the orphans").await);
+    let orphans: Vec<&String> = seen.iter().filter(|s| s.starts_with("left behind")).collect();
+    assert_eq!(
+        orphans,
+        ["left behind 1", "left behind 2", "left behind 3"],
+        "in order, once"
+    );
 }
 
 async fn subscribe(ws: &mut Ws) -> Value {

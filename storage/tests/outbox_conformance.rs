@@ -7,7 +7,7 @@
 mod support;
 
 use openchat_core::{ChannelId, MessageId, UserUid, seed};
-use openchat_storage::queries::{self, OutboxEvent, OutboxPending, OutboxRelayed, Outboxed};
+use openchat_storage::queries::{self, OutboxEvent, OutboxOrphans, OutboxPending, OutboxRelayed, Outboxed};
 use openchat_storage::{MessageRecord, NewMessage, PageRequest, StorageError};
 use support::Fixture;
 
@@ -57,6 +57,7 @@ conformance!(
     a_refused_change_leaves_no_event,
     relayed_events_are_deleted_and_numbers_never_reused,
     each_node_has_its_own_numbering,
+    orphans_are_other_nodes_with_events_older_than_asked,
 );
 
 async fn pending(fixture: &Fixture, node: &str) -> Vec<(i64, String, String)> {
@@ -185,5 +186,37 @@ async fn each_node_has_its_own_numbering(fixture: Fixture) {
     let a = seqs(&fixture, "node-a").await;
     let b = seqs(&fixture, "node-b").await;
     assert_eq!((a, b), (vec![1, 2], vec![1]));
+    fixture.finish().await;
+}
+
+async fn orphans_are_other_nodes_with_events_older_than_asked(fixture: Fixture) {
+    seeded(&fixture).await;
+    let handle = fixture.handle();
+    for (node, id) in [("node-a", "msg_o1"), ("node-c", "msg_o2"), ("node-b", "msg_o3")] {
+        handle.run(posted(node, message(id, "ch_general"))).await.unwrap();
+    }
+    let orphans = |stored_before, limit| OutboxOrphans {
+        node_id: "node-a".into(),
+        stored_before,
+        limit,
+    };
+    assert_eq!(
+        handle.run(orphans(NOW + 1, 10)).await.unwrap(),
+        ["node-b", "node-c"],
+        "never the asking node itself"
+    );
+    assert!(
+        handle.run(orphans(NOW, 10)).await.unwrap().is_empty(),
+        "not old enough"
+    );
+    assert_eq!(handle.run(orphans(NOW + 1, 1)).await.unwrap(), ["node-b"]);
+    handle
+        .run(OutboxRelayed {
+            node_id: "node-b".into(),
+            up_to: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(handle.run(orphans(NOW + 1, 10)).await.unwrap(), ["node-c"]);
     fixture.finish().await;
 }

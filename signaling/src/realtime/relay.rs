@@ -15,6 +15,10 @@
 //!   so redelivery covers events from before the node began; after an outage it goes on
 //!   from the one after the last it delivered.
 //! - While NATS is down both wait and retry; the outbox keeps every event meanwhile.
+//! - A node that dies with events in its outbox does not strand them: once they are
+//!   [`ORPHAN_AFTER_SECS`] old, any live node's relay publishes them under the dead
+//!   node's message ids (so a repeat by the node itself, back within the duplicate
+//!   window, is dropped) and deletes them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures_util::StreamExt;
 use openchat_storage::queries::outbox::OUTBOX_BATCH_MAX;
-use openchat_storage::queries::{OutboxPending, OutboxRecord, OutboxRelayed};
+use openchat_storage::queries::{OutboxOrphans, OutboxPending, OutboxRecord, OutboxRelayed};
 use serde_json::Value;
 
 use crate::cluster::{Cluster, NatsState, SUBJECT_VERSION};
@@ -37,6 +41,13 @@ pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 pub const EVENTS_STREAM_BYTES_MAX: i64 = 256 * 1024 * 1024;
 /// How long JetStream remembers a message id to drop a repeated publish.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+/// How old another node's unrelayed event must be before this node relays it instead.
+/// Well above a live node's relay delay, well below the duplicate window, so that a node
+/// that was only slow has its repeats dropped.
+pub const ORPHAN_AFTER_SECS: i64 = 10;
+const _: () = assert!(ORPHAN_AFTER_SECS as u64 * 4 <= DUPLICATE_WINDOW.as_secs());
+/// Other nodes' outboxes one pass relays at most.
+pub const ORPHAN_NODES_MAX: usize = 8;
 /// The relay's pass when nothing woke it, and the wait after a failure.
 pub const RELAY_TICK: Duration = Duration::from_secs(1);
 
@@ -95,49 +106,79 @@ async fn relay(state: Arc<AppState>, cluster: Cluster) {
                 }
             }
         }
-        loop {
-            let batch = match state
-                .run(OutboxPending {
-                    node_id: node.clone(),
-                    limit: OUTBOX_BATCH_MAX,
+        if relay_outbox(&state, &js, &node).await.is_err() {
+            stream_ready = false;
+            continue;
+        }
+        // Another node's events still waiting well after they committed: that node died
+        // (or lost NATS) before relaying them. Relay them in its place; if it comes back
+        // and relays them too, the stream's duplicate window drops the repeats.
+        let orphans = state
+            .run(OutboxOrphans {
+                node_id: node.clone(),
+                stored_before: crate::clock::unix_now() - ORPHAN_AFTER_SECS,
+                limit: ORPHAN_NODES_MAX,
+            })
+            .await
+            .unwrap_or_default();
+        for orphan in orphans {
+            tracing::info!(node = orphan, "relaying the events another node left behind");
+            if relay_outbox(&state, &js, &orphan).await.is_err() {
+                stream_ready = false;
+                break;
+            }
+        }
+    }
+}
+
+/// Relays one node's outbox in order until it is empty; `Err` when publishing failed.
+async fn relay_outbox(state: &AppState, js: &jetstream::Context, node: &str) -> Result<(), ()> {
+    loop {
+        let batch = match state
+            .run(OutboxPending {
+                node_id: node.to_owned(),
+                limit: OUTBOX_BATCH_MAX,
+            })
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::warn!(error = ?err, "cannot read the outbox; retrying");
+                return Ok(());
+            }
+        };
+        let Some(last) = batch.last().map(|record| record.seq) else {
+            return Ok(());
+        };
+        let mut relayed = None;
+        let mut failed = false;
+        for record in &batch {
+            if let Err(err) = publish(js, record).await {
+                tracing::warn!(seq = record.seq, error = %err, "relaying an event failed; retrying");
+                failed = true;
+                break;
+            }
+            relayed = Some(record.seq);
+        }
+        if let Some(up_to) = relayed {
+            let deleted = state
+                .run(OutboxRelayed {
+                    node_id: node.to_owned(),
+                    up_to,
                 })
-                .await
-            {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(error = ?err, "cannot read the outbox; retrying");
-                    break;
-                }
-            };
-            let Some(last) = batch.last().map(|record| record.seq) else {
-                break;
-            };
-            let mut relayed = None;
-            for record in &batch {
-                if let Err(err) = publish(&js, record).await {
-                    tracing::warn!(seq = record.seq, error = %err, "relaying an event failed; retrying");
-                    stream_ready = false;
-                    break;
-                }
-                relayed = Some(record.seq);
+                .await;
+            if let Err(err) = deleted {
+                // Published but not deleted: the next pass publishes them again and the
+                // stream drops the repeats.
+                tracing::warn!(error = ?err, "cannot trim the outbox; retrying");
+                return Ok(());
             }
-            if let Some(up_to) = relayed {
-                let deleted = state
-                    .run(OutboxRelayed {
-                        node_id: node.clone(),
-                        up_to,
-                    })
-                    .await;
-                if let Err(err) = deleted {
-                    // Published but not deleted: the next pass publishes them again and
-                    // the stream drops the repeats.
-                    tracing::warn!(error = ?err, "cannot trim the outbox; retrying");
-                    break;
-                }
-            }
-            if relayed != Some(last) {
-                break;
-            }
+        }
+        if failed {
+            return Err(());
+        }
+        if relayed != Some(last) {
+            return Ok(());
         }
     }
 }

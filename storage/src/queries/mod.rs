@@ -23,7 +23,7 @@ pub use messages::{
     Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PostMessage, PutReadAck, ReadAck,
     UnreadCounts,
 };
-pub use outbox::{OutboxEvent, OutboxPending, OutboxRecord, OutboxRelayed, Outboxed};
+pub use outbox::{OutboxEvent, OutboxOrphans, OutboxPending, OutboxRecord, OutboxRelayed, Outboxed};
 pub use profiles::{InsertAvatar, LoadAvatar, Profile, Profiles, UpdateProfile};
 pub use servers::{
     Channel, ClaimOwnership, CreateCategory, CreateChannel, CreateServer, DeleteCategory, GrantOwner,

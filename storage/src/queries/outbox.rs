@@ -158,3 +158,33 @@ impl Query for OutboxRelayed {
         Ok(deleted as usize)
     }
 }
+
+/// Nodes other than `node_id` whose oldest unrelayed event was stored before
+/// `stored_before`: a node that died (or lost NATS) with events in its outbox, whose
+/// events a live node relays instead. At most `limit` nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxOrphans {
+    pub node_id: String,
+    pub stored_before: UnixSeconds,
+    pub limit: usize,
+}
+
+impl Query for OutboxOrphans {
+    type Output = Vec<String>;
+    const NAME: &'static str = "outbox_orphans";
+
+    async fn run<D: Db>(self, db: &mut D) -> Result<Vec<String>, StorageError> {
+        let rows = db
+            .query(
+                "SELECT DISTINCT node_id FROM realtime_outbox \
+                 WHERE node_id <> $1 AND created_at < $2 ORDER BY node_id LIMIT $3",
+                &[
+                    Param::Text(&self.node_id),
+                    Param::Int(self.stored_before),
+                    Param::Int(self.limit as i64),
+                ],
+            )
+            .await?;
+        rows.iter().map(|row| row.text(0)).collect()
+    }
+}
