@@ -732,3 +732,40 @@ async fn the_realtime_socket_derives_identity_as_every_request_does() {
     )
     .await;
 }
+
+/// The desktop client never sends `resume_from` and does not refetch history on
+/// reconnect (WIRE.md §0 item 11): its next socket gets what the device missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_device_gets_what_it_missed_without_asking() {
+    let (_dir, server) = start();
+    let query = "server_id=srv_harbor&user_uid=uid_dana&device_id=desktop_dana";
+    let mut dana = connect(&server, query).await;
+    post(&server, "ch_general", "uid_x", "seen").await;
+    next_of(&mut dana, "chat.message.created").await;
+    dana.close(None).await.unwrap();
+    // Closed: wait until the server has let the socket go.
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(HANG_GUARD, dana.next()).await {}
+    drop(dana);
+    let missed = post(&server, "ch_general", "uid_x", "missed").await;
+    post(&server, "tl_ch_general", "uid_x", "another server").await;
+
+    let mut dana = connect(&server, query).await;
+    let first = next_of(&mut dana, "chat.message.created").await;
+    assert_eq!(first["payload"]["message"]["id"], missed["id"], "{first}");
+    let live = post(&server, "ch_general", "uid_x", "live").await;
+    let next = next_of(&mut dana, "chat.message.created").await;
+    assert_eq!(
+        next["payload"]["message"]["id"], live["id"],
+        "no repeat, nothing else"
+    );
+
+    // Another device of the same user starts fresh.
+    let mut other = connect(
+        &server,
+        "server_id=srv_harbor&user_uid=uid_dana&device_id=laptop_dana",
+    )
+    .await;
+    let live = post(&server, "ch_general", "uid_x", "for both").await;
+    let first = next_of(&mut other, "chat.message.created").await;
+    assert_eq!(first["payload"]["message"]["id"], live["id"], "{first}");
+}

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_nats::jetstream::kv;
-use tokio::sync::OnceCell;
 
 /// How long one connection attempt may take.
 pub const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,38 +67,13 @@ impl NatsState {
     }
 }
 
-/// The NATS key-value buckets cluster mode keeps (versioned like the subjects).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bucket {
-    /// Per (server, user, device): how far its last socket got, for redelivery on the
-    /// next one, on whichever node it lands. Entries expire after the redelivery window.
-    Devices,
-}
-
-impl Bucket {
-    fn config(self) -> kv::Config {
-        match self {
-            Bucket::Devices => kv::Config {
-                bucket: format!("openchat_{SUBJECT_VERSION}_devices"),
-                description: "realtime redelivery: how far each device's last socket got".into(),
-                history: 1,
-                max_age: Duration::from_secs(crate::realtime::hub::REDELIVERY_WINDOW_SECS.unsigned_abs()),
-                max_value_size: 1024,
-                max_bytes: 64 * 1024 * 1024,
-                storage: async_nats::jetstream::stream::StorageType::File,
-                ..Default::default()
-            },
-        }
-    }
-}
-
-/// This node in the cluster: its name, its NATS connection, and its key-value buckets
-/// (opened on first use; a failure is retried on the next).
+/// This node in the cluster: its name, its NATS connection, and its key-value buckets.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     node_id: String,
     client: async_nats::Client,
-    devices: Arc<OnceCell<kv::Store>>,
+    /// Buckets opened so far, by name (a handful, fixed by the code).
+    buckets: Arc<tokio::sync::Mutex<HashMap<String, kv::Store>>>,
 }
 
 impl Cluster {
@@ -133,7 +109,7 @@ impl Cluster {
         Ok(Self {
             node_id: options.node_id,
             client,
-            devices: Arc::default(),
+            buckets: Arc::default(),
         })
     }
 
@@ -145,19 +121,20 @@ impl Cluster {
         &self.client
     }
 
-    /// One of the buckets, created (or brought to this release's settings) on first use.
-    pub async fn bucket(&self, bucket: Bucket) -> Result<kv::Store, String> {
-        let cell = match bucket {
-            Bucket::Devices => &self.devices,
-        };
-        cell.get_or_try_init(|| async {
-            async_nats::jetstream::new(self.client.clone())
-                .create_or_update_key_value(bucket.config())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .cloned()
+    /// A key-value bucket, created (or brought to this release's settings) on first use;
+    /// a failure is retried on the next call. Bucket names carry [`SUBJECT_VERSION`].
+    pub async fn bucket(&self, config: kv::Config) -> Result<kv::Store, String> {
+        let mut buckets = self.buckets.lock().await;
+        if let Some(store) = buckets.get(&config.bucket) {
+            return Ok(store.clone());
+        }
+        let name = config.bucket.clone();
+        let store = async_nats::jetstream::new(self.client.clone())
+            .create_or_update_key_value(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        buckets.insert(name, store.clone());
+        Ok(store)
     }
 
     pub fn state(&self) -> NatsState {

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::presence::PresenceBook;
+pub use super::roster::Member;
+use super::roster::PresenceBook;
 use crate::error::ApiError;
 
 /// Frames waiting to be written to one socket.
@@ -95,14 +96,6 @@ pub fn visible(audience: &Audience, socket: &SocketView) -> bool {
         Audience::Device { user, device } => socket.user_uid == *user && socket.device_id == *device,
         Audience::Everyone => true,
     }
-}
-
-/// A socket's identity on the wire (`member` in WIRE.md §4).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Member {
-    pub client_id: String,
-    pub user_uid: String,
-    pub device_id: String,
 }
 
 pub(crate) struct Socket {

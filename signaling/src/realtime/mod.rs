@@ -19,6 +19,7 @@ pub mod hub;
 pub mod presence;
 pub mod redelivery;
 pub mod relay;
+pub mod roster;
 pub mod socket;
 
 pub use hub::*;

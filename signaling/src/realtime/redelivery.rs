@@ -11,11 +11,28 @@
 
 use std::time::Duration;
 
-use crate::cluster::{Bucket, Cluster, NatsState};
-use crate::realtime::hub::DeviceKey;
+use async_nats::jetstream::kv;
+
+use crate::cluster::{Cluster, NatsState, SUBJECT_VERSION};
+use crate::realtime::hub::{DeviceKey, REDELIVERY_WINDOW_SECS};
 
 /// The longest a realtime connect or disconnect waits for the devices bucket.
 pub const DEVICES_KV_DEADLINE: Duration = Duration::from_millis(500);
+
+/// The bucket: per (server, user, device), how far its last socket got. Entries expire
+/// after the redelivery window.
+fn bucket() -> kv::Config {
+    kv::Config {
+        bucket: format!("openchat_{SUBJECT_VERSION}_devices"),
+        description: "realtime redelivery: how far each device's last socket got".into(),
+        history: 1,
+        max_age: Duration::from_secs(REDELIVERY_WINDOW_SECS.unsigned_abs()),
+        max_value_size: 1024,
+        max_bytes: 64 * 1024 * 1024,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    }
+}
 
 /// One device's entry in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +66,7 @@ pub async fn last_seen(cluster: &Cluster, key: &DeviceKey, tag: &str) -> Option<
         return None;
     }
     let lookup = async {
-        let store = cluster.bucket(Bucket::Devices).await.ok()?;
+        let store = cluster.bucket(bucket()).await.ok()?;
         let raw = store.get(kv_key(key)).await.ok()??;
         serde_json::from_slice::<DeviceRecord>(&raw).ok()
     };
@@ -69,7 +86,7 @@ pub async fn remember(cluster: &Cluster, key: &DeviceKey, tag: &str, seq: u64, o
         open,
     };
     let put = async {
-        let store = cluster.bucket(Bucket::Devices).await?;
+        let store = cluster.bucket(bucket()).await?;
         let value = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         store
             .put(kv_key(key), value.into())

@@ -198,7 +198,7 @@ async fn run<S>(
             .hub
             .reply(id, frame("chat.resync_required", None, &payload, None));
     }
-    let reached = session(state.clone(), id, member, ws, rx, kick, &progress, guard).await;
+    let reached = session(state.clone(), id, &key, member, ws, rx, kick, &progress, guard).await;
     leave(&state, id, &key, Some(reached)).await;
 }
 
@@ -265,7 +265,8 @@ fn serde_urlencoded_query(raw: &str) -> ConnectQuery {
 }
 
 /// Unregisters a socket: the others subscribed with it see it go, and how far it got
-/// (`reached`, from its session) is remembered for the device's next socket.
+/// (`reached`, from its session, which remembered it locally already) is remembered for
+/// the device's next socket.
 async fn leave(state: &AppState, id: u64, key: &DeviceKey, reached: Option<u64>) {
     let Some(socket) = state.hub.unregister(id) else {
         return;
@@ -283,10 +284,15 @@ async fn leave(state: &AppState, id: u64, key: &DeviceKey, reached: Option<u64>)
         let member = socket.member.clone();
         super::presence::announce(state, NoteBody::Left { channel, member }).await;
     }
-    let reached = reached.unwrap_or_else(|| socket.progress.confirmed());
-    state
-        .hub
-        .record_departure(key.clone(), reached, crate::clock::unix_now());
+    let reached = match reached {
+        Some(reached) => reached,
+        None => {
+            let reached = socket.progress.confirmed();
+            let now = crate::clock::unix_now();
+            state.hub.record_departure(key.clone(), reached, now);
+            reached
+        }
+    };
     if let Some(cluster) = &state.cluster {
         let tag = state.hub.tag();
         super::redelivery::remember(cluster, key, &tag, reached, false).await;
@@ -304,6 +310,7 @@ fn error_payload(code: &str, message: &str) -> Value {
 async fn session<S>(
     state: Arc<AppState>,
     id: u64,
+    key: &DeviceKey,
     member: Member,
     ws: WebSocketStream<S>,
     mut rx: mpsc::Receiver<Outbound>,
@@ -384,6 +391,8 @@ where
         }
         _ => progress.confirmed(),
     };
+    // Recorded before the transport closes, so a client that reconnects at once finds it.
+    hub.record_departure(key.clone(), reached, crate::clock::unix_now());
     let close = match end {
         SessionEnd::Ended | SessionEnd::ClientClosed => None,
         SessionEnd::Kicked => Some((CloseCode::Policy, "send queue full")),
@@ -873,7 +882,23 @@ pub(crate) mod tests {
         let mut guard = state.lifecycle.socket();
         let state = state.clone();
         let task = tokio::spawn(async move {
-            session(state, id, member(), server_ws, rx, kick, &progress, &mut guard).await;
+            let key = DeviceKey {
+                server: None,
+                user: UserUid::parse("uid_r").unwrap(),
+                device: "d".into(),
+            };
+            session(
+                state,
+                id,
+                &key,
+                member(),
+                server_ws,
+                rx,
+                kick,
+                &progress,
+                &mut guard,
+            )
+            .await;
         });
         (task, client_ws)
     }
