@@ -169,12 +169,14 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
         return;
     };
     let db = PgDatabase::create(&admin);
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = node(dir_a.path(), &db, &nats, "node-a");
-    let b = node(dir_b.path(), &db, &nats, "node-b");
+    // One data directory for both, as the chart's shared volume: uploads live there.
+    let shared = tempfile::tempdir().unwrap();
+    let a = node(shared.path(), &db, &nats, "node-a");
+    let b = node(shared.path(), &db, &nats, "node-b");
     for server in [&a, &b] {
         readyz_until(server, 200);
     }
+    an_upload_through_one_node_loads_through_the_other(&a, &b);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -261,6 +263,33 @@ async fn presence_across_nodes(a: &Server, c: Server) {
     let left = next_of(&mut pia, "chat.presence.left").await;
     assert_eq!(left["payload"]["member"]["client_id"], cody_id, "{left}");
     drop(cody);
+}
+
+fn an_upload_through_one_node_loads_through_the_other(a: &Server, b: &Server) {
+    use reqwest::blocking::multipart::{Form, Part};
+    let image = support::png(32, 32);
+    let form = Form::new().part(
+        "file",
+        Part::bytes(image.clone())
+            .file_name("avatar.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let uploaded = client()
+        .post(a.url("/v1/profile/avatar"))
+        .header("X-OpenChat-User-UID", "uid_ana")
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let uploaded: Value = uploaded.json().unwrap();
+    let asset = uploaded["avatar_asset_id"].as_str().unwrap();
+    let loaded = client()
+        .get(b.url(&format!("/v1/profile/avatar/{asset}")))
+        .send()
+        .unwrap();
+    assert_eq!(loaded.status(), 200);
+    assert_eq!(loaded.bytes().unwrap().as_ref(), image.as_slice());
 }
 
 const RITA: &str = "server_id=srv_harbor&user_uid=uid_rita&device_id=desktop_rita";

@@ -28,6 +28,7 @@ conformance!(
     settings_update_is_durable_across_restart,
     settings_update_of_unknown_server_changes_nothing,
     database_newer_than_the_binary_is_refused,
+    a_newer_database_that_only_added_opens_for_a_rolling_upgrade,
     many_concurrent_callers_all_get_answers,
     handle_works_outside_any_tokio_runtime,
     requests_after_shutdown_are_unavailable_not_hung,
@@ -409,6 +410,41 @@ async fn database_newer_than_the_binary_is_refused(mut fixture: Fixture) {
         .start()
         .await
         .expect("the same database opens again once it is not newer");
+    fixture.finish().await;
+}
+
+async fn a_newer_database_that_only_added_opens_for_a_rolling_upgrade(mut fixture: Fixture) {
+    fixture.stop().await;
+    let future = SCHEMA_VERSION + 1;
+    // Release N+1 migrated and says release N (this binary) can still run on it.
+    fixture
+        .raw(&format!(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ({future}, 'future', 0);\
+             INSERT INTO schema_readers (version, oldest_reader) VALUES ({future}, {SCHEMA_VERSION})"
+        ))
+        .await;
+    fixture
+        .start()
+        .await
+        .expect("release N runs beside N+1 on N+1's schema");
+    fixture.stop().await;
+    // A release that changed something N cannot know about says so: refused.
+    fixture
+        .raw(&format!(
+            "UPDATE schema_readers SET oldest_reader = {future} WHERE version = {future}"
+        ))
+        .await;
+    match fixture.start().await {
+        Err(StorageError::SchemaTooNew { found, .. }) => assert_eq!(found, future),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    fixture
+        .raw(&format!(
+            "DELETE FROM schema_readers WHERE version = {future};\
+             DELETE FROM schema_migrations WHERE version = {future}"
+        ))
+        .await;
+    fixture.start().await.expect("opens again");
     fixture.finish().await;
 }
 
