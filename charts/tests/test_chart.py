@@ -21,8 +21,10 @@ import yaml
 from conftest import CHART, REPO, chart_values, render, render_error
 
 POSTGRES = {"database": {"existingSecret": "openchat-db", "existingSecretKey": "url"}}
+NATS = {"cluster": {"nats": {"existingSecret": "openchat-nats"}}}
 SEVERAL = {
     **POSTGRES,
+    **NATS,
     "replicaCount": 3,
     "media": {"hostNetwork": True, "portBase": 40000},
     "persistence": {"accessModes": ["ReadWriteMany"]},
@@ -286,18 +288,41 @@ def test_notes_warn_about_settings_that_break_media_or_urls():
 
 def test_replicas_above_one_with_the_embedded_store_fail_rendering_with_a_clear_message():
     message = render_error({"replicaCount": 2})
-    assert "replicaCount > 1 (or autoscaling) needs Postgres" in message
+    assert "replicaCount > 1 (or autoscaling) needs Postgres and NATS" in message
+    assert "cluster.nats.existingSecret" in message
     assert "embedded SQLite store" in message
+
+
+def test_replicas_above_one_without_nats_fail_naming_both():
+    several = {k: v for k, v in SEVERAL.items() if k != "cluster"}
+    message = render_error(several)
+    assert "needs Postgres and NATS" in message
+    assert "cluster.nats.existingSecret" in message and "database.existingSecret" in message
+
+
+def container_env(rendered) -> dict:
+    deployment = rendered.all("Deployment")[0]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_cluster_mode_passes_the_nats_url_from_its_secret_and_the_pod_name_as_node_id():
+    env = container_env(render(SEVERAL))
+    assert env["OPENCHAT_NATS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "openchat-nats", "key": "nats-url"}
+    assert env["OPENCHAT_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["OPENCHAT_MEDIA_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    single = container_env(render(POSTGRES))
+    assert "OPENCHAT_NATS_URL" not in single and "OPENCHAT_NODE_ID" not in single
 
 
 REFUSED = {
     "autoscaling-with-embedded-store": ({"autoscaling": {"enabled": True}}, "needs Postgres"),
     "several-replicas-on-a-read-write-once-volume": (
-        {**POSTGRES, "replicaCount": 2, "media": {"hostNetwork": True}},
+        {**POSTGRES, **NATS, "replicaCount": 2, "media": {"hostNetwork": True}},
         "accessModes [ReadWriteMany]",
     ),
     "several-replicas-behind-one-udp-service": (
-        {**POSTGRES, "replicaCount": 2, "persistence": {"accessModes": ["ReadWriteMany"]}},
+        {**POSTGRES, **NATS, "replicaCount": 2, "persistence": {"accessModes": ["ReadWriteMany"]}},
         "needs media.hostNetwork=true",
     ),
     "fractional-cpu": (
@@ -312,6 +337,12 @@ REFUSED = {
     "node-port-outside-the-range": ({"media": {"portBase": 50000}}, "node-port range 30000-32767"),
     "ticket-secret-in-plain-env": ({"env": {"OPENCHAT_JOIN_TICKET_SECRET": "x"}}, "use joinTicket.existingSecret"),
     "database-url-in-plain-env": ({"env": {"OPENCHAT_DATABASE_URL": "postgres://x"}}, "use database.existingSecret"),
+    "nats-url-in-plain-env": ({"env": {"OPENCHAT_NATS_URL": "nats://x"}}, "use cluster.nats.existingSecret"),
+    "nats-without-postgres": ({**NATS}, "cluster.nats needs Postgres"),
+    "nats-url-with-credentials-in-values": (
+        {**POSTGRES, "cluster": {"nats": {"url": "nats://user:pw@nats:4222"}}},
+        "/cluster/nats/url",
+    ),
     "shards-in-env": ({"env": {"OPENCHAT_SHARDS": "4"}}, "use media.shards"),
     "route-without-a-gateway": ({"gateway": {"enabled": True, "parentRefs": []}}, "needs gateway.parentRefs"),
     "created-gateway-without-a-class": ({"gateway": {"enabled": True, "gateway": {"create": True}}}, "className is required"),

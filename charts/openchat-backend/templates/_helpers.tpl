@@ -91,8 +91,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "openchat-backend.validate" -}}
 {{- $postgres := include "openchat-backend.usesPostgres" . }}
 {{- $several := or (gt (int .Values.replicaCount) 1) (and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1)) }}
+{{- $nats := or .Values.cluster.nats.existingSecret .Values.cluster.nats.url }}
 {{- if and $several (not $postgres) }}
-{{- fail "replicaCount > 1 (or autoscaling) needs Postgres: set database.existingSecret (or database.url). The embedded SQLite store lives on one pod's volume and cannot be shared between replicas." }}
+{{- fail "replicaCount > 1 (or autoscaling) needs Postgres and NATS: set database.existingSecret (or database.url) and cluster.nats.existingSecret (or cluster.nats.url). The embedded SQLite store lives on one pod's volume and cannot be shared between replicas." }}
+{{- end }}
+{{- if and $several (not $nats) }}
+{{- fail "replicaCount > 1 (or autoscaling) needs Postgres and NATS: set cluster.nats.existingSecret (or cluster.nats.url) as well as database.existingSecret. Without NATS each pod keeps its own realtime fan-out and clients on different pods never see each other." }}
+{{- end }}
+{{- if and $nats (not $postgres) }}
+{{- fail "cluster.nats needs Postgres: set database.existingSecret (or database.url); openchatd refuses OPENCHAT_NATS_URL with the embedded store." }}
 {{- end }}
 {{- if and $several .Values.persistence.enabled (not .Values.persistence.existingClaim) (not (has "ReadWriteMany" .Values.persistence.accessModes)) }}
 {{- fail "replicaCount > 1 (or autoscaling) with persistence needs persistence.accessModes [ReadWriteMany]: every pod reads and writes the uploaded files in the data directory." }}
@@ -121,9 +128,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.media.hostNetwork (le $base (int .Values.containerPort)) (ge $last (int .Values.containerPort)) }}
 {{- fail (printf "media ports %d-%d overlap containerPort %d" $base $last (int .Values.containerPort)) }}
 {{- end }}
-{{- range $key := list "OPENCHAT_HTTP_ADDR" "OPENCHAT_DATA_DIR" "OPENCHAT_SHARDS" "OPENCHAT_MEDIA_PORT_BASE" "OPENCHAT_MEDIA_PUBLIC_IP" "OPENCHAT_DATABASE_URL" "OPENCHAT_JOIN_TICKET_SECRET" }}
+{{- range $key := list "OPENCHAT_HTTP_ADDR" "OPENCHAT_DATA_DIR" "OPENCHAT_SHARDS" "OPENCHAT_MEDIA_PORT_BASE" "OPENCHAT_MEDIA_PUBLIC_IP" "OPENCHAT_DATABASE_URL" "OPENCHAT_JOIN_TICKET_SECRET" "OPENCHAT_NATS_URL" "OPENCHAT_NODE_ID" }}
 {{- if hasKey $.Values.env $key }}
-{{- fail (printf "env.%s is set by the chart: use %s instead" $key (get (dict "OPENCHAT_HTTP_ADDR" "containerPort" "OPENCHAT_DATA_DIR" "persistence.mountPath" "OPENCHAT_SHARDS" "media.shards" "OPENCHAT_MEDIA_PORT_BASE" "media.portBase" "OPENCHAT_MEDIA_PUBLIC_IP" "media.publicIP" "OPENCHAT_DATABASE_URL" "database.existingSecret" "OPENCHAT_JOIN_TICKET_SECRET" "joinTicket.existingSecret") $key)) }}
+{{- fail (printf "env.%s is set by the chart: use %s instead" $key (get (dict "OPENCHAT_HTTP_ADDR" "containerPort" "OPENCHAT_DATA_DIR" "persistence.mountPath" "OPENCHAT_SHARDS" "media.shards" "OPENCHAT_MEDIA_PORT_BASE" "media.portBase" "OPENCHAT_MEDIA_PUBLIC_IP" "media.publicIP" "OPENCHAT_DATABASE_URL" "database.existingSecret" "OPENCHAT_JOIN_TICKET_SECRET" "joinTicket.existingSecret" "OPENCHAT_NATS_URL" "cluster.nats.existingSecret" "OPENCHAT_NODE_ID" "the pod name (set by the chart)") $key)) }}
 {{- end }}
 {{- end }}
 {{- if and (eq .Values.seccomp.type "Localhost") (not .Values.seccomp.localhostProfile) }}
