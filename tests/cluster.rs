@@ -182,6 +182,7 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
         .enable_all()
         .build()
         .unwrap();
+    runtime.block_on(a_ticket_used_on_one_node_is_refused_on_another(&a, &b));
     runtime.block_on(two_nodes_scenario(&a, &b, &mut nats));
     let since = runtime.block_on(resume_and_redelivery_across_nodes(&a, &b));
     // A node started after the events still serves a resume from before it began.
@@ -290,6 +291,52 @@ fn an_upload_through_one_node_loads_through_the_other(a: &Server, b: &Server) {
         .unwrap();
     assert_eq!(loaded.status(), 200);
     assert_eq!(loaded.bytes().unwrap().as_ref(), image.as_slice());
+}
+
+async fn signaling_join(server: &Server, ticket: &str) -> Value {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/v1/rtc/signaling", server.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let join = json!({"type": "rtc.join", "request_id": "join_1", "payload": {"ticket": ticket}});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("an answer");
+        if let Some(Ok(Message::Text(text))) = frame {
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if value["type"] == "rtc.joined" || value["type"] == "rtc.error" {
+                return value;
+            }
+        }
+    }
+}
+
+/// A join ticket is single-use across the cluster, not per node.
+async fn a_ticket_used_on_one_node_is_refused_on_another(a: &Server, b: &Server) {
+    let minted = reqwest::Client::new()
+        .post(a.url("/v1/rtc/channels/vc_general/join-ticket"))
+        .header("X-OpenChat-User-UID", "uid_tess")
+        .header("X-OpenChat-Device-ID", "dev_tess")
+        .json(&json!({"server_id": "srv_harbor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+    let ticket = minted.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let joined = signaling_join(a, &ticket).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    let replayed = signaling_join(b, &ticket).await;
+    assert_eq!(replayed["type"], "rtc.error", "{replayed}");
+    assert_eq!(
+        replayed["payload"]["message"], "join ticket replayed",
+        "{replayed}"
+    );
+    let again = signaling_join(a, &ticket).await;
+    assert_eq!(again["payload"]["message"], "join ticket replayed", "{again}");
 }
 
 const RITA: &str = "server_id=srv_harbor&user_uid=uid_rita&device_id=desktop_rita";

@@ -57,10 +57,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0006_schema_readers.sql"),
         oldest_reader: 5,
     },
+    Migration {
+        version: 7,
+        name: "used_tickets",
+        sql: include_str!("../migrations/0007_used_tickets.sql"),
+        oldest_reader: 6,
+    },
 ];
 
 /// The schema version this binary writes and understands.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == SCHEMA_VERSION);
 

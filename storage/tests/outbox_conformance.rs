@@ -1,6 +1,6 @@
-//! Conformance suite, realtime outbox part (cluster mode): a change and its events commit
-//! together or not at all, events come back in order per node, relayed events are deleted,
-//! and a number is never handed out twice. Run on both backends.
+//! Conformance suite, cluster part: a change and its events commit together or not at all,
+//! events come back in order per node, relayed events are deleted, a number is never
+//! handed out twice, and a join ticket is used once. Run on both backends.
 
 #![allow(clippy::unwrap_used)]
 
@@ -58,6 +58,7 @@ conformance!(
     relayed_events_are_deleted_and_numbers_never_reused,
     each_node_has_its_own_numbering,
     orphans_are_other_nodes_with_events_older_than_asked,
+    a_ticket_is_used_once_and_forgotten_after_it_expires,
 );
 
 async fn pending(fixture: &Fixture, node: &str) -> Vec<(i64, String, String)> {
@@ -218,5 +219,28 @@ async fn orphans_are_other_nodes_with_events_older_than_asked(fixture: Fixture) 
         .await
         .unwrap();
     assert_eq!(handle.run(orphans(NOW + 1, 10)).await.unwrap(), ["node-c"]);
+    fixture.finish().await;
+}
+
+async fn a_ticket_is_used_once_and_forgotten_after_it_expires(fixture: Fixture) {
+    let handle = fixture.handle();
+    let use_ticket = |jti: &str, expires_at, now| queries::UseTicket {
+        jti: jti.into(),
+        expires_at,
+        now,
+    };
+    assert!(
+        handle.run(use_ticket("t-1", NOW + 60, NOW)).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !handle.run(use_ticket("t-1", NOW + 60, NOW + 1)).await.unwrap(),
+        "replayed"
+    );
+    assert!(handle.run(use_ticket("t-2", NOW + 60, NOW + 1)).await.unwrap());
+    // Once expired the record goes (the ticket itself is refused as expired before this).
+    assert!(handle.run(use_ticket("t-1", NOW + 200, NOW + 61)).await.unwrap());
+    let too_long = "x".repeat(65);
+    assert!(handle.run(use_ticket(&too_long, NOW, NOW)).await.is_err());
     fixture.finish().await;
 }

@@ -167,7 +167,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let rtc = state.rtc.as_ref()?;
-    match admit(rtc, ws).await {
+    match admit(state, rtc, ws).await {
         Ok(joined) => Some(joined),
         Err((refusal, request_id, channel)) => {
             if let Some(reason) = refusal.as_ref().and_then(JoinRefusal::metric_reason) {
@@ -198,7 +198,11 @@ where
 type Refused = (Option<JoinRefusal>, Option<String>, Option<ChannelId>);
 
 /// Reads the first message, checks its ticket and joins the room.
-async fn admit<S>(rtc: &RtcState, ws: &mut Ws<S>) -> Result<(Joined, Option<String>), Refused>
+async fn admit<S>(
+    state: &AppState,
+    rtc: &RtcState,
+    ws: &mut Ws<S>,
+) -> Result<(Joined, Option<String>), Refused>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -223,16 +227,36 @@ where
             Some(channel) if channel != claims.channel_id => return Err(TicketError::WrongChannel),
             _ => {}
         }
-        rtc.replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .use_once(&claims, now)?;
+        if state.cluster.is_none() {
+            rtc.replay
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .use_once(&claims, now)?;
+        }
         Ok(claims)
     });
     let claims: TicketClaims = match checked {
         Ok(claims) => claims,
         Err(err) => return Err((Some(JoinRefusal::Ticket(err)), request_id, None)),
     };
+    if state.cluster.is_some() {
+        // Several nodes: the first use is recorded in Postgres, which every node shares.
+        let first = state
+            .run(openchat_storage::queries::UseTicket {
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+                now,
+            })
+            .await;
+        match first {
+            Ok(true) => {}
+            Ok(false) => {
+                let refusal = JoinRefusal::Ticket(TicketError::Replayed);
+                return Err((Some(refusal), request_id, None));
+            }
+            Err(_) => return Err((Some(JoinRefusal::Unavailable), request_id, None)),
+        }
+    }
     let Ok(channel) = ChannelId::parse(&claims.channel_id) else {
         return Err((Some(JoinRefusal::Ticket(TicketError::Invalid)), request_id, None));
     };

@@ -18,6 +18,7 @@ mod messages;
 pub mod outbox;
 mod profiles;
 mod servers;
+pub mod tickets;
 
 pub use messages::{
     Attachment, CreateMessage, DeleteMessage, Mentions, Messages, PostMessage, PutReadAck, ReadAck,
@@ -29,6 +30,7 @@ pub use servers::{
     Channel, ClaimOwnership, CreateCategory, CreateChannel, CreateServer, DeleteCategory, GrantOwner,
     LeaveServer, RenameCategory, UpdateLayout,
 };
+pub use tickets::UseTicket;
 
 use crate::db::{Db, Param, Row, in_transaction};
 use crate::error::StorageError;
