@@ -236,6 +236,8 @@ pub fn run(mut config: Config) -> ExitCode {
         let state = Arc::new(state);
         openchat_signaling::realtime::relay::start(state.clone());
         openchat_signaling::realtime::presence::start(state.clone());
+        openchat_signaling::rtc::records::start(state.clone());
+        openchat_signaling::rtc::bridge::start(state.clone());
         let terminated = termination();
         tracing::info!(
             addr = %local,

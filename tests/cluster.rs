@@ -21,7 +21,11 @@ fn node(dir: &std::path::Path, db: &PgDatabase, nats: &NatsServer, id: &str) -> 
     Server::start(
         dir,
         &Store::Postgres(db.url.clone()),
-        &[("OPENCHAT_NATS_URL", &nats.url()), ("OPENCHAT_NODE_ID", id)],
+        &[
+            ("OPENCHAT_NATS_URL", &nats.url()),
+            ("OPENCHAT_NODE_ID", id),
+            ("OPENCHAT_MEDIA_PUBLIC_IP", "127.0.0.1"),
+        ],
     )
 }
 
@@ -124,11 +128,7 @@ fn a_node_reports_nats_in_readyz_and_keeps_taking_writes_while_nats_is_down() {
     };
     let db = PgDatabase::create(&admin);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &Store::Postgres(db.url.clone()),
-        &[("OPENCHAT_NATS_URL", &nats.url()), ("OPENCHAT_NODE_ID", "node-a")],
-    );
+    let server = node(dir.path(), &db, &nats, "node-a");
     let ready = readyz_until(&server, 200);
     assert_eq!(ready["store"], "postgres");
     assert_eq!(ready["node"], "node-a");
@@ -183,6 +183,7 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
         .build()
         .unwrap();
     runtime.block_on(a_ticket_used_on_one_node_is_refused_on_another(&a, &b));
+    runtime.block_on(callers_on_two_nodes_meet_in_one_room(&a, &b));
     runtime.block_on(two_nodes_scenario(&a, &b, &mut nats));
     let since = runtime.block_on(resume_and_redelivery_across_nodes(&a, &b));
     // A node started after the events still serves a resume from before it began.
@@ -294,6 +295,12 @@ fn an_upload_through_one_node_loads_through_the_other(a: &Server, b: &Server) {
 }
 
 async fn signaling_join(server: &Server, ticket: &str) -> Value {
+    signaling_socket(server, ticket).await.1
+}
+
+/// Opens the signaling socket, sends `rtc.join` and returns the socket with its answer
+/// (`rtc.joined` or `rtc.error`).
+async fn signaling_socket(server: &Server, ticket: &str) -> (Ws, Value) {
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let url = format!("ws://{}/v1/rtc/signaling", server.addr);
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
@@ -306,27 +313,57 @@ async fn signaling_join(server: &Server, ticket: &str) -> Value {
         if let Some(Ok(Message::Text(text))) = frame {
             let value: Value = serde_json::from_str(text.as_str()).unwrap();
             if value["type"] == "rtc.joined" || value["type"] == "rtc.error" {
-                return value;
+                return (ws, value);
             }
         }
     }
 }
 
-/// A join ticket is single-use across the cluster, not per node.
-async fn a_ticket_used_on_one_node_is_refused_on_another(a: &Server, b: &Server) {
+async fn mint(server: &Server, channel: &str, user: &str) -> String {
     let minted = reqwest::Client::new()
-        .post(a.url("/v1/rtc/channels/vc_general/join-ticket"))
-        .header("X-OpenChat-User-UID", "uid_tess")
-        .header("X-OpenChat-Device-ID", "dev_tess")
+        .post(server.url(&format!("/v1/rtc/channels/{channel}/join-ticket")))
+        .header("X-OpenChat-User-UID", user)
+        .header("X-OpenChat-Device-ID", format!("dev_{user}"))
         .json(&json!({"server_id": "srv_harbor"}))
         .send()
         .await
         .unwrap();
     assert_eq!(minted.status(), 200);
-    let ticket = minted.json::<Value>().await.unwrap()["ticket"]
+    minted.json::<Value>().await.unwrap()["ticket"]
         .as_str()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// Two callers whose signaling sockets land on different nodes meet in one room: the node
+/// without the room relays its socket to the room's node.
+async fn callers_on_two_nodes_meet_in_one_room(a: &Server, b: &Server) {
+    let (mut on_a, joined) = signaling_socket(a, &mint(a, "vc_party", "uid_una").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    assert_eq!(joined["payload"]["participants"], json!([]), "{joined}");
+    let (mut on_b, joined) = signaling_socket(b, &mint(b, "vc_party", "uid_ben").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    let others = joined["payload"]["participants"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "one room, not two: {joined}");
+    assert_eq!(others[0]["user_uid"], "uid_una");
+    let seen = next_of(&mut on_a, "rtc.participant.joined").await;
+    assert_eq!(seen["payload"]["participant"]["user_uid"], "uid_ben", "{seen}");
+    // A third caller, through A again, sees both.
+    let (_on_a2, joined) = signaling_socket(a, &mint(a, "vc_party", "uid_cy").await).await;
+    assert_eq!(
+        joined["payload"]["participants"].as_array().unwrap().len(),
+        2,
+        "{joined}"
+    );
+    // Leaving through B reaches A.
+    on_b.close(None).await.unwrap();
+    let left = next_of(&mut on_a, "rtc.participant.left").await;
+    assert_eq!(left["payload"]["participant"]["user_uid"], "uid_ben", "{left}");
+}
+
+/// A join ticket is single-use across the cluster, not per node.
+async fn a_ticket_used_on_one_node_is_refused_on_another(a: &Server, b: &Server) {
+    let ticket = mint(a, "vc_general", "uid_tess").await;
     let joined = signaling_join(a, &ticket).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     let replayed = signaling_join(b, &ticket).await;

@@ -129,10 +129,39 @@ impl Cluster {
             return Ok(store.clone());
         }
         let name = config.bucket.clone();
-        let store = async_nats::jetstream::new(self.client.clone())
-            .create_or_update_key_value(config)
+        let js = async_nats::jetstream::new(self.client.clone());
+        // The bucket's stream, made here rather than by the client's helper so that its
+        // duplicate window fits a max age under two minutes (the server refuses a window
+        // longer than the max age, and the helper leaves the window at its default).
+        let window = if config.max_age.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            config.max_age.min(Duration::from_secs(120))
+        };
+        let stream = async_nats::jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(config.description),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: config.history.max(1),
+            max_bytes: if config.max_bytes == 0 {
+                -1
+            } else {
+                config.max_bytes
+            },
+            max_age: config.max_age,
+            max_message_size: config.max_value_size,
+            storage: config.storage,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            duplicate_window: window,
+            ..Default::default()
+        };
+        js.create_or_update_stream(stream)
             .await
             .map_err(|e| e.to_string())?;
+        let store = js.get_key_value(&name).await.map_err(|e| e.to_string())?;
         buckets.insert(name, store.clone());
         Ok(store)
     }

@@ -21,7 +21,7 @@
 //!    pairs, this node's NATS connection in cluster mode
 //! 2. `body`, `dto`, `blobs`, `upload`, `websocket`: bodies, response shapes, the blob
 //!    store, multipart reading, the WebSocket upgrade
-//! 3. `realtime::hub`, `realtime::roster`, `rtc::tickets`: the realtime hub, the other nodes' sockets, voice tickets and shards
+//! 3. `realtime::hub`, `realtime::roster`, `rtc::placement`, `rtc::tickets`: the realtime hub, the other nodes' sockets, room placement, voice tickets and shards
 //! 4. `state`: the shared state and a request as handlers see it
 //! 5. `capabilities`, `realtime`, `rtc`: the capabilities document, the realtime and
 //!    signaling sockets

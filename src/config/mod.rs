@@ -291,13 +291,28 @@ mod tests {
         let err = Config::from_args(&args(&["--nats-url", "nats://127.0.0.1:4222"])).unwrap_err();
         assert_eq!(err.var, "OPENCHAT_NATS_URL");
         assert!(err.to_string().contains("OPENCHAT_DATABASE_URL"), "{err}");
+        // ... and each node's own media address, where relayed calls are sent.
+        let flags = [
+            "--nats-url",
+            "nats://n:4222",
+            "--database-url",
+            "postgres://db/chat",
+        ];
+        let err = Config::from_args(&args(&flags)).unwrap_err();
+        assert_eq!(err.var, "OPENCHAT_MEDIA_PUBLIC_IP");
+        assert!(err.to_string().contains("OPENCHAT_NATS_URL"), "{err}");
         let one_node = Config::from_args(&args(&["--database-url", "postgres://db/chat"])).unwrap();
         assert_eq!(one_node.cluster, None);
     }
 
     #[test]
     fn cluster_mode_validates_its_url_and_node_id_and_hides_credentials() {
-        let pg = ["--database-url", "postgres://db/chat"];
+        let pg = [
+            "--database-url",
+            "postgres://db/chat",
+            "--media-public-ip",
+            "10.0.0.7",
+        ];
         let with = |extra: &[&str]| {
             let mut all = pg.to_vec();
             all.extend_from_slice(extra);

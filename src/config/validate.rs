@@ -515,6 +515,13 @@ impl Config {
         let cluster = cluster(args, &store)?;
 
         let media = media(args, production, &mut warnings)?;
+        if cluster.is_some() && media.public_ip.is_none() {
+            return Err(bad(
+                "OPENCHAT_MEDIA_PUBLIC_IP",
+                "cluster mode (OPENCHAT_NATS_URL) needs each node's own media address: a call \
+                 whose signaling reaches another node is sent to this node's IP",
+            ));
+        }
 
         let seed = match args.seed.trim() {
             "default" => SeedMode::Default,

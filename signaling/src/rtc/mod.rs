@@ -7,10 +7,16 @@
 //! from the participant's outbox become WebSocket messages.
 //!
 //! [`tickets`] holds what the front-end keeps for voice (configuration, ticket signer and
-//! replay memory, the shards); [`session`] runs one signaling socket.
+//! replay memory, the shards); [`session`] runs one signaling socket. In cluster mode
+//! [`placement`] (no I/O) decides where a room runs, [`records`] keeps the node registry
+//! and room records in NATS, and [`bridge`] relays a socket to the room's node.
 
+pub mod bridge;
+pub mod placement;
+pub mod records;
 pub mod session;
 pub mod tickets;
 
+pub use bridge::upgrade;
 pub use session::*;
 pub use tickets::*;

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::{Response, StatusCode};
 use openchat_core::ChannelId;
 use openchat_core::protocol::{RtcErrorCode, SignalingMessage, WireError, parse_signaling, rtc_error};
 use openchat_core::ticket::{TicketClaims, TicketError};
@@ -18,11 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::body::Body;
 use crate::clock::unix_now;
-use crate::error::ApiError;
 use crate::state::AppState;
-use tracing::Instrument;
 
 use super::tickets::RtcState;
 
@@ -106,40 +102,6 @@ impl JoinRefusal {
     }
 }
 
-/// Answers the upgrade and starts the session.
-pub fn upgrade(
-    state: Arc<AppState>,
-    mut request: http::Request<crate::body::RequestBody>,
-    local: Option<std::net::IpAddr>,
-) -> Result<Response<Body>, ApiError> {
-    if state.rtc.is_none() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "rtc_unavailable",
-            "voice is not enabled",
-        ));
-    }
-    let (response, socket) =
-        crate::websocket::accept(&mut request, openchat_core::protocol::SIGNALING_MESSAGE_BYTES_MAX)?;
-    let guard = state.lifecycle.socket();
-    // One span per signaling session; channel, participant and (tagged) user once joined.
-    let span = tracing::info_span!(
-        "rtc",
-        channel = tracing::field::Empty,
-        participant = tracing::field::Empty,
-        user = tracing::field::Empty
-    );
-    tokio::spawn(
-        async move {
-            if let Some(ws) = socket.await {
-                session(state, ws, local, guard).await;
-            }
-        }
-        .instrument(span),
-    );
-    Ok(response)
-}
-
 /// A joined participant, as the session knows it.
 struct Joined {
     id: ParticipantId,
@@ -161,35 +123,55 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
 }
 
+/// What a good first message leads to: a participant of a room here, or (cluster mode)
+/// a room on another node, to which the socket is relayed starting with that message.
+enum Entered {
+    Joined(Joined, Option<String>),
+    Elsewhere { owner: String, first: Utf8Bytes },
+}
+
 /// Reads the join, or answers why not; `None` when the socket ends.
-async fn join<S>(state: &Arc<AppState>, ws: &mut Ws<S>) -> Option<(Joined, Option<String>)>
+async fn join<S>(state: &Arc<AppState>, ws: &mut Ws<S>, relayed: bool) -> Option<Entered>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let rtc = state.rtc.as_ref()?;
-    match admit(state, rtc, ws).await {
-        Ok(joined) => Some(joined),
+    match admit(state, rtc, ws, relayed).await {
+        Ok(entered) => Some(entered),
         Err((refusal, request_id, channel)) => {
-            if let Some(reason) = refusal.as_ref().and_then(JoinRefusal::metric_reason) {
-                state
-                    .metrics
-                    .rtc_join_failures
-                    .get_or_create(&crate::metrics::ReasonLabels { reason })
-                    .inc();
-            }
-            if let Some(refusal) = refusal {
-                let frame = rtc_error(
-                    refusal.code(),
-                    &refusal.message(),
-                    refusal.retryable(),
-                    request_id.as_deref(),
-                    channel.as_ref().map(ChannelId::as_str),
-                );
-                let _ = ws.send(Message::Text(Utf8Bytes::from(frame))).await;
-                close(ws, CloseCode::Normal, refusal.close_reason()).await;
-            }
+            refuse(state, ws, refusal, request_id, channel).await;
             None
         }
+    }
+}
+
+/// Answers a refused join with one `rtc.error` and closes (nothing for a socket that ended).
+async fn refuse<S>(
+    state: &AppState,
+    ws: &mut Ws<S>,
+    refusal: Option<JoinRefusal>,
+    request_id: Option<String>,
+    channel: Option<ChannelId>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Some(reason) = refusal.as_ref().and_then(JoinRefusal::metric_reason) {
+        state
+            .metrics
+            .rtc_join_failures
+            .get_or_create(&crate::metrics::ReasonLabels { reason })
+            .inc();
+    }
+    if let Some(refusal) = refusal {
+        let frame = rtc_error(
+            refusal.code(),
+            &refusal.message(),
+            refusal.retryable(),
+            request_id.as_deref(),
+            channel.as_ref().map(ChannelId::as_str),
+        );
+        let _ = ws.send(Message::Text(Utf8Bytes::from(frame))).await;
+        close(ws, CloseCode::Normal, refusal.close_reason()).await;
     }
 }
 
@@ -198,11 +180,7 @@ where
 type Refused = (Option<JoinRefusal>, Option<String>, Option<ChannelId>);
 
 /// Reads the first message, checks its ticket and joins the room.
-async fn admit<S>(
-    state: &AppState,
-    rtc: &RtcState,
-    ws: &mut Ws<S>,
-) -> Result<(Joined, Option<String>), Refused>
+async fn admit<S>(state: &AppState, rtc: &RtcState, ws: &mut Ws<S>, relayed: bool) -> Result<Entered, Refused>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -222,6 +200,21 @@ where
         return Err((Some(JoinRefusal::NotFirst), request_id, None));
     };
     let now = unix_now();
+    // Cluster mode: the room may run on another node; then that node checks the ticket
+    // (its single use included) and this one only relays.
+    if state.cluster.is_some()
+        && !relayed
+        && let Ok(claims) = rtc.signer.verify(ticket, now)
+        && let Ok(channel) = ChannelId::parse(&claims.channel_id)
+    {
+        match super::records::resolve_owner(state, &channel).await {
+            super::records::Owner::Here => {}
+            super::records::Owner::There(owner) => return Ok(Entered::Elsewhere { owner, first: text }),
+            super::records::Owner::Unavailable => {
+                return Err((Some(JoinRefusal::Unavailable), request_id, Some(channel)));
+            }
+        }
+    }
     let checked = rtc.signer.verify(ticket, now).and_then(|claims| {
         match envelope.channel_id.as_deref() {
             Some(channel) if channel != claims.channel_id => return Err(TicketError::WrongChannel),
@@ -260,6 +253,10 @@ where
     let Ok(channel) = ChannelId::parse(&claims.channel_id) else {
         return Err((Some(JoinRefusal::Ticket(TicketError::Invalid)), request_id, None));
     };
+    if state.cluster.is_some() && !super::records::claim(state, &channel).await {
+        // The room is (now) recorded on another node: the client rejoins and follows it.
+        return Err((Some(JoinRefusal::Unavailable), request_id, Some(channel)));
+    }
     tracing::Span::current().record("user", crate::redact::tag(&claims.user_uid).as_str());
     let id = ParticipantId(uuid::Uuid::new_v4().to_string());
     let (tx, rx) = outbox();
@@ -292,7 +289,7 @@ where
         Err(_) => None,
     };
     match result {
-        Some(Ok(())) => Ok((
+        Some(Ok(())) => Ok(Entered::Joined(
             Joined {
                 id,
                 channel,
@@ -349,25 +346,87 @@ fn request_id_of(frame: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn session<S>(
+/// Runs one signaling socket: the join, then the participant's session. Returns the
+/// socket instead when its room runs on another node (cluster mode), for the caller to
+/// relay there.
+pub(crate) async fn session<S>(
     state: Arc<AppState>,
     mut ws: Ws<S>,
     local: Option<std::net::IpAddr>,
     mut guard: crate::lifecycle::SocketGuard,
-) where
+    relayed: bool,
+) -> Option<Relay<S>>
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let joining = tokio::select! {
-        joined = join(&state, &mut ws) => Some(joined),
+        joined = join(&state, &mut ws, relayed) => Some(joined),
         () = guard.closing() => None,
     };
     let Some(joining) = joining else {
         close(&mut ws, CloseCode::Away, "server shutting down").await;
-        return;
+        return None;
     };
-    let Some((joined, join_request)) = joining else {
-        return;
+    let (joined, join_request) = match joining {
+        None => return None,
+        Some(Entered::Joined(joined, join_request)) => (joined, join_request),
+        Some(Entered::Elsewhere { owner, first }) => {
+            return Some(Relay {
+                owner,
+                first,
+                ws,
+                guard,
+            });
+        }
     };
+    let counted = state.cluster.is_some();
+    if counted && let Some(rtc) = &state.rtc {
+        rtc.owned().joined(&joined.channel);
+    }
+    let room = joined.channel.clone();
+    run_joined(ws, local, joined, join_request, guard).await;
+    if counted && let Some(rtc) = &state.rtc {
+        rtc.owned().left(&room);
+    }
+    None
+}
+
+/// A socket whose room runs on `owner`, with its first message, to relay there.
+pub(crate) struct Relay<S> {
+    pub(crate) owner: String,
+    pub(crate) first: Utf8Bytes,
+    pub(crate) ws: Ws<S>,
+    pub(crate) guard: crate::lifecycle::SocketGuard,
+}
+
+/// Tells a socket that could not be relayed that the room did not answer (retryable).
+pub(crate) async fn refuse_unavailable<S>(state: &AppState, ws: &mut Ws<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    refuse(state, ws, Some(JoinRefusal::Unavailable), None, None).await;
+}
+
+/// The owner's end of a relayed socket (cluster mode): the ordinary session, without a
+/// signaling address (media is advertised on this node's public address), never relayed
+/// again.
+pub(crate) async fn relayed_session<S>(state: Arc<AppState>, ws: Ws<S>, guard: crate::lifecycle::SocketGuard)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // Never relayed again: the owner admits or refuses.
+    let _ = session(state, ws, None, guard, true).await;
+}
+
+async fn run_joined<S>(
+    ws: Ws<S>,
+    local: Option<std::net::IpAddr>,
+    joined: Joined,
+    join_request: Option<String>,
+    mut guard: crate::lifecycle::SocketGuard,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Joined {
         id,
         channel,
@@ -744,7 +803,9 @@ mod tests {
         let server_ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let guard = state.lifecycle.socket();
-        let mut task = tokio::spawn(session(state, server_ws, None, guard));
+        let mut task = tokio::spawn(async move {
+            let _ = session(state, server_ws, None, guard, false).await;
+        });
         let early = FIRST_MESSAGE_DEADLINE - Duration::from_secs(1);
         assert!(
             tokio::time::timeout(early, &mut task).await.is_err(),

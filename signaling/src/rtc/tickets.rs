@@ -8,6 +8,7 @@ use openchat_core::ticket::{ReplayGuard, TicketSigner, turn_credentials};
 use openchat_media::ShardSet;
 use serde_json::{Value, json};
 
+use super::placement::{OwnedRooms, Registry};
 use crate::clock::rfc3339;
 
 /// Used ticket ids remembered at once; beyond this, joins are refused until some expire.
@@ -41,6 +42,10 @@ pub struct RtcState {
     pub replay: Mutex<ReplayGuard>,
     pub shards: Arc<ShardSet>,
     pub ticket_limiter: crate::ratelimit::Limiters,
+    /// Cluster mode: the live nodes.
+    registry: Mutex<Registry>,
+    /// Cluster mode: the rooms this node runs.
+    owned: Mutex<OwnedRooms>,
 }
 
 impl RtcState {
@@ -54,7 +59,22 @@ impl RtcState {
                 TICKETS_PER_MINUTE_PER_USER,
             ),
             config,
+            registry: Mutex::default(),
+            owned: Mutex::default(),
         }
+    }
+
+    pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn owned(&self) -> std::sync::MutexGuard<'_, OwnedRooms> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The rooms this node runs with participants, and those that emptied since.
+    pub fn owned_rooms(&self) -> (Vec<openchat_core::ChannelId>, Vec<openchat_core::ChannelId>) {
+        self.owned().take_state()
     }
 
     /// The absolute signaling URL for clients: the public origin with `ws`/`wss`.
