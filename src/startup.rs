@@ -238,7 +238,17 @@ pub fn run(mut config: Config) -> ExitCode {
         openchat_signaling::realtime::presence::start(state.clone());
         openchat_signaling::rtc::records::start(state.clone());
         openchat_signaling::rtc::bridge::start(state.clone());
-        let terminated = termination();
+        let drain = config.cluster.as_ref().map(|cluster| cluster.drain);
+        let signal = termination();
+        let terminated = {
+            let state = state.clone();
+            async move {
+                signal.await;
+                if let Some(grace) = drain {
+                    openchat_signaling::rtc::records::drain(&state, grace).await;
+                }
+            }
+        };
         tracing::info!(
             addr = %local,
             scheme = if tls.is_some() { "https" } else { "http" },

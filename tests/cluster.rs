@@ -18,15 +18,24 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws = WebSocketStream<TcpStream>;
 
 fn node(dir: &std::path::Path, db: &PgDatabase, nats: &NatsServer, id: &str) -> Server {
-    Server::start(
-        dir,
-        &Store::Postgres(db.url.clone()),
-        &[
-            ("OPENCHAT_NATS_URL", &nats.url()),
-            ("OPENCHAT_NODE_ID", id),
-            ("OPENCHAT_MEDIA_PUBLIC_IP", "127.0.0.1"),
-        ],
-    )
+    node_with(dir, db, nats, id, &[])
+}
+
+fn node_with(
+    dir: &std::path::Path,
+    db: &PgDatabase,
+    nats: &NatsServer,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> Server {
+    let url = nats.url();
+    let mut env = vec![
+        ("OPENCHAT_NATS_URL", url.as_str()),
+        ("OPENCHAT_NODE_ID", id),
+        ("OPENCHAT_MEDIA_PUBLIC_IP", "127.0.0.1"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(dir, &Store::Postgres(db.url.clone()), &env)
 }
 
 async fn realtime(server: &Server, user: &str) -> Ws {
@@ -200,9 +209,82 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
     });
     runtime.block_on(presence_across_nodes(&a, c));
     runtime.block_on(a_dead_nodes_outbox_is_relayed_by_a_live_one(&a, b, &mut nats));
-    drop(runtime);
     drop(a);
+
+    // SIGTERM: the node with a call keeps it for the drain, joins follow it there, and then
+    // the call ends with 1001 and no rtc.error.
+    let drain = [("OPENCHAT_DRAIN_SECONDS", "4")];
+    let (dir_d, dir_e) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = node_with(dir_d.path(), &db, &nats, "node-d", &drain);
+    let e = node_with(dir_e.path(), &db, &nats, "node-e", &drain);
+    for server in [&d, &e] {
+        readyz_until(server, 200);
+    }
+    runtime.block_on(a_join_during_a_drain_lands_in_the_same_room(d, e));
+    drop(runtime);
     drop(db);
+}
+
+/// Voice rooms a node runs, from its metrics.
+async fn rooms_on(server: &Server) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("openchat_rtc_shard_rooms{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads until the socket closes; returns the close code and whether an `rtc.error` came.
+async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
+    let mut errored = false;
+    loop {
+        match tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("a close")
+        {
+            Some(Ok(Message::Close(frame))) => return (frame.map(|f| u16::from(f.code)), errored),
+            Some(Ok(Message::Text(text))) => errored |= text.as_str().contains("\"rtc.error\""),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (None, errored),
+        }
+    }
+}
+
+async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) {
+    let channel = "tl_vc_huddle";
+    let (mut first, joined) = signaling_socket(&d, &mint(&d, channel, "uid_dot").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    let (owner, other) = if rooms_on(&d).await > 0.0 { (d, e) } else { (e, d) };
+    assert_eq!(rooms_on(&other).await, 0.0, "one room, on one node");
+    owner.signal_term();
+    let started = std::time::Instant::now();
+    loop {
+        let status = reqwest::get(owner.url("/readyz")).await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "/readyz never said draining");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Through the node that is not draining: it follows the record to the draining owner.
+    let (mut second, joined) = signaling_socket(&other, &mint(&other, channel, "uid_eve").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    let others = joined["payload"]["participants"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "the same room as before the drain: {joined}");
+    assert_eq!(rooms_on(&other).await, 0.0, "no second room on the other node");
+    // The drain ends: both calls close as WIRE.md §0 item 7 asks (1001), no rtc.error.
+    for ws in [&mut first, &mut second] {
+        let (code, errored) = close_code(ws).await;
+        assert_eq!(code, Some(1001));
+        assert!(!errored, "an rtc.error came before the close");
+    }
+    assert!(owner.wait_exit().success());
+    drop(other);
 }
 
 /// B commits while NATS is away and dies before it can relay: A relays B's events.

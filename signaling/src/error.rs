@@ -178,6 +178,17 @@ impl ApiError {
         .retryable()
     }
 
+    /// Cluster mode after SIGTERM: the node finishes its calls and takes no new work
+    /// (`/readyz`).
+    pub fn draining() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is shutting down; use another",
+        )
+        .retryable()
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

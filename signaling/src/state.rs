@@ -92,6 +92,9 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Wakes the outbox relay after a write stored events (cluster mode).
     pub outbox_wake: tokio::sync::Notify,
+    /// Cluster mode, after SIGTERM: this node takes no new rooms and keeps its calls a
+    /// while (see `rtc::records::drain`).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// A committed change's realtime event, built from the change's answer.
@@ -156,6 +159,7 @@ impl AppState {
             lifecycle: crate::lifecycle::Lifecycle::default(),
             cluster: None,
             outbox_wake: tokio::sync::Notify::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -64,6 +64,11 @@ pub struct Args {
     #[arg(long, env = "OPENCHAT_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Cluster mode: on SIGTERM, seconds a node keeps its calls (taking no new rooms) before
+    /// closing them; ends early once it has none
+    #[arg(long, env = "OPENCHAT_DRAIN_SECONDS", default_value = "20")]
+    pub drain_seconds: String,
+
     /// First UDP port of the media shards (shard k uses base + k); 0 = an ephemeral port per shard
     #[arg(long, env = "OPENCHAT_MEDIA_PORT_BASE", default_value = "50000")]
     pub media_port_base: String,

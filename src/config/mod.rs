@@ -101,6 +101,8 @@ pub struct ClusterConfig {
     pub creds_file: Option<PathBuf>,
     /// This node's name: `[A-Za-z0-9_-]{1,64}`, so it can be a NATS subject token.
     pub node_id: String,
+    /// How long SIGTERM keeps this node's calls before closing them.
+    pub drain: Duration,
 }
 
 /// The validated configuration.
@@ -328,6 +330,7 @@ mod tests {
         let cluster = config.cluster.unwrap();
         assert_eq!(cluster.nats_display, "nats://nats-0:4222,tls://nats-1:4222");
         assert_eq!(cluster.node_id, "openchat-0");
+        assert_eq!(cluster.drain, Duration::from_secs(20), "the default drain");
         assert!(!format!("{cluster:?}").contains("hunter2"));
         let defaulted = with(&["--nats-url", "nats://127.0.0.1:4222"]).unwrap();
         assert!(valid_node_id(&defaulted.cluster.unwrap().node_id));
@@ -351,6 +354,10 @@ mod tests {
             (
                 &["--nats-creds-file", "/etc/hostname"],
                 "OPENCHAT_NATS_CREDS_FILE",
+            ),
+            (
+                &["--nats-url", "nats://n:4222", "--drain-seconds", "3601"],
+                "OPENCHAT_DRAIN_SECONDS",
             ),
         ] {
             let err = with(flags).unwrap_err();

@@ -249,13 +249,23 @@ fn cluster(args: &Args, store: &StoreSelection) -> Result<Option<ClusterConfig>,
         }
         None => default_node_id(),
     };
+    let drain = Duration::from_secs(parse_u64(
+        "OPENCHAT_DRAIN_SECONDS",
+        &args.drain_seconds,
+        0,
+        DRAIN_SECONDS_MAX,
+    )?);
     Ok(Some(ClusterConfig {
         nats_url: Secret(raw.to_owned()),
         nats_display: shown.join(","),
         creds_file,
         node_id,
+        drain,
     }))
 }
+
+/// The longest drain: a Kubernetes grace period of an hour is already unusual.
+pub const DRAIN_SECONDS_MAX: u64 = 3600;
 
 pub(super) fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())

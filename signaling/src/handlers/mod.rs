@@ -157,7 +157,7 @@ pub(crate) fn healthz() -> Response<Body> {
 /// Readiness: 200 when the store answers and, in cluster mode, NATS is connected.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, body = StatusDto),
-    (status = 503, description = "storage_unavailable, nats_unavailable, realtime_catching_up", body = ErrorEnvelope),
+    (status = 503, description = "storage_unavailable, nats_unavailable, realtime_catching_up, draining", body = ErrorEnvelope),
 ))]
 pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError> {
     state.run(queries::Ping).await?;
@@ -169,6 +169,9 @@ pub(crate) async fn readyz(state: &AppState) -> Result<Response<Body>, ApiError>
         }
         if !state.hub.caught_up() {
             return Err(ApiError::realtime_catching_up());
+        }
+        if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ApiError::draining());
         }
         body["node"] = json!(cluster.node_id());
         body["nats"] = json!(nats.as_str());

@@ -91,7 +91,7 @@ fn my_info(state: &AppState, cluster: &Cluster) -> NodeInfo {
             .as_ref()
             .map_or(0, |rtc| rtc.shards.stats().len() as u32),
         participants: participants(state),
-        draining: state.lifecycle.is_closing(),
+        draining: state.draining.load(std::sync::atomic::Ordering::Acquire) || state.lifecycle.is_closing(),
     }
 }
 
@@ -214,6 +214,26 @@ pub async fn claim(state: &AppState, channel: &ChannelId) -> bool {
         }
     }
     false
+}
+
+/// How often a draining node looks whether its calls have ended.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// Cluster mode, on SIGTERM: the node says it is draining (its heartbeat takes it out of
+/// placement, `/readyz` answers 503) and keeps its calls, with joins that follow their
+/// records, until they end or `grace` passes; then the shutdown closes them with 1001.
+pub async fn drain(state: &AppState, grace: Duration) {
+    state.draining.store(true, std::sync::atomic::Ordering::Release);
+    let deadline = tokio::time::Instant::now() + grace;
+    let calls = participants(state);
+    tracing::info!(
+        participants = calls,
+        grace_seconds = grace.as_secs(),
+        "draining: keeping calls, taking no new rooms"
+    );
+    while participants(state) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 /// Starts the registry heartbeat and watch and the room renewal (cluster mode with voice
