@@ -220,9 +220,43 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
     for server in [&d, &e] {
         readyz_until(server, 200);
     }
-    runtime.block_on(a_join_during_a_drain_lands_in_the_same_room(d, e));
+    let survivor = runtime.block_on(a_join_during_a_drain_lands_in_the_same_room(d, e));
+    let dir_h = tempfile::tempdir().unwrap();
+    let h = node(dir_h.path(), &db, &nats, "node-h");
+    readyz_until(&h, 200);
+    runtime.block_on(a_killed_owner_ends_its_relayed_calls_and_the_room_moves(
+        survivor, h,
+    ));
     drop(runtime);
     drop(db);
+}
+
+/// SIGKILL of the node that runs a call: the socket relayed through the other node closes
+/// with 1012 (no rtc.error), and the next join makes the room again on a live node.
+async fn a_killed_owner_ends_its_relayed_calls_and_the_room_moves(x: Server, h: Server) {
+    let channel = "tl_vc_pairing";
+    let (_first, joined) = signaling_socket(&x, &mint(&x, channel, "uid_fay").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    let (owner, survivor) = if rooms_on(&x).await > 0.0 { (x, h) } else { (h, x) };
+    let (mut relayed, joined) = signaling_socket(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
+    assert_eq!(
+        joined["payload"]["participants"].as_array().unwrap().len(),
+        1,
+        "{joined}"
+    );
+    owner.kill_hard();
+    let (code, errored) = close_code(&mut relayed).await;
+    assert_eq!(
+        code,
+        Some(1012),
+        "the relaying node closes as WIRE.md §0 item 7 asks"
+    );
+    assert!(!errored, "an rtc.error came before the close");
+    // The client rejoins with a new ticket: the room is made again, on the live node.
+    let (_again, joined) = signaling_socket(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
+    assert_eq!(joined["type"], "rtc.joined", "{joined}");
+    assert_eq!(joined["payload"]["participants"], json!([]), "{joined}");
+    assert_eq!(rooms_on(&survivor).await, 1.0);
 }
 
 /// Voice rooms a node runs, from its metrics.
@@ -255,7 +289,8 @@ async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
     }
 }
 
-async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) {
+/// Returns the node that did not drain.
+async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) -> Server {
     let channel = "tl_vc_huddle";
     let (mut first, joined) = signaling_socket(&d, &mint(&d, channel, "uid_dot").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
@@ -284,7 +319,7 @@ async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) {
         assert!(!errored, "an rtc.error came before the close");
     }
     assert!(owner.wait_exit().success());
-    drop(other);
+    other
 }
 
 /// B commits while NATS is away and dies before it can relay: A relays B's events.

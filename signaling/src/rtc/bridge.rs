@@ -193,6 +193,8 @@ async fn owner_side(
     let (near, far) = tokio::io::duplex(RELAY_PIPE_BYTES);
     let server_ws = WebSocketStream::from_raw_socket(near, Role::Server, None).await;
     let mut pipe = WebSocketStream::from_raw_socket(far, Role::Client, None).await;
+    // Held to the end: the shutdown waits until the close below reached NATS.
+    let _held = state.lifecycle.socket();
     let guard = state.lifecycle.socket();
     // No signaling address: media is advertised on this node's own public address.
     let running = tokio::spawn(super::session::relayed_session(state.clone(), server_ws, guard));
@@ -237,6 +239,7 @@ async fn owner_side(
     };
     if let Some((code, reason)) = close {
         let _ = client.publish(out, Relayed::Close(code, reason).encode()).await;
+        let _ = tokio::time::timeout(RELAY_OPEN_DEADLINE, client.flush()).await;
     }
     drop(pipe);
     let _ = running.await;
