@@ -311,6 +311,7 @@ def test_cluster_mode_passes_the_nats_url_from_its_secret_and_the_pod_name_as_no
     assert env["OPENCHAT_NATS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "openchat-nats", "key": "nats-url"}
     assert env["OPENCHAT_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["OPENCHAT_MEDIA_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert env["OPENCHAT_DRAIN_SECONDS"]["value"] == "20"
     single = container_env(render(POSTGRES))
     assert "OPENCHAT_NATS_URL" not in single and "OPENCHAT_NODE_ID" not in single
 
@@ -339,6 +340,10 @@ REFUSED = {
     "database-url-in-plain-env": ({"env": {"OPENCHAT_DATABASE_URL": "postgres://x"}}, "use database.existingSecret"),
     "nats-url-in-plain-env": ({"env": {"OPENCHAT_NATS_URL": "nats://x"}}, "use cluster.nats.existingSecret"),
     "nats-without-postgres": ({**NATS}, "cluster.nats needs Postgres"),
+    "drain-longer-than-the-grace": (
+        {**SEVERAL, "cluster": {**NATS["cluster"], "drainSeconds": 25}},
+        "terminationGracePeriodSeconds 30 must be at least cluster.drainSeconds + 10 (35)",
+    ),
     "nats-url-with-credentials-in-values": (
         {**POSTGRES, "cluster": {"nats": {"url": "nats://user:pw@nats:4222"}}},
         "/cluster/nats/url",

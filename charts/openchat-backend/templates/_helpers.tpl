@@ -98,6 +98,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and $several (not $nats) }}
 {{- fail "replicaCount > 1 (or autoscaling) needs Postgres and NATS: set cluster.nats.existingSecret (or cluster.nats.url) as well as database.existingSecret. Without NATS each pod keeps its own realtime fan-out and clients on different pods never see each other." }}
 {{- end }}
+{{- if and $nats (lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.cluster.drainSeconds) 10)) }}
+{{- fail (printf "terminationGracePeriodSeconds %d must be at least cluster.drainSeconds + 10 (%d): a pod keeps its calls for the drain, then needs time to close them" (int .Values.terminationGracePeriodSeconds) (add (int .Values.cluster.drainSeconds) 10)) }}
+{{- end }}
 {{- if and $nats (not $postgres) }}
 {{- fail "cluster.nats needs Postgres: set database.existingSecret (or database.url); openchatd refuses OPENCHAT_NATS_URL with the embedded store." }}
 {{- end }}
@@ -128,9 +131,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.media.hostNetwork (le $base (int .Values.containerPort)) (ge $last (int .Values.containerPort)) }}
 {{- fail (printf "media ports %d-%d overlap containerPort %d" $base $last (int .Values.containerPort)) }}
 {{- end }}
-{{- range $key := list "OPENCHAT_HTTP_ADDR" "OPENCHAT_DATA_DIR" "OPENCHAT_SHARDS" "OPENCHAT_MEDIA_PORT_BASE" "OPENCHAT_MEDIA_PUBLIC_IP" "OPENCHAT_DATABASE_URL" "OPENCHAT_JOIN_TICKET_SECRET" "OPENCHAT_NATS_URL" "OPENCHAT_NODE_ID" }}
+{{- range $key := list "OPENCHAT_HTTP_ADDR" "OPENCHAT_DATA_DIR" "OPENCHAT_SHARDS" "OPENCHAT_MEDIA_PORT_BASE" "OPENCHAT_MEDIA_PUBLIC_IP" "OPENCHAT_DATABASE_URL" "OPENCHAT_JOIN_TICKET_SECRET" "OPENCHAT_NATS_URL" "OPENCHAT_NODE_ID" "OPENCHAT_DRAIN_SECONDS" }}
 {{- if hasKey $.Values.env $key }}
-{{- fail (printf "env.%s is set by the chart: use %s instead" $key (get (dict "OPENCHAT_HTTP_ADDR" "containerPort" "OPENCHAT_DATA_DIR" "persistence.mountPath" "OPENCHAT_SHARDS" "media.shards" "OPENCHAT_MEDIA_PORT_BASE" "media.portBase" "OPENCHAT_MEDIA_PUBLIC_IP" "media.publicIP" "OPENCHAT_DATABASE_URL" "database.existingSecret" "OPENCHAT_JOIN_TICKET_SECRET" "joinTicket.existingSecret" "OPENCHAT_NATS_URL" "cluster.nats.existingSecret" "OPENCHAT_NODE_ID" "the pod name (set by the chart)") $key)) }}
+{{- fail (printf "env.%s is set by the chart: use %s instead" $key (get (dict "OPENCHAT_HTTP_ADDR" "containerPort" "OPENCHAT_DATA_DIR" "persistence.mountPath" "OPENCHAT_SHARDS" "media.shards" "OPENCHAT_MEDIA_PORT_BASE" "media.portBase" "OPENCHAT_MEDIA_PUBLIC_IP" "media.publicIP" "OPENCHAT_DATABASE_URL" "database.existingSecret" "OPENCHAT_JOIN_TICKET_SECRET" "joinTicket.existingSecret" "OPENCHAT_NATS_URL" "cluster.nats.existingSecret" "OPENCHAT_NODE_ID" "the pod name (set by the chart)" "OPENCHAT_DRAIN_SECONDS" "cluster.drainSeconds") $key)) }}
 {{- end }}
 {{- end }}
 {{- if and (eq .Values.seccomp.type "Localhost") (not .Values.seccomp.localhostProfile) }}
