@@ -561,6 +561,9 @@ async fn a_ticket_used_on_one_node_is_refused_on_another(a: &Server, b: &Server)
     assert_eq!(again["payload"]["message"], "join ticket replayed", "{again}");
 }
 
+/// Posts each node takes while NATS goes away and comes back.
+const LOAD_POSTS_PER_NODE: usize = 60;
+
 const RITA: &str = "server_id=srv_harbor&user_uid=uid_rita&device_id=desktop_rita";
 
 /// Returns the event id of `r0`, from which everything after it was posted.
@@ -693,21 +696,40 @@ async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
         "the revoked device's socket on the other node stayed open"
     );
 
-    // NATS goes away: writes still commit (their events wait in each node's outbox) ...
+    // NATS goes away and comes back while both nodes take posts: writes still commit
+    // (their events wait in each node's outbox) ...
+    let load = |server: &Server, prefix: &'static str| {
+        let url = server.url("/v1/channels/ch_general/messages");
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 1..=LOAD_POSTS_PER_NODE {
+                let response = http
+                    .post(&url)
+                    .header("X-OpenChat-User-UID", "uid_ana")
+                    .json(&json!({"body": format!("{prefix}{n}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201, "{prefix}{n}");
+            }
+        })
+    };
+    let (load_a, load_b) = (load(a, "load a"), load(b, "load b"));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     nats.stop();
-    for n in 1..=3 {
-        post(a, &format!("outage a{n}")).await;
-    }
-    for n in 1..=2 {
-        post(b, &format!("outage b{n}")).await;
-    }
-    // ... and when it is back, every one of them reaches both nodes' sockets, once.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     nats.resume();
-    let expected = ["outage a1", "outage a2", "outage a3", "outage b1", "outage b2"];
+    load_a.await.unwrap();
+    load_b.await.unwrap();
+    // ... and every one of them reaches both nodes' sockets, once, in commit order per node.
+    let expected: Vec<String> = ["load a", "load b"]
+        .iter()
+        .flat_map(|prefix| (1..=LOAD_POSTS_PER_NODE).map(move |n| format!("{prefix}{n}")))
+        .collect();
     let mut seen_by = Vec::new();
     for ws in [&mut on_a, &mut on_b] {
         let mut seen: Vec<String> = Vec::new();
-        while !expected.iter().all(|body| seen.iter().any(|s| s == body)) {
+        while !expected.iter().all(|body| seen.contains(body)) {
             let next = tokio::time::timeout(HANG_GUARD, ws.next()).await;
             let Ok(Some(Ok(Message::Text(text)))) = next else {
                 assert!(next.is_ok(), "missing events after NATS came back; got {seen:?}");
@@ -718,9 +740,13 @@ async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
                 seen.push(event["payload"]["message"]["body"].as_str().unwrap().to_owned());
             }
         }
-        // In commit order per node.
-        let from_a: Vec<&String> = seen.iter().filter(|s| s.starts_with("outage a")).collect();
-        assert_eq!(from_a, ["outage a1", "outage a2", "outage a3"]);
+        for prefix in ["load a", "load b"] {
+            let order: Vec<&String> = seen.iter().filter(|s| s.starts_with(prefix)).collect();
+            let sent: Vec<String> = (1..=LOAD_POSTS_PER_NODE)
+                .map(|n| format!("{prefix}{n}"))
+                .collect();
+            assert!(order.iter().copied().eq(sent.iter()), "{prefix}: {order:?}");
+        }
         seen_by.push(seen);
     }
     // Nothing doubled: markers posted now on both nodes arrive after any repeat would.
@@ -731,8 +757,8 @@ async fn two_nodes_scenario(a: &Server, b: &Server, nats: &mut NatsServer) {
         if !seen.iter().any(|body| body == "marker b") {
             seen.extend(bodies_until(ws, "marker b").await);
         }
-        for body in expected {
-            assert_eq!(counts(seen).get(body), Some(&1), "{body}: {seen:?}");
+        for body in &expected {
+            assert_eq!(counts(seen).get(body.as_str()), Some(&1), "{body}: {seen:?}");
         }
     }
 }

@@ -102,6 +102,11 @@ pub trait Db {
     fn tx_depth(&mut self) -> &mut u32;
     /// The statement that opens a write transaction.
     fn begin_sql(&self) -> &'static str;
+    /// A statement taking a transaction-scoped lock on the scope named by its one text
+    /// parameter, where the backend needs one (see [`lock_scope`]).
+    fn scope_lock_sql(&self) -> Option<&'static str> {
+        None
+    }
     /// Runs one or more statements without parameters or results (migrations, BEGIN...).
     async fn batch(&mut self, sql: &str) -> Result<(), StorageError>;
     /// Runs one statement; returns the number of rows it changed.
@@ -112,6 +117,18 @@ pub trait Db {
     async fn query_opt(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Option<Row>, StorageError> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
+}
+
+/// Serialises the transactions that allocate within one scope (a channel's message
+/// numbers, a table's ids: `MAX(..) + 1`) across connections, so that two nodes writing at
+/// once never pick the same number: Postgres takes a transaction-scoped advisory lock on
+/// the scope; SQLite's write transaction already excludes every other writer. Call it
+/// inside [`in_transaction`], before reading the maximum.
+pub(crate) async fn lock_scope<D: Db>(db: &mut D, scope: &str) -> Result<(), StorageError> {
+    if let Some(sql) = db.scope_lock_sql() {
+        db.execute(sql, &[Param::Text(scope)]).await?;
+    }
+    Ok(())
 }
 
 /// Runs `work` inside a transaction: commits on `Ok`, rolls back on `Err`.

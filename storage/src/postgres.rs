@@ -225,6 +225,10 @@ impl Db for Postgres {
         "BEGIN"
     }
 
+    fn scope_lock_sql(&self) -> Option<&'static str> {
+        Some("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+    }
+
     async fn batch(&mut self, sql: &str) -> Result<(), StorageError> {
         let ends_transaction = sql == "COMMIT" || sql == "ROLLBACK";
         if sql == "ROLLBACK" && self.client.is_none() {

@@ -59,6 +59,7 @@ conformance!(
     each_node_has_its_own_numbering,
     orphans_are_other_nodes_with_events_older_than_asked,
     a_ticket_is_used_once_and_forgotten_after_it_expires,
+    two_nodes_posting_to_one_channel_at_once_never_collide,
 );
 
 async fn pending(fixture: &Fixture, node: &str) -> Vec<(i64, String, String)> {
@@ -242,5 +243,53 @@ async fn a_ticket_is_used_once_and_forgotten_after_it_expires(fixture: Fixture) 
     assert!(handle.run(use_ticket("t-1", NOW + 200, NOW + 61)).await.unwrap());
     let too_long = "x".repeat(65);
     assert!(handle.run(use_ticket(&too_long, NOW, NOW)).await.is_err());
+    fixture.finish().await;
+}
+
+/// Two storage threads on one database (two nodes) post to one channel at once: every post
+/// commits, and the channel's numbering stays dense and unique.
+async fn two_nodes_posting_to_one_channel_at_once_never_collide(fixture: Fixture) {
+    seeded(&fixture).await;
+    let config = fixture.config.clone();
+    let (second, thread) = tokio::task::spawn_blocking(move || openchat_storage::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    let nodes = [fixture.handle().clone(), second];
+    let mut posts = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let handle = nodes[n % 2].clone();
+        posts.spawn(async move {
+            handle
+                .run(posted(
+                    if n % 2 == 0 { "node-a" } else { "node-b" },
+                    message(&format!("msg_c{n}"), "ch_general"),
+                ))
+                .await
+        });
+    }
+    while let Some(result) = posts.join_next().await {
+        result.unwrap().expect("no post collides with another node's");
+    }
+    let count = fixture
+        .raw_i64("SELECT COUNT(*) FROM messages WHERE channel_id = 'ch_general' AND id LIKE 'msg_c%'")
+        .await;
+    let distinct = fixture
+        .raw_i64("SELECT COUNT(DISTINCT seq) FROM messages WHERE channel_id = 'ch_general'")
+        .await;
+    let total = fixture
+        .raw_i64("SELECT COUNT(*) FROM messages WHERE channel_id = 'ch_general'")
+        .await;
+    let top = fixture
+        .raw_i64("SELECT MAX(seq) FROM messages WHERE channel_id = 'ch_general'")
+        .await;
+    assert_eq!(count, 40);
+    assert_eq!((distinct, top + 1), (total, total), "numbers unique and dense");
+    drop(nodes);
+    let stopped = tokio::task::spawn_blocking(move || thread.shutdown(std::time::Duration::from_secs(10)));
+    assert!(
+        stopped.await.unwrap().is_ok(),
+        "the second node's store stops cleanly"
+    );
     fixture.finish().await;
 }

@@ -9,7 +9,7 @@ use openchat_core::{AttachmentId, ChannelId, ChannelKind, MessageId, ServerId, U
 
 use super::corrupt;
 use super::servers::channel;
-use crate::db::{Db, Param, Row, in_transaction};
+use crate::db::{Db, Param, Row, in_transaction, lock_scope};
 use crate::error::StorageError;
 use crate::query::Query;
 use crate::records::{
@@ -433,6 +433,9 @@ impl Query for CreateMessage {
         let CreateMessage { new } = self;
         let new = &new;
         in_transaction(db, async |db: &mut D| {
+        // One post per channel at a time, on every node: the channel's numbering (history
+        // order, cursor order) and its epoch check see every earlier post.
+        lock_scope(db, &format!("messages:{}", new.channel)).await?;
         let info = match channel(db, &new.channel).await {
             Ok(info) if info.kind == ChannelKind::Text => info,
             Ok(_) => return Err(StorageError::invalid("message_create_failed", "messages go to text channels only")),

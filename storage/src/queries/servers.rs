@@ -6,7 +6,7 @@ use openchat_core::policy::may_manage;
 use openchat_core::{ChannelId, ChannelKind, GroupId, ServerId, UnixSeconds, UserUid};
 
 use super::{corrupt, layout_in_tx, server};
-use crate::db::{Db, Param, Row, in_transaction};
+use crate::db::{Db, Param, Row, in_transaction, lock_scope};
 use crate::error::StorageError;
 use crate::query::Query;
 use crate::records::{ChannelInfo, ChannelRecord, ClaimRecord, GroupRecord, NewServer, ServerRecord};
@@ -41,6 +41,7 @@ impl Query for CreateServer {
         let CreateServer { new } = self;
         let new = &new;
         in_transaction(db, async |db: &mut D| {
+        lock_scope(db, "servers").await?;
         let position = db
             .query_opt("SELECT COALESCE(MAX(position), -1) + 1 FROM servers", &[])
             .await?
@@ -374,6 +375,7 @@ impl Query for CreateChannel {
                 Some(row) if row.text(0)? == server_id.as_str() => {}
                 _ => return Err(StorageError::NotFound("group")),
             }
+            lock_scope(db, &format!("layout:{server_id}")).await?;
             if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
                 return Err(too_many());
             }
@@ -430,6 +432,7 @@ impl Query for CreateCategory {
         let actor = &actor;
         in_transaction(db, async |db: &mut D| {
             require_manager(db, server_id, actor).await?;
+            lock_scope(db, &format!("layout:{server_id}")).await?;
             if count_layout(db, server_id).await? >= SERVER_CHANNELS_MAX {
                 return Err(too_many());
             }

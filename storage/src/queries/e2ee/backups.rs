@@ -2,7 +2,7 @@
 
 use openchat_core::{UnixSeconds, UserUid};
 
-use crate::db::{Db, Param, in_transaction};
+use crate::db::{Db, Param, in_transaction, lock_scope};
 use crate::e2ee::BackupRecord;
 use crate::error::StorageError;
 use crate::query::Query;
@@ -29,6 +29,7 @@ impl Query for PutBackup {
             now,
         } = self;
         in_transaction(db, async |db: &mut D| {
+            lock_scope(db, &format!("key_backups:{user}")).await?;
             let seq = db
                 .query_opt(
                     "SELECT COALESCE(MAX(seq), 0) + 1 FROM key_backups WHERE user_uid = $1",

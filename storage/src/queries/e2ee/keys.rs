@@ -7,7 +7,7 @@ use super::{
     KEY_PACKAGES_PER_DEVICE_MAX, device, e2ee_channel, member_of_epoch, next_id, own_active_device,
     require_active_device,
 };
-use crate::db::{Db, Param, in_transaction};
+use crate::db::{Db, Param, in_transaction, lock_scope};
 use crate::e2ee::{Actor, ClaimedPackage, DeviceStatus, EnvelopeIn, KeyEnvelopeRecord, PublishOutcome};
 use crate::error::StorageError;
 use crate::queries::corrupt;
@@ -57,6 +57,7 @@ impl Query for PublishKeyPackages {
                     format!("a device keeps at most {KEY_PACKAGES_PER_DEVICE_MAX} one-time KeyPackages"),
                 ));
             }
+            lock_scope(db, "key_packages").await?;
             let mut id = next_id(db, "SELECT COALESCE(MAX(id), 0) + 1 FROM key_packages").await?;
             let mut count = 0;
             let lasts = last_resort.iter().map(|p| (p, 1));
@@ -186,6 +187,7 @@ impl Query for PublishEnvelopes {
                 ));
             }
             require_active_device(db, actor.user.as_str(), &actor.device).await?;
+            lock_scope(db, "key_envelopes").await?;
             let mut id = next_id(db, "SELECT COALESCE(MAX(envelope_id), 0) + 1 FROM key_envelopes").await?;
             let mut outcome = PublishOutcome {
                 accepted: 0,
