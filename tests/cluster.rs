@@ -231,73 +231,6 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
     drop(db);
 }
 
-/// `publisher` sends audio over its own connection and `subscriber` receives it: media goes
-/// straight to the room's node whichever node relays either's signaling.
-async fn audio_flows(publisher: &mut Ws, subscriber: &mut Ws, channel: &str) {
-    use std::time::{Duration, Instant};
-    use str0m::format::Codec;
-    use str0m::media::{Direction, MediaKind, MediaTime};
-    use support::peer::{self, Peer};
-    peer::send(publisher, json!({"type": "rtc.media.state", "channel_id": channel, "payload": {"stream_id": "stream_test", "track_id": "track_mic", "stream_kind": "audio_microphone", "action": "start"}})).await;
-    let mut alice = Peer::new().await;
-    let (mids, answer) = alice
-        .negotiate(
-            publisher,
-            "publish",
-            &[(MediaKind::Audio, Direction::SendOnly, "track_mic")],
-        )
-        .await;
-    assert_eq!(answer["type"], "rtc.answer.publish", "{answer}");
-    let mine = str0m::Candidate::host(alice.addr, "udp").unwrap().to_sdp_string();
-    peer::send(publisher, json!({"type": "rtc.ice.candidate", "channel_id": channel, "payload": {"candidate": mine, "direction": "publish", "sdp_mid": "0"}})).await;
-    peer::next_of(subscriber, "rtc.track.published").await;
-    let mut bob = Peer::new().await;
-    let (_, answer) = bob
-        .negotiate(
-            subscriber,
-            "subscribe",
-            &[(MediaKind::Audio, Direction::RecvOnly, "recv_audio")],
-        )
-        .await;
-    assert_eq!(answer["type"], "rtc.answer.subscribe", "{answer}");
-    let deadline = Instant::now() + HANG_GUARD;
-    let mut frame = 0u32;
-    let mut last_send = Instant::now();
-    while bob.received.len() < 20 && Instant::now() < deadline {
-        alice.pump();
-        bob.pump();
-        if alice.rtc.is_connected() && last_send.elapsed() >= Duration::from_millis(20) {
-            last_send = Instant::now();
-            let pt = alice
-                .rtc
-                .codec_config()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .unwrap()
-                .pt();
-            let time = MediaTime::from_90khz(u64::from(frame) * 1920);
-            let payload = vec![0x5Au8; 60];
-            alice
-                .rtc
-                .writer(mids[0])
-                .unwrap()
-                .write(pt, Instant::now(), time, payload)
-                .unwrap();
-            frame += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert!(
-        bob.received.len() >= 20,
-        "{} frames of {frame} arrived",
-        bob.received.len()
-    );
-    assert!(
-        bob.received
-            .iter()
-            .all(|data| data.len() == 60 && data.iter().all(|b| *b == 0x5A))
-    );
-}
-
 /// SIGKILL of the node that runs a call: the socket relayed through the other node closes
 /// with 1012 (no rtc.error), and the next join makes the room again on a live node.
 async fn a_killed_owner_ends_its_relayed_calls_and_the_room_moves(x: Server, h: Server) {
@@ -311,7 +244,7 @@ async fn a_killed_owner_ends_its_relayed_calls_and_the_room_moves(x: Server, h: 
         1,
         "{joined}"
     );
-    audio_flows(&mut first, &mut relayed, channel).await;
+    support::peer::audio_flows(&mut first, &mut relayed, channel, "127.0.0.1".parse().unwrap()).await;
     owner.kill_hard();
     let (code, errored) = close_code(&mut relayed).await;
     assert_eq!(

@@ -50,7 +50,12 @@ pub struct Peer {
 
 impl Peer {
     pub async fn new() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Self::on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// A peer whose socket (and only candidate) is on `ip`.
+    pub async fn on(ip: std::net::IpAddr) -> Self {
+        let socket = UdpSocket::bind((ip, 0)).await.unwrap();
         let addr = socket.local_addr().unwrap();
         let mut rtc = Rtc::new(Instant::now());
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
@@ -141,4 +146,80 @@ pub async fn next_of_any(ws: &mut Ws, kinds: &[&str]) -> Value {
             return value;
         }
     }
+}
+
+/// `publisher` sends audio over its own connection and `subscriber` receives it: media goes
+/// straight to the room's node whichever node relays either's signaling. Both peers' sockets
+/// are on `ip`. Returns the publish and subscribe answers.
+pub async fn audio_flows(
+    publisher: &mut Ws,
+    subscriber: &mut Ws,
+    channel: &str,
+    ip: std::net::IpAddr,
+) -> (Value, Value) {
+    use std::time::Duration;
+    use str0m::format::Codec;
+    use str0m::media::MediaTime;
+    send(publisher, json!({"type": "rtc.media.state", "channel_id": channel, "payload": {"stream_id": "stream_test", "track_id": "track_mic", "stream_kind": "audio_microphone", "action": "start"}})).await;
+    let mut alice = Peer::on(ip).await;
+    let (mids, publish_answer) = alice
+        .negotiate(
+            publisher,
+            "publish",
+            &[(MediaKind::Audio, Direction::SendOnly, "track_mic")],
+        )
+        .await;
+    assert_eq!(publish_answer["type"], "rtc.answer.publish", "{publish_answer}");
+    let mine = str0m::Candidate::host(alice.addr, "udp").unwrap().to_sdp_string();
+    send(publisher, json!({"type": "rtc.ice.candidate", "channel_id": channel, "payload": {"candidate": mine, "direction": "publish", "sdp_mid": "0"}})).await;
+    next_of(subscriber, "rtc.track.published").await;
+    let mut bob = Peer::on(ip).await;
+    let (_, subscribe_answer) = bob
+        .negotiate(
+            subscriber,
+            "subscribe",
+            &[(MediaKind::Audio, Direction::RecvOnly, "recv_audio")],
+        )
+        .await;
+    assert_eq!(
+        subscribe_answer["type"], "rtc.answer.subscribe",
+        "{subscribe_answer}"
+    );
+    let deadline = Instant::now() + HANG_GUARD;
+    let mut frame = 0u32;
+    let mut last_send = Instant::now();
+    while bob.received.len() < 20 && Instant::now() < deadline {
+        alice.pump();
+        bob.pump();
+        if alice.rtc.is_connected() && last_send.elapsed() >= Duration::from_millis(20) {
+            last_send = Instant::now();
+            let pt = alice
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .unwrap()
+                .pt();
+            let time = MediaTime::from_90khz(u64::from(frame) * 1920);
+            let payload = vec![0x5Au8; 60];
+            alice
+                .rtc
+                .writer(mids[0])
+                .unwrap()
+                .write(pt, Instant::now(), time, payload)
+                .unwrap();
+            frame += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        bob.received.len() >= 20,
+        "{} frames of {frame} arrived",
+        bob.received.len()
+    );
+    assert!(
+        bob.received
+            .iter()
+            .all(|data| data.len() == 60 && data.iter().all(|b| *b == 0x5A))
+    );
+    (publish_answer, subscribe_answer)
 }
