@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::peer::{close_code, join, mint, rooms_on};
 use support::{HANG_GUARD, NatsServer, PgDatabase, Server, Store, call, client, eventually, postgres_url};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -235,10 +236,10 @@ fn messages_reach_sockets_on_every_node_once_also_across_a_nats_outage() {
 /// with 1012 (no rtc.error), and the next join makes the room again on a live node.
 async fn a_killed_owner_ends_its_relayed_calls_and_the_room_moves(x: Server, h: Server) {
     let channel = "tl_vc_pairing";
-    let (mut first, joined) = signaling_socket(&x, &mint(&x, channel, "uid_fay").await).await;
+    let (mut first, joined) = join(&x, &mint(&x, channel, "uid_fay").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     let (owner, survivor) = if rooms_on(&x).await > 0.0 { (x, h) } else { (h, x) };
-    let (mut relayed, joined) = signaling_socket(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
+    let (mut relayed, joined) = join(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
     assert_eq!(
         joined["payload"]["participants"].as_array().unwrap().len(),
         1,
@@ -254,46 +255,16 @@ async fn a_killed_owner_ends_its_relayed_calls_and_the_room_moves(x: Server, h: 
     );
     assert!(!errored, "an rtc.error came before the close");
     // The client rejoins with a new ticket: the room is made again, on the live node.
-    let (_again, joined) = signaling_socket(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
+    let (_again, joined) = join(&survivor, &mint(&survivor, channel, "uid_gus").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     assert_eq!(joined["payload"]["participants"], json!([]), "{joined}");
     assert_eq!(rooms_on(&survivor).await, 1.0);
 }
 
-/// Voice rooms a node runs, from its metrics.
-async fn rooms_on(server: &Server) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("openchat_rtc_shard_rooms{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Reads until the socket closes; returns the close code and whether an `rtc.error` came.
-async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
-    let mut errored = false;
-    loop {
-        match tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("a close")
-        {
-            Some(Ok(Message::Close(frame))) => return (frame.map(|f| u16::from(f.code)), errored),
-            Some(Ok(Message::Text(text))) => errored |= text.as_str().contains("\"rtc.error\""),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return (None, errored),
-        }
-    }
-}
-
 /// Returns the node that did not drain.
 async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) -> Server {
     let channel = "tl_vc_huddle";
-    let (mut first, joined) = signaling_socket(&d, &mint(&d, channel, "uid_dot").await).await;
+    let (mut first, joined) = join(&d, &mint(&d, channel, "uid_dot").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     let (owner, other) = if rooms_on(&d).await > 0.0 { (d, e) } else { (e, d) };
     assert_eq!(rooms_on(&other).await, 0.0, "one room, on one node");
@@ -308,7 +279,7 @@ async fn a_join_during_a_drain_lands_in_the_same_room(d: Server, e: Server) -> S
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // Through the node that is not draining: it follows the record to the draining owner.
-    let (mut second, joined) = signaling_socket(&other, &mint(&other, channel, "uid_eve").await).await;
+    let (mut second, joined) = join(&other, &mint(&other, channel, "uid_eve").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     let others = joined["payload"]["participants"].as_array().unwrap();
     assert_eq!(others.len(), 1, "the same room as before the drain: {joined}");
@@ -413,53 +384,16 @@ fn an_upload_through_one_node_loads_through_the_other(a: &Server, b: &Server) {
 }
 
 async fn signaling_join(server: &Server, ticket: &str) -> Value {
-    signaling_socket(server, ticket).await.1
-}
-
-/// Opens the signaling socket, sends `rtc.join` and returns the socket with its answer
-/// (`rtc.joined` or `rtc.error`).
-async fn signaling_socket(server: &Server, ticket: &str) -> (Ws, Value) {
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let url = format!("ws://{}/v1/rtc/signaling", server.addr);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let join = json!({"type": "rtc.join", "request_id": "join_1", "payload": {"ticket": ticket}});
-    ws.send(Message::text(join.to_string())).await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("an answer");
-        if let Some(Ok(Message::Text(text))) = frame {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if value["type"] == "rtc.joined" || value["type"] == "rtc.error" {
-                return (ws, value);
-            }
-        }
-    }
-}
-
-async fn mint(server: &Server, channel: &str, user: &str) -> String {
-    let minted = reqwest::Client::new()
-        .post(server.url(&format!("/v1/rtc/channels/{channel}/join-ticket")))
-        .header("X-OpenChat-User-UID", user)
-        .header("X-OpenChat-Device-ID", format!("dev_{user}"))
-        .json(&json!({"server_id": "srv_harbor"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(minted.status(), 200);
-    minted.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    join(server, ticket).await.1
 }
 
 /// Two callers whose signaling sockets land on different nodes meet in one room: the node
 /// without the room relays its socket to the room's node.
 async fn callers_on_two_nodes_meet_in_one_room(a: &Server, b: &Server) {
-    let (mut on_a, joined) = signaling_socket(a, &mint(a, "vc_party", "uid_una").await).await;
+    let (mut on_a, joined) = join(a, &mint(a, "vc_party", "uid_una").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     assert_eq!(joined["payload"]["participants"], json!([]), "{joined}");
-    let (mut on_b, joined) = signaling_socket(b, &mint(b, "vc_party", "uid_ben").await).await;
+    let (mut on_b, joined) = join(b, &mint(b, "vc_party", "uid_ben").await).await;
     assert_eq!(joined["type"], "rtc.joined", "{joined}");
     let others = joined["payload"]["participants"].as_array().unwrap();
     assert_eq!(others.len(), 1, "one room, not two: {joined}");
@@ -467,7 +401,7 @@ async fn callers_on_two_nodes_meet_in_one_room(a: &Server, b: &Server) {
     let seen = next_of(&mut on_a, "rtc.participant.joined").await;
     assert_eq!(seen["payload"]["participant"]["user_uid"], "uid_ben", "{seen}");
     // A third caller, through A again, sees both.
-    let (_on_a2, joined) = signaling_socket(a, &mint(a, "vc_party", "uid_cy").await).await;
+    let (_on_a2, joined) = join(a, &mint(a, "vc_party", "uid_cy").await).await;
     assert_eq!(
         joined["payload"]["participants"].as_array().unwrap().len(),
         2,

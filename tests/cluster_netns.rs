@@ -11,12 +11,10 @@ mod support;
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::peer::Ws;
-use support::{HANG_GUARD, NatsServer, PgDatabase, Server, binary, client, eventually, in_ci, postgres_url};
+use support::peer::{close_code, join, mint, rooms_on};
+use support::{NatsServer, PgDatabase, Server, binary, client, eventually, in_ci, postgres_url};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
 
 const NODES: usize = 3;
 
@@ -127,54 +125,6 @@ fn start_node(net: &Net, i: usize, dir: &std::path::Path, database: &str, nats: 
     Server::spawn(command, dir)
 }
 
-async fn mint(server: &Server, channel: &str, user: &str) -> String {
-    let minted = reqwest::Client::new()
-        .post(server.url(&format!("/v1/rtc/channels/{channel}/join-ticket")))
-        .header("X-OpenChat-User-UID", user)
-        .header("X-OpenChat-Device-ID", format!("dev_{user}"))
-        .json(&json!({"server_id": "srv_harbor"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(minted.status(), 200);
-    minted.json::<Value>().await.unwrap()["ticket"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn join(server: &Server, ticket: &str) -> (Ws, Value) {
-    let stream = TcpStream::connect(server.addr).await.unwrap();
-    let url = format!("ws://{}/v1/rtc/signaling", server.addr);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let join = json!({"type": "rtc.join", "request_id": "join_1", "payload": {"ticket": ticket}});
-    ws.send(Message::text(join.to_string())).await.unwrap();
-    loop {
-        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("an answer");
-        if let Some(Ok(Message::Text(text))) = frame {
-            let value: Value = serde_json::from_str(text.as_str()).unwrap();
-            if value["type"] == "rtc.joined" || value["type"] == "rtc.error" {
-                return (ws, value);
-            }
-        }
-    }
-}
-
-async fn rooms_on(server: &Server) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("openchat_rtc_shard_rooms{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The one node that runs a call, by the rooms its metrics count.
 async fn owner_of(nodes: &[Server]) -> usize {
     let mut owners = Vec::new();
@@ -185,23 +135,6 @@ async fn owner_of(nodes: &[Server]) -> usize {
     }
     assert_eq!(owners.len(), 1, "the call runs on exactly one node: {owners:?}");
     owners[0]
-}
-
-/// Reads until the socket closes; returns the close code (`None` when cut) and whether an
-/// `rtc.error` came first.
-async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
-    let mut errored = false;
-    loop {
-        match tokio::time::timeout(HANG_GUARD, ws.next())
-            .await
-            .expect("a close")
-        {
-            Some(Ok(Message::Close(frame))) => return (frame.map(|f| u16::from(f.code)), errored),
-            Some(Ok(Message::Text(text))) => errored |= text.as_str().contains("\"rtc.error\""),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return (None, errored),
-        }
-    }
 }
 
 /// The address the SFU put in an answer's candidate.

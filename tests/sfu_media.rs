@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use str0m::Candidate;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime};
-use support::peer::{Peer, Ws, next_of, next_text, send};
+use support::peer::{Peer, Ws, labelled, metric, next_of, next_text, send};
 use support::{Server, Store};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -50,25 +50,6 @@ async fn signaling_via(addr: SocketAddr, permissions: Permissions, uid: &str) ->
     send(&mut ws, json!({"type": "rtc.join", "request_id": "join_1", "channel_id": "vc_general", "payload": {"ticket": ticket}})).await;
     let joined = next_of(&mut ws, "rtc.joined").await;
     (ws, joined)
-}
-
-/// The sum of a metric's series (all label sets) in the `/metrics` text.
-async fn metric(server: &Server, name: &str) -> f64 {
-    labelled(server, name, "").await
-}
-
-/// The sum of `name`'s series whose labels contain `label` (every series for "").
-async fn labelled(server: &Server, name: &str, label: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn sfu_candidate(answer: &Value) -> SocketAddr {

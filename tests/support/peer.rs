@@ -223,3 +223,82 @@ pub async fn audio_flows(
     );
     (publish_answer, subscribe_answer)
 }
+
+/// Mints a join ticket for `channel` on `server` as `user` (device `dev_<user>`).
+pub async fn mint(server: &super::Server, channel: &str, user: &str) -> String {
+    let minted = reqwest::Client::new()
+        .post(server.url(&format!("/v1/rtc/channels/{channel}/join-ticket")))
+        .header("X-OpenChat-User-UID", user)
+        .header("X-OpenChat-Device-ID", format!("dev_{user}"))
+        .json(&json!({"server_id": "srv_harbor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+    minted.json::<Value>().await.unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Opens the signaling socket, sends `rtc.join` and returns the socket with its answer
+/// (`rtc.joined` or `rtc.error`).
+pub async fn join(server: &super::Server, ticket: &str) -> (Ws, Value) {
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let url = format!("ws://{}/v1/rtc/signaling", server.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let join = json!({"type": "rtc.join", "request_id": "join_1", "payload": {"ticket": ticket}});
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    loop {
+        let frame = tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("an answer");
+        if let Some(Ok(Message::Text(text))) = frame {
+            let value: Value = serde_json::from_str(text.as_str()).unwrap();
+            if value["type"] == "rtc.joined" || value["type"] == "rtc.error" {
+                return (ws, value);
+            }
+        }
+    }
+}
+
+/// Voice rooms a node runs, from its metrics.
+pub async fn rooms_on(server: &super::Server) -> f64 {
+    metric(server, "openchat_rtc_shard_rooms").await
+}
+
+/// The sum of a metric's series (all label sets) in the `/metrics` text.
+pub async fn metric(server: &super::Server, name: &str) -> f64 {
+    labelled(server, name, "").await
+}
+
+/// The sum of `name`'s series whose labels contain `label` (every series for "").
+pub async fn labelled(server: &super::Server, name: &str, label: &str) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads until the socket closes; returns the close code (`None` when cut) and whether an
+/// `rtc.error` came first.
+pub async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
+    let mut errored = false;
+    loop {
+        match tokio::time::timeout(HANG_GUARD, ws.next())
+            .await
+            .expect("a close")
+        {
+            Some(Ok(Message::Close(frame))) => return (frame.map(|f| u16::from(f.code)), errored),
+            Some(Ok(Message::Text(text))) => errored |= text.as_str().contains("\"rtc.error\""),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (None, errored),
+        }
+    }
+}
