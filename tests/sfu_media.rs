@@ -9,14 +9,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use openchat_core::ticket::{Permissions, TicketClaims, TicketSigner};
 use serde_json::{Value, json};
 use str0m::Candidate;
-use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, MediaTime};
-use support::peer::{Peer, Ws, labelled, metric, next_of, next_text, send};
+use str0m::media::{Direction, MediaKind};
+use support::peer::{Peer, Ws, labelled, metric, next_of, next_text, send, send_audio};
 use support::{Server, Store};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -130,33 +128,7 @@ async fn published_audio_reaches_the_subscriber_through_the_sfu() {
     let sdp = answer["payload"]["sdp"].as_str().unwrap();
     assert!(sdp.contains("a=msid:stream_test track_mic"), "{sdp}");
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut frame = 0u32;
-    let mut last_send = Instant::now();
-    while bob.received.len() < 50 && Instant::now() < deadline {
-        alice.pump();
-        bob.pump();
-        if alice.rtc.is_connected() && last_send.elapsed() >= Duration::from_millis(20) {
-            last_send = Instant::now();
-            let pt = alice
-                .rtc
-                .codec_config()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .unwrap()
-                .pt();
-            let mut payload = vec![0x5Au8; 60];
-            payload[..4].copy_from_slice(&frame.to_be_bytes());
-            let time = MediaTime::from_90khz(u64::from(frame) * 1920);
-            alice
-                .rtc
-                .writer(mids[0])
-                .unwrap()
-                .write(pt, Instant::now(), time, payload)
-                .unwrap();
-            frame += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let frame = send_audio(&mut alice, &mut bob, mids[0], 50).await;
     assert!(
         bob.received.len() >= 50,
         "bob received {} frames of {frame} sent",

@@ -157,9 +157,6 @@ pub async fn audio_flows(
     channel: &str,
     ip: std::net::IpAddr,
 ) -> (Value, Value) {
-    use std::time::Duration;
-    use str0m::format::Codec;
-    use str0m::media::MediaTime;
     send(publisher, json!({"type": "rtc.media.state", "channel_id": channel, "payload": {"stream_id": "stream_test", "track_id": "track_mic", "stream_kind": "audio_microphone", "action": "start"}})).await;
     let mut alice = Peer::on(ip).await;
     let (mids, publish_answer) = alice
@@ -185,32 +182,7 @@ pub async fn audio_flows(
         subscribe_answer["type"], "rtc.answer.subscribe",
         "{subscribe_answer}"
     );
-    let deadline = Instant::now() + HANG_GUARD;
-    let mut frame = 0u32;
-    let mut last_send = Instant::now();
-    while bob.received.len() < 20 && Instant::now() < deadline {
-        alice.pump();
-        bob.pump();
-        if alice.rtc.is_connected() && last_send.elapsed() >= Duration::from_millis(20) {
-            last_send = Instant::now();
-            let pt = alice
-                .rtc
-                .codec_config()
-                .find(|p| p.spec().codec == Codec::Opus)
-                .unwrap()
-                .pt();
-            let time = MediaTime::from_90khz(u64::from(frame) * 1920);
-            let payload = vec![0x5Au8; 60];
-            alice
-                .rtc
-                .writer(mids[0])
-                .unwrap()
-                .write(pt, Instant::now(), time, payload)
-                .unwrap();
-            frame += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let frame = send_audio(&mut alice, &mut bob, mids[0], 20).await;
     assert!(
         bob.received.len() >= 20,
         "{} frames of {frame} arrived",
@@ -219,7 +191,7 @@ pub async fn audio_flows(
     assert!(
         bob.received
             .iter()
-            .all(|data| data.len() == 60 && data.iter().all(|b| *b == 0x5A))
+            .all(|data| data.len() == 60 && data[4..].iter().all(|b| *b == 0x5A))
     );
     (publish_answer, subscribe_answer)
 }
@@ -301,4 +273,41 @@ pub async fn close_code(ws: &mut Ws) -> (Option<u16>, bool) {
             Some(Err(_)) | None => return (None, errored),
         }
     }
+}
+
+/// Sends an Opus frame from `alice`'s `mid` every 20 ms (the frame's number in its first 4
+/// bytes, then 0x5A up to 60 bytes) while pumping both peers, until `bob` received
+/// `wanted` frames or the hang guard passed; returns how many were sent.
+pub async fn send_audio(alice: &mut Peer, bob: &mut Peer, mid: Mid, wanted: usize) -> u32 {
+    use std::time::Duration;
+    use str0m::format::Codec;
+    use str0m::media::MediaTime;
+    let deadline = Instant::now() + HANG_GUARD;
+    let mut frame = 0u32;
+    let mut last_send = Instant::now();
+    while bob.received.len() < wanted && Instant::now() < deadline {
+        alice.pump();
+        bob.pump();
+        if alice.rtc.is_connected() && last_send.elapsed() >= Duration::from_millis(20) {
+            last_send = Instant::now();
+            let pt = alice
+                .rtc
+                .codec_config()
+                .find(|p| p.spec().codec == Codec::Opus)
+                .unwrap()
+                .pt();
+            let mut payload = vec![0x5Au8; 60];
+            payload[..4].copy_from_slice(&frame.to_be_bytes());
+            let time = MediaTime::from_90khz(u64::from(frame) * 1920);
+            alice
+                .rtc
+                .writer(mid)
+                .unwrap()
+                .write(pt, Instant::now(), time, payload)
+                .unwrap();
+            frame += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    frame
 }
